@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; pip must never resolve another one (it would pull CUDA packages).
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test bench clean venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[scipion,test]"
+	touch $@
+
+demo: venv
+	$(VENV)/bin/localet demo -o demo_out
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) benchmarks/bench_backprojection.py
+
+clean:
+	rm -rf $(VENV) demo_out

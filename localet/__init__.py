@@ -1,0 +1,1 @@
+"""The `localet` command line: a thin adapter over :mod:`localet_core`."""

@@ -1,0 +1,1 @@
+"""IMOD-style file I/O: MRC stacks and volumes, .tlt, .xf, exclude lists, SerialEM .mdoc."""
