@@ -1,0 +1,167 @@
+"""Back-projection: the adjoint of projection, with linear interpolation, for 1 or C channels.
+
+Two kernels compute the same sum (each voxel gets, from every used view, the image value
+linearly interpolated at the voxel's projection, times the view's weight):
+
+* ``sparse`` (separable geometries: no ``.xf``, no X-axis tilt). Output row ``y`` then reads only
+  detector row ``y``, and the interpolation weights depend on (z, x, view) alone. They form a
+  sparse matrix ``B`` of shape ``(nz * nx_out, n_views * nx_det)`` with two entries per view and
+  row, built once and shared by every row and channel; the back-projection of a slab of rows is
+  one sparse-dense product ``B @ images[(view, u), (y, channel)]``: each entry adds a contiguous
+  run of values, the access pattern IMOD's ``tilt`` gets by stretching lines.
+* ``grid_sample`` (any geometry, and CUDA): bilinear sampling of each view at the voxels'
+  projections (``.xf`` and X-axis tilt included), summed over views.
+
+Out-of-detector neighbours count as zero in both (``grid_sample``'s ``padding_mode="zeros"``).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from localet_core.geometry import TiltGeometry
+
+KERNELS = ("auto", "sparse", "grid_sample")
+
+
+def choose_kernel(geometry: TiltGeometry, device: torch.device, kernel: str = "auto") -> str:
+    """The kernel ``auto`` resolves to: ``sparse`` for separable geometries on CPU, else
+    ``grid_sample``. Asking for ``sparse`` on a non-separable geometry is an error."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "sparse" and not geometry.is_separable:
+        raise ValueError("the sparse kernel needs a separable geometry (no .xf, no X-axis tilt)")
+    if kernel == "auto":
+        return "sparse" if geometry.is_separable and device.type == "cpu" else "grid_sample"
+    return kernel
+
+
+def separable_matrix(
+    geometry: TiltGeometry,
+    weights: torch.Tensor,
+    z_range: Optional[Tuple[int, int]] = None,
+    device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The sparse back-projection matrix of a separable geometry.
+
+    Args:
+        geometry: a separable :class:`TiltGeometry`.
+        weights: ``(n_used,)`` per-view weights folded into the matrix (e.g. radians).
+        z_range: ``(z0, z1)`` output slices to cover (default all).
+
+    Returns:
+        CSR tensor ``(nz * nx_out, n_used * nx_det)``: row ``(z, x)``, column ``(view, u)``.
+    """
+    nz, _, nxo = geometry.output_shape
+    z0, z1 = z_range if z_range is not None else (0, nz)
+    n_views = len(geometry.used_views)
+    nxd = geometry.binned_detector_shape[1]
+    iz = torch.arange(z0, z1, dtype=torch.float64, device=device).view(-1, 1)
+    ix = torch.arange(nxo, dtype=torch.float64, device=device).view(1, -1)
+    _, u = geometry.detector_coordinates(iz, torch.zeros(1, 1, dtype=torch.float64, device=device), ix)
+    # (z, x, views) order makes every row's entries contiguous and sorted by column
+    u = u.permute(1, 2, 0)
+    i0f = torch.floor(u)
+    frac = (u - i0f).to(dtype)
+    i0 = i0f.to(torch.int32)
+    w = weights.to(device=device, dtype=dtype)
+    w0 = (1 - frac) * w * ((i0 >= 0) & (i0 < nxd))
+    w1 = frac * w * ((i0 >= -1) & (i0 < nxd - 1))
+    view_base = torch.arange(n_views, device=device, dtype=torch.int32) * nxd
+    # Out-of-range neighbours get weight 0; clamp their column into the view's own block.
+    cols = torch.stack([view_base + i0.clamp(0, nxd - 1), view_base + (i0 + 1).clamp(0, nxd - 1)], dim=-1)
+    vals = torch.stack([w0, w1], dim=-1)
+    n_rows = (z1 - z0) * nxo
+    per_row = 2 * n_views
+    crow = torch.arange(0, n_rows * per_row + 1, per_row, device=device, dtype=torch.int32)
+    return torch.sparse_csr_tensor(crow, cols.reshape(-1), vals.reshape(-1),
+                                   size=(n_rows, n_views * nxd), check_invariants=False)
+
+
+def backproject_separable(
+    matrix: torch.Tensor,
+    images_t: torch.Tensor,
+    y_range: Tuple[int, int],
+    nz: int,
+) -> torch.Tensor:
+    """Apply a :func:`separable_matrix` to rows ``y0:y1``.
+
+    Args:
+        matrix: ``(nz * nx_out, n_views * nx_det)`` CSR matrix.
+        images_t: ``(n_views * nx_det, ny, C)`` filtered images, (view, u)-major: the layout
+            :func:`to_separable_layout` makes once per reconstruction.
+        y_range: ``(y0, y1)`` detector rows = output rows.
+        nz: number of output slices the matrix covers.
+
+    Returns:
+        ``(nz, y1 - y0, nx_out, C)`` back-projected slab.
+    """
+    y0, y1 = y_range
+    rows = images_t[:, y0:y1].reshape(images_t.shape[0], -1)
+    out = torch.sparse.mm(matrix, rows)  # (nz * nx_out, (y1 - y0) * C)
+    nxo = matrix.shape[0] // nz
+    return out.view(nz, nxo, y1 - y0, -1).permute(0, 2, 1, 3)
+
+
+def to_separable_layout(images: torch.Tensor) -> torch.Tensor:
+    """``(n_views, ny, nx[, C])`` -> contiguous ``(n_views * nx, ny, C)`` for the sparse kernel."""
+    if images.dim() == 3:
+        images = images.unsqueeze(-1)
+    n, ny, nx, c = images.shape
+    return images.permute(0, 2, 1, 3).reshape(n * nx, ny, c).contiguous()
+
+
+def backproject_grid_sample(
+    geometry: TiltGeometry,
+    images: torch.Tensor,
+    weights: torch.Tensor,
+    y_range: Tuple[int, int],
+    z_range: Optional[Tuple[int, int]] = None,
+    max_elements: int = 1 << 25,
+) -> torch.Tensor:
+    """Back-project with bilinear sampling (any geometry, any device).
+
+    Args:
+        images: ``(n_used, ny, nx[, C])`` filtered images (binned raw frame).
+        weights: ``(n_used,)`` per-view weights.
+        y_range, z_range: output rows and slices to compute.
+        max_elements: bound on the temporary (views x voxels x channels) per chunk.
+
+    Returns:
+        ``(nz, y1 - y0, nx_out, C)`` slab on the images' device, images' dtype.
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(-1)
+    n, ny, nx, c = images.shape
+    device, dtype = images.device, images.dtype
+    nz_all, _, nxo = geometry.output_shape
+    z0, z1 = z_range if z_range is not None else (0, nz_all)
+    y0, y1 = y_range
+    source = images.permute(0, 3, 1, 2)  # (N, C, H, W) for grid_sample
+    out = torch.zeros(z1 - z0, y1 - y0, nxo, c, device=device, dtype=dtype)
+    w = weights.to(device=device, dtype=dtype).view(-1, 1, 1)
+    iy = torch.arange(y0, y1, dtype=torch.float64, device=device).view(-1, 1)
+    ix = torch.arange(nxo, dtype=torch.float64, device=device).view(1, -1)
+    per_slice = max(1, n * (y1 - y0) * nxo * c)
+    step = max(1, min(z1 - z0, max_elements // per_slice))
+    view_step = n if per_slice <= max_elements else max(1, max_elements // ((y1 - y0) * nxo * c))
+    for za in range(z0, z1, step):
+        zb = min(z1, za + step)
+        iz = torch.arange(za, zb, dtype=torch.float64, device=device).view(-1, 1, 1)
+        acc = out[za - z0:zb - z0]
+        for va in range(0, n, view_step):
+            vb = min(n, va + view_step)
+            rows, cols = geometry.detector_coordinates(iz, iy.unsqueeze(0), ix.unsqueeze(0),
+                                                       views=range(va, vb))
+            # normalised coordinates for align_corners=False: pixel i spans [i - 0.5, i + 0.5]
+            rows, cols = torch.broadcast_tensors(rows, cols)
+            grid = torch.stack([(2 * cols + 1) / nx - 1, (2 * rows + 1) / ny - 1], dim=-1)
+            grid = grid.reshape(vb - va, -1, nxo, 2).to(dtype)  # (views, z*y, x, 2)
+            sampled = F.grid_sample(source[va:vb], grid, mode="bilinear", padding_mode="zeros",
+                                    align_corners=False)  # (views, C, z*y, x)
+            sampled = (sampled * w[va:vb].view(-1, 1, 1, 1)).sum(0)
+            acc += sampled.view(c, zb - za, y1 - y0, nxo).permute(1, 2, 3, 0)
+    return out

@@ -1,0 +1,61 @@
+"""Where to compute, and how much memory a slab may take."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from localet_core.errors import InputError
+
+
+def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:
+    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if isinstance(spec, torch.device):
+        return spec
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise InputError("--device", f"unknown device {spec!r}; use auto, cpu or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device", f"{spec} asked for, but no CUDA device is available")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise InputError("--device", f"{spec} asked for, but only {torch.cuda.device_count()} "
+                                         "CUDA device(s) exist")
+        return torch.device("cuda", index)
+    if device.type != "cpu":
+        raise InputError("--device", f"unsupported device {spec!r}; use auto, cpu or cuda:N")
+    return device
+
+
+def memory_budget(device: torch.device, budget_bytes: Optional[int] = None, fraction: float = 0.5) -> int:
+    """Bytes a reconstruction may use for its working set: ``budget_bytes`` when given, else a
+    ``fraction`` of the free memory of ``device`` (available RAM, or free VRAM)."""
+    if budget_bytes is not None:
+        if budget_bytes <= 0:
+            raise InputError("--memory", "the memory budget must be positive")
+        return int(budget_bytes)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * fraction)
+    import psutil
+
+    return int(psutil.virtual_memory().available * fraction)
+
+
+def parse_memory(text: Optional[str]) -> Optional[int]:
+    """'4G', '512M', '2000000' -> bytes (None passes through)."""
+    if text is None:
+        return None
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().rstrip("ib").rstrip("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(float(t))
+    except ValueError:
+        raise InputError("--memory", f"cannot read {text!r} as a size such as 4G or 512M") from None

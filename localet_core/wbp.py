@@ -1,0 +1,147 @@
+"""Weighted (filtered) back-projection of a tilt series, slab by slab under a memory budget.
+
+    volume = sum over used views of  weight(view) * backproject(ramp_filter(view))
+
+Output slabs run along Y (the tilt axis): each is ``(nz, rows, nx)`` and can be written to disk
+as soon as it is done, so the whole volume never has to sit in memory.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from localet_core.backprojection import (
+    backproject_grid_sample,
+    backproject_separable,
+    choose_kernel,
+    separable_matrix,
+    to_separable_layout,
+)
+from localet_core.device import memory_budget, resolve_device
+from localet_core.filters import RampFilter, bin_images, ramp_filter_oblique, ramp_filter_rows
+from localet_core.geometry import TiltGeometry
+
+Slab = Tuple[int, int, np.ndarray]
+
+
+def prepare_views(
+    stack: Union[np.ndarray, torch.Tensor],
+    geometry: TiltGeometry,
+    ramp: Optional[RampFilter],
+    device: torch.device,
+) -> torch.Tensor:
+    """Select the used views, bin them, and ramp-filter them in the aligned frame.
+
+    Args:
+        stack: ``(n_views, ny, nx)`` raw stack (all views, stack order), any real dtype.
+        ramp: filter settings, or ``None`` to skip filtering (plain back-projection).
+
+    Returns:
+        ``(n_used, ny_b, nx_b)`` float32 images on ``device``.
+    """
+    geometry.check_stack(tuple(stack.shape))
+    used = list(geometry.used_views)
+    views = torch.as_tensor(np.asarray(stack[used]) if isinstance(stack, np.ndarray) else stack[used])
+    views = views.to(device=device, dtype=torch.float32)
+    views = bin_images(views, geometry.binning, geometry.crop_offsets)
+    if ramp is None:
+        return views
+    if geometry.xf is None:
+        return ramp_filter_rows(views, ramp)
+    linear = torch.as_tensor(geometry.xf[used, :, :2], device=device)
+    return ramp_filter_oblique(views, linear, ramp)
+
+
+def rows_per_slab(geometry: TiltGeometry, budget: int, channels: int = 1, bytes_per_value: int = 4) -> int:
+    """How many output rows fit in ``budget`` bytes (output slab, its re-ordered copy and the
+    temporaries of the sampling step: about 4 copies of the slab)."""
+    nz, ny, nx = geometry.output_shape
+    per_row = 4 * nz * nx * channels * bytes_per_value
+    return int(max(1, min(ny, budget // max(1, per_row))))
+
+
+def iter_backprojection_slabs(
+    images: torch.Tensor,
+    geometry: TiltGeometry,
+    weights: torch.Tensor,
+    kernel: str = "auto",
+    budget: Optional[int] = None,
+) -> Iterator[Tuple[int, int, torch.Tensor]]:
+    """Back-project prepared images slab by slab.
+
+    Args:
+        images: ``(n_used, ny_b, nx_b[, C])`` images from :func:`prepare_views` (or channels).
+        weights: ``(n_used,)`` per-view weights.
+        kernel: ``auto``, ``sparse`` or ``grid_sample`` (see :mod:`localet_core.backprojection`).
+        budget: bytes for the working set (default: half the free memory of the device).
+
+    Yields:
+        ``(y0, y1, slab)`` with ``slab`` of shape ``(nz, y1 - y0, nx_out, C)`` on the device.
+    """
+    device = images.device
+    kernel = choose_kernel(geometry, device, kernel)
+    nz, ny, _ = geometry.output_shape
+    channels = images.shape[-1] if images.dim() == 4 else 1
+    rows = rows_per_slab(geometry, memory_budget(device, budget), channels)
+    if kernel == "sparse":
+        matrix = separable_matrix(geometry, weights, device=device, dtype=images.dtype)
+        layout = to_separable_layout(images)
+        for y0 in range(0, ny, rows):
+            y1 = min(ny, y0 + rows)
+            yield y0, y1, backproject_separable(matrix, layout, (y0, y1), nz)
+    else:
+        for y0 in range(0, ny, rows):
+            y1 = min(ny, y0 + rows)
+            yield y0, y1, backproject_grid_sample(geometry, images, weights, (y0, y1))
+
+
+def iter_wbp_slabs(
+    stack: Union[np.ndarray, torch.Tensor],
+    geometry: TiltGeometry,
+    ramp: Optional[RampFilter] = RampFilter(),
+    device: Union[str, torch.device] = "auto",
+    kernel: str = "auto",
+    budget: Optional[int] = None,
+) -> Iterator[Slab]:
+    """Weighted back-projection of ``stack``, yielded as ``(y0, y1, slab)`` numpy float32 slabs
+    ``(nz, y1 - y0, nx_out)`` in output order. See :func:`weighted_backprojection`."""
+    device = resolve_device(device)
+    images = prepare_views(stack, geometry, ramp, device)
+    weights = torch.as_tensor(geometry.view_weights(), dtype=torch.float32)
+    with torch.no_grad():
+        for y0, y1, slab in iter_backprojection_slabs(images, geometry, weights, kernel, budget):
+            yield y0, y1, slab[..., 0].cpu().numpy()
+
+
+def weighted_backprojection(
+    stack: Union[np.ndarray, torch.Tensor],
+    geometry: TiltGeometry,
+    ramp: Optional[RampFilter] = RampFilter(),
+    device: Union[str, torch.device] = "auto",
+    kernel: str = "auto",
+    budget: Optional[int] = None,
+    on_slab: Optional[Callable[[int, int], None]] = None,
+) -> np.ndarray:
+    """Reconstruct a whole volume in memory by weighted back-projection.
+
+    Args:
+        stack: ``(n_views, ny, nx)`` raw stack, all views in stack order.
+        geometry: the tilt geometry (angles, alignment, output size, binning...).
+        ramp: ramp filter settings; ``None`` for an unfiltered back-projection.
+        device: ``auto``, ``cpu`` or ``cuda:N``.
+        kernel: back-projection kernel (``auto`` picks the fastest that applies).
+        budget: working-memory bound in bytes.
+        on_slab: called with ``(y0, y1)`` after each slab (progress).
+
+    Returns:
+        ``(nz, ny_b, nx_out)`` float32 volume, ``V[z, y, x]`` in IMOD's RotateBy90 orientation,
+        in density units (for a complete tilt range the reconstruction of a density is itself).
+    """
+    volume = np.empty(geometry.output_shape, dtype=np.float32)
+    for y0, y1, slab in iter_wbp_slabs(stack, geometry, ramp, device, kernel, budget):
+        volume[:, y0:y1] = slab
+        if on_slab is not None:
+            on_slab(y0, y1)
+    return volume
