@@ -1,0 +1,111 @@
+"""All-or-nothing output files.
+
+Every file localet writes goes through :func:`atomic_output`: the content is written to a
+hidden temporary file in the destination directory and renamed onto the final name only when
+writing finished without error. A crash, an exception or Ctrl-C therefore never leaves a
+partial or corrupt file under the name the user asked for (an existing file of that name is
+kept until the new one is complete), and a failed write leaves no temporary file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator
+
+from localet_core.errors import InputError, PathLike
+
+__all__ = ["atomic_output", "temporary_name"]
+
+# How often to try another random name if one is taken (practically never happens).
+_NAME_TRIES = 16
+
+
+def temporary_name(path: Path) -> Path:
+    """A fresh hidden sibling of ``path``: ``DIR/.NAME.tmp-<16 hex digits>``.
+
+    The ``.tmp-`` part lets ``.gitignore``/clean-up rules match leftovers of a killed process.
+    """
+    return path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
+
+
+def _create_temporary(path: Path) -> Path:
+    """Create an empty temporary sibling of ``path`` and return its name.
+
+    Creating it (rather than only choosing a name) checks early that the directory is
+    writable, and ``O_EXCL`` guarantees that we never clobber somebody else's file. Mode 0o666
+    filtered by the umask gives the same permissions an ordinary ``open(path, "w")`` would.
+    """
+    for _ in range(_NAME_TRIES):
+        tmp = temporary_name(path)
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        except PermissionError:
+            raise InputError(path, "cannot write here: permission denied") from None
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                raise InputError(path, "cannot write here: read-only file system") from None
+            raise InputError(path, f"cannot create output file ({exc.strerror})") from None
+        os.close(fd)
+        return tmp
+    raise InputError(path, "cannot find a free temporary file name next to the output")
+
+
+def _fsync_file(path: Path) -> None:
+    """Push the file's data to disk, so that the rename never exposes unwritten blocks."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_destination(path: Path) -> None:
+    """Fail early, with the user's file name, on destinations we can never write."""
+    parent = path.parent
+    if not parent.exists():
+        raise InputError(path, f"output directory {os.fspath(parent)!r} does not exist")
+    if not parent.is_dir():
+        raise InputError(path, f"{os.fspath(parent)!r} is not a directory")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a file name")
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, fsync: bool = True) -> Iterator[Path]:
+    """Write a file under a temporary name and move it onto ``path`` only on success.
+
+    Usage::
+
+        with atomic_output("tomo.mrc") as tmp:
+            write_something(tmp)      # may raise: then tomo.mrc is untouched, tmp removed
+
+    The yielded path (``DIR/.NAME.tmp-<random>``, in the same directory so that the final
+    :func:`os.replace` is an atomic rename on the same file system) already exists as an empty
+    file; the writer overwrites it. On a clean exit it is fsync'ed (unless ``fsync`` is false)
+    and renamed onto ``path``, replacing any existing file. On any exception, including
+    ``KeyboardInterrupt``, it is deleted and the exception propagates.
+
+    Raises:
+        InputError: the destination directory is missing or not writable, or ``path`` is a
+            directory.
+    """
+    final = Path(os.fspath(path)).expanduser()
+    _check_destination(final)
+    tmp = _create_temporary(final)
+    try:
+        yield tmp
+        if not tmp.exists():
+            # The writer removed or renamed our file: nothing to publish.
+            raise FileNotFoundError(f"temporary output {os.fspath(tmp)!r} disappeared")
+        if fsync:
+            _fsync_file(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

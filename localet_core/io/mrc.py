@@ -1,0 +1,652 @@
+"""MRC tilt-series stacks and volumes.
+
+Reading is done with :mod:`mrcfile` in permissive mode, because IMOD and SerialEM files often
+carry small header quirks (a wrong machine stamp, a missing ``MAP`` ID in very old files,
+labels with odd bytes). Permissive mode alone would also accept broken files silently, so
+every file is first checked here against its own header: the mode must be a real-valued one,
+the dimensions positive, and the file at least as long as the header says. Every problem
+becomes one :class:`~localet_core.errors.InputError` line that names the file.
+
+Array conventions (see ``geometry.md``):
+
+* a tilt series is ``float32`` of shape ``(n_views, ny, nx)`` = (view, row, column), in stack
+  order (the order of the ``.tlt`` file);
+* a volume is ``float32`` of shape ``(nz, ny, nx)``, written as IMOD's ``tilt -RotateBy90``;
+* pixel and voxel sizes are in Angstrom per pixel; origins are the MRC header ``origin``
+  field in Angstrom, as IMOD writes it (IMOD places voxel index ``i`` at ``i * size - origin``).
+
+Writing always goes through :func:`~localet_core.io.atomic.atomic_output`, so no partial
+file ever appears under the final name. Volumes are written in mode 2 (float32) by
+:class:`VolumeWriter`, which fills a memory-mapped file block by block and keeps the header
+statistics up to date without ever holding a second full-size copy of the volume.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import math
+import operator
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Tuple
+
+import mrcfile
+import numpy as np
+from mrcfile import utils as mrc_utils
+from mrcfile.dtypes import HEADER_DTYPE
+
+from localet_core.errors import InputError, PathLike
+from localet_core.io.atomic import atomic_output
+
+__all__ = [
+    "TiltStack",
+    "Volume",
+    "read_stack",
+    "read_volume",
+    "write_volume",
+    "VolumeWriter",
+    "IncompleteVolumeError",
+]
+
+_HEADER_BYTES = 1024
+# Bytes per voxel of the real-valued modes we read. Mode 0 is int8 or uint8 (IMOD's flag),
+# mode 6 uint16, mode 12 float16; all are converted to float32.
+_REAL_MODE_ITEMSIZE = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
+_COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
+_OTHER_MODES = {16: "RGB colour", 101: "4-bit packed"}
+# Space groups 401..630 mark a "volume stack" (4D data) in MRC2014.
+_VOLUME_STACK_ISPG = range(401, 631)
+
+# Header statistics are accumulated over pieces of at most this many voxels, so that the
+# float64 temporaries stay small (32 MiB) however large a written block is.
+_STATS_CHUNK = 1 << 22
+# write_volume hands VolumeWriter slabs of about this many voxels (64 MiB of float32).
+_WRITE_SLAB = 1 << 24
+
+
+# --------------------------------------------------------------------------------------------
+# Data classes
+# --------------------------------------------------------------------------------------------
+@dataclass
+class TiltStack:
+    """A tilt series as read from an MRC file.
+
+    Attributes:
+        data: float32 array of shape (n_views, ny, nx) = (view, row, column), in stack order.
+        pixel_size: Angstrom per pixel, or None when neither the header nor the caller set it.
+        path: the file it was read from, or None for an in-memory stack.
+    """
+
+    data: np.ndarray
+    pixel_size: Optional[float] = None
+    path: Optional[Path] = None
+
+    @property
+    def n_views(self) -> int:
+        """Number of views (images) in the stack."""
+        return int(self.data.shape[0])
+
+
+@dataclass
+class Volume:
+    """A 3D map as read from an MRC file.
+
+    Attributes:
+        data: float32 array of shape (nz, ny, nx).
+        voxel_size: Angstrom per voxel (the header's x size), or None when unset.
+        origin: the header ``origin`` field (x, y, z) in Angstrom.
+    """
+
+    data: np.ndarray
+    voxel_size: Optional[float] = None
+    origin: Tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
+
+
+class IncompleteVolumeError(RuntimeError):
+    """A :class:`VolumeWriter` was closed before every voxel had been written.
+
+    This is a programming error (a gap in the block loop), not bad user input, so it is not an
+    :class:`~localet_core.errors.InputError`; no output file is created.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Header inspection (our own, independent of mrcfile's permissive guesses)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _HeaderFacts:
+    """What the first 1024 bytes say, decoded with the right byte order."""
+
+    nx: int
+    ny: int
+    nz: int
+    mode: int
+    mz: int
+    ispg: int
+    nsymbt: int
+    has_map_id: bool
+
+
+def _float32_value(x: Any) -> float:
+    """A header float32 as the Python float a person typed (1.35, not 1.3500000238...)."""
+    return float(str(np.float32(x)))
+
+
+def _decode_header(raw: bytes) -> Optional[_HeaderFacts]:
+    """Decode a 1024-byte header, trying the stamped byte order first, then the other one.
+
+    Returns None when neither byte order gives a known mode and positive dimensions: then the
+    file is not an MRC file (or its header is destroyed).
+    """
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(())
+    try:
+        stamped = mrc_utils.byte_order_from_machine_stamp(header["machst"])
+    except ValueError:
+        stamped = "<"  # unknown stamp: little-endian is by far the most common
+    other = ">" if stamped == "<" else "<"
+    known_modes = set(_REAL_MODE_ITEMSIZE) | set(_COMPLEX_MODES) | set(_OTHER_MODES)
+    for order in (stamped, other):
+        h = header.view(HEADER_DTYPE.newbyteorder(order))
+        facts = _HeaderFacts(
+            nx=int(h["nx"]), ny=int(h["ny"]), nz=int(h["nz"]), mode=int(h["mode"]),
+            mz=int(h["mz"]), ispg=int(h["ispg"]), nsymbt=int(h["nsymbt"]),
+            has_map_id=bytes(h["map"])[:3] == b"MAP",
+        )
+        if facts.mode in known_modes and min(facts.nx, facts.ny, facts.nz) >= 1 \
+                and facts.nsymbt >= 0:
+            return facts
+    return None
+
+
+def _check_readable_file(path: Path) -> int:
+    """Existence checks shared by all readers; returns the file size in bytes."""
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a file")
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise InputError(path, f"cannot read file ({exc.strerror})") from None
+
+
+def _inspect_mrc(path: Path) -> _HeaderFacts:
+    """Check that ``path`` is a complete MRC file of a real-valued mode; return its header.
+
+    The order of the checks matters for the message: "not an MRC file" before "complex
+    mode" before "truncated".
+    """
+    size = _check_readable_file(path)
+    if size < _HEADER_BYTES:
+        raise InputError(path, f"not an MRC file (only {size} bytes, shorter than an MRC header)")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_HEADER_BYTES)
+    except OSError as exc:
+        raise InputError(path, f"cannot read file ({exc.strerror})") from None
+    facts = _decode_header(raw)
+    if facts is None:
+        raise InputError(path, "not an MRC file (no valid mode and dimensions in the header)")
+    if facts.mode in _COMPLEX_MODES:
+        raise InputError(path, f"has complex data (MRC mode {facts.mode}, "
+                               f"{_COMPLEX_MODES[facts.mode]}); a real-valued image is needed")
+    if facts.mode in _OTHER_MODES:
+        raise InputError(path, f"MRC mode {facts.mode} ({_OTHER_MODES[facts.mode]}) is not "
+                               "supported; convert it with IMOD's newstack -mode 2")
+    # Python ints: nx*ny*nz overflows int32 for large tomograms.
+    n_data = facts.nx * facts.ny * facts.nz * _REAL_MODE_ITEMSIZE[facts.mode]
+    expected = _HEADER_BYTES + facts.nsymbt + n_data
+    if not facts.has_map_id and size != expected:
+        # Without the MAP ID only an exact size match makes us believe the dimensions.
+        raise InputError(path, "not an MRC file (no 'MAP' ID, and the size does not match "
+                               "the header dimensions)")
+    if size < expected:
+        raise InputError(path, f"is truncated: the header ({facts.nx} x {facts.ny} x "
+                               f"{facts.nz}, mode {facts.mode}) needs {expected} bytes but "
+                               f"the file has {size}")
+    if facts.ispg in _VOLUME_STACK_ISPG and facts.mz != facts.nz:
+        raise InputError(path, f"is a volume stack (4D data, space group {facts.ispg}, "
+                               f"nz={facts.nz}, mz={facts.mz}); a single 3D image is needed")
+    return facts
+
+
+@contextlib.contextmanager
+def _open_mrc(path: Path) -> Iterator[Tuple[Any, _HeaderFacts]]:
+    """Open a checked MRC file as a read-only memory map; yields (mrcfile object, facts)."""
+    facts = _inspect_mrc(path)
+    # Permissive: our checks above are the strict part; mrcfile's warnings about quirks we
+    # accept on purpose (old MAP ID, wrong machine stamp, trailing bytes) would only be noise.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mrc = mrcfile.mmap(path, mode="r", permissive=True)
+        except (ValueError, OSError, OverflowError, ZeroDivisionError) as exc:
+            raise InputError(path, f"cannot be read as an MRC file ({exc})") from None
+    try:
+        if mrc.data is None:
+            reason = "; ".join(str(w.message) for w in caught) or "unknown reason"
+            raise InputError(path, f"cannot read the data block ({reason})")
+        yield mrc, facts
+    finally:
+        mrc.close()
+
+
+def _header_size(mrc: Any) -> Optional[float]:
+    """The x voxel size in Angstrom from cella/mx; None when unset (0), negative or absurd.
+
+    IMOD writes 1.0 when it knows nothing; that is kept as 1.0 (only 0 means "unset").
+    """
+    mx = int(mrc.header.mx)
+    cella_x = float(mrc.header.cella.x)
+    if mx <= 0 or not math.isfinite(cella_x) or cella_x <= 0:
+        return None
+    return _float32_value(cella_x / mx)
+
+
+def _check_size_argument(value: Optional[float], name: str) -> Optional[float]:
+    """Validate a pixel/voxel size given by the caller (Angstrom); None passes through."""
+    if value is None:
+        return None
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        raise InputError(name, f"must be a number of Angstrom, got {value!r}") from None
+    if not math.isfinite(size) or size <= 0:
+        raise InputError(name, f"must be a positive number of Angstrom, got {value!r}")
+    return size
+
+
+def _to_float32_checked(path: Path, src: np.ndarray, what: str) -> np.ndarray:
+    """Copy a 3D memory-mapped array to float32 one section at a time, rejecting NaN/Inf.
+
+    Converting section by section keeps the peak memory at one float32 copy. ``what`` names
+    the section in messages ("view" or "Z slice"); numbers are 1-based, as in IMOD.
+    """
+    out = np.empty(src.shape, dtype=np.float32)
+    check = np.issubdtype(src.dtype, np.floating)  # integer modes cannot hold NaN or Inf
+    bad = []
+    for k in range(src.shape[0]):
+        out[k] = src[k]
+        if check and not np.isfinite(out[k]).all():
+            bad.append(k + 1)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise InputError(path, f"contains NaN or infinite values in {what} {bad[0]}{more}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------------------------
+def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
+    """Read a tilt series (.st, .mrc, .mrcs, .ali: the content decides, not the extension).
+
+    Args:
+        path: the MRC file.
+        pixel_size: Angstrom per pixel; overrides the header. When None, the header's x voxel
+            size is used, and a header size of 0 (unset) gives None. A header value of 1.0 is
+            kept as 1.0 (it may be real; IMOD also writes it when it knows nothing).
+
+    Returns:
+        A :class:`TiltStack` with float32 data of shape (n_views, ny, nx). Integer and
+        float16 modes are converted to float32 without rescaling.
+
+    Raises:
+        InputError: missing file, not an MRC file, truncated data, complex or unsupported mode,
+            a single 2D image, a 4D volume stack, NaN/Inf values, or a bad ``pixel_size``.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    override = _check_size_argument(pixel_size, "pixel size")
+    with _open_mrc(p) as (mrc, facts):
+        if facts.nz == 1:
+            raise InputError(p, f"is a single 2D image ({facts.nx} x {facts.ny}), "
+                                "not a tilt-series stack")
+        data = mrc.data
+        if data.ndim == 4:  # a volume stack holding exactly one volume (mz == nz)
+            data = data[0]
+        stack = _to_float32_checked(p, data, "view")
+        header_size = _header_size(mrc)
+    return TiltStack(data=stack, pixel_size=override if override is not None else header_size,
+                     path=p)
+
+
+def read_volume(path: PathLike) -> Volume:
+    """Read a 3D map, e.g. a tomogram. A single 2D image is accepted as a volume with nz = 1.
+
+    Returns:
+        A :class:`Volume` with float32 data of shape (nz, ny, nx), the header voxel size in
+        Angstrom (None when unset) and the header origin (x, y, z) in Angstrom.
+
+    Raises:
+        InputError: as :func:`read_stack`, except that nz = 1 is allowed.
+    """
+    p = Path(os.fspath(path)).expanduser()
+    with _open_mrc(p) as (mrc, facts):
+        data = mrc.data.reshape(facts.nz, facts.ny, facts.nx)  # 2D or 4D-with-one -> 3D
+        volume = _to_float32_checked(p, data, "Z slice")
+        origin = mrc.header.origin
+        return Volume(
+            data=volume,
+            voxel_size=_header_size(mrc),
+            origin=(_float32_value(origin.x), _float32_value(origin.y),
+                    _float32_value(origin.z)),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def _as_numpy(value: Any) -> np.ndarray:
+    """Accept numpy arrays, scalars, nested lists and CPU/GPU torch tensors (without
+    importing torch)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _normalise_key(key: Any, shape: Tuple[int, int, int]) -> Tuple[Tuple[int, int, int],
+                                                                     Tuple[int, int, int],
+                                                                     Tuple[int, ...]]:
+    """Turn a basic index into a box.
+
+    Returns ``(starts, stops, value_shape)``: the box [start, stop) on each axis, and the shape
+    numpy would give ``data[key]`` (int axes dropped), which the value is broadcast against.
+
+    Only ints, ``...`` and slices with step 1 are accepted: anything else (fancy indexing,
+    ``None``, strided slices) is rejected, because overlap tracking works on boxes.
+    """
+    if not isinstance(key, tuple):
+        key = (key,)
+    n_ellipsis = sum(k is Ellipsis for k in key)
+    if n_ellipsis > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if n_ellipsis:
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        fill = (slice(None),) * (3 - (len(key) - 1))
+        key = key[:i] + fill + key[i + 1:]
+    if len(key) > 3:
+        raise IndexError(f"too many indices for a 3D volume: {len(key)}")
+    key = key + (slice(None),) * (3 - len(key))
+
+    starts, stops, value_shape = [], [], []
+    for axis, (k, n) in enumerate(zip(key, shape)):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step != 1:
+                raise IndexError(f"VolumeWriter only takes contiguous slices (step 1); "
+                                 f"axis {axis} has step {step}")
+            stop = max(stop, start)
+            starts.append(start)
+            stops.append(stop)
+            value_shape.append(stop - start)
+        elif isinstance(k, (bool, np.bool_)) or k is None:
+            raise IndexError("VolumeWriter takes ints, slices and '...' only")
+        else:
+            try:
+                i = operator.index(k)
+            except TypeError:
+                raise IndexError(f"VolumeWriter takes ints, slices and '...' only, "
+                                 f"got {type(k).__name__}") from None
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
+            i %= n
+            starts.append(i)
+            stops.append(i + 1)
+    return tuple(starts), tuple(stops), tuple(value_shape)  # type: ignore[return-value]
+
+
+def _chunks(shape: Tuple[int, int, int], limit: int) -> Iterator[Tuple[slice, slice]]:
+    """Cover a (nz, ny, nx) box with (z, y) pieces of at most ``limit`` voxels (or one row)."""
+    nz, ny, nx = shape
+    plane = ny * nx
+    if plane <= limit:
+        step = max(1, limit // max(plane, 1))
+        for z0 in range(0, nz, step):
+            yield slice(z0, min(z0 + step, nz)), slice(0, ny)
+    else:
+        rows = max(1, limit // max(nx, 1))
+        for z in range(nz):
+            for y0 in range(0, ny, rows):
+                yield slice(z, z + 1), slice(y0, min(y0 + rows, ny))
+
+
+@dataclass
+class _RunningStats:
+    """Count, min, max, mean and sum of squared deviations, merged block by block in float64.
+
+    Merging (n, mean, M2) pairs (Chan et al.) avoids the cancellation of sum-of-squares
+    formulas when the mean is large compared with the spread.
+    """
+
+    n: int = 0
+    vmin: float = math.inf
+    vmax: float = -math.inf
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def merge(self, other: "_RunningStats") -> None:
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean += delta * other.n / n
+        self.m2 += other.m2 + delta * delta * self.n * other.n / n
+        self.n = n
+        self.vmin = min(self.vmin, other.vmin)
+        self.vmax = max(self.vmax, other.vmax)
+
+    @classmethod
+    def of_block(cls, block: np.ndarray) -> "_RunningStats":
+        """Statistics of a float32 block of shape (bz, by, bx), in pieces of bounded size.
+
+        Raises ValueError on NaN or Inf (NaN propagates into min, Inf shows in min/max).
+        """
+        total = cls()
+        for zs, ys in _chunks(block.shape, _STATS_CHUNK):
+            piece = block[zs, ys].astype(np.float64)  # a fresh contiguous copy we may modify
+            part = cls(n=piece.size, vmin=float(piece.min()), vmax=float(piece.max()))
+            if not (math.isfinite(part.vmin) and math.isfinite(part.vmax)):
+                raise ValueError("block contains NaN or infinite values (after conversion "
+                                 "to float32)")
+            part.mean = float(piece.mean())
+            piece -= part.mean
+            flat = piece.reshape(-1)
+            part.m2 = float(np.dot(flat, flat))
+            total.merge(part)
+        return total
+
+    @property
+    def rms(self) -> float:
+        """Standard deviation about the mean (what MRC headers call rms)."""
+        return math.sqrt(self.m2 / self.n) if self.n else 0.0
+
+
+class VolumeWriter:
+    """Write a float32 (mode 2) MRC volume block by block, atomically.
+
+    Usage::
+
+        with VolumeWriter("tomo.mrc", shape=(nz, ny, nx), voxel_size=10.0) as w:
+            for y0, y1, slab in blocks:
+                w[:, y0:y1, :] = slab      # any box given by ints / step-1 slices / ...
+
+    The data go into a memory-mapped temporary file next to ``path``. Header statistics (min,
+    max, mean, rms = standard deviation about the mean) are accumulated in float64 from each
+    written block, so the whole volume is never read back or copied. On a clean exit the
+    header is completed, the file flushed, closed and renamed onto ``path``; on an exception
+    (inside the block or from the writer) the temporary file is removed and ``path`` is left
+    as it was.
+
+    Rules, chosen so that the header statistics are exact:
+
+    * every voxel must be written exactly once; writing a region that overlaps an earlier one
+      raises ``ValueError`` (the earlier data and statistics stay as they were);
+    * if some voxels were never written, leaving the ``with`` block raises
+      :class:`IncompleteVolumeError` and no file is created;
+    * values are converted to float32; NaN or Inf raise ``ValueError``.
+
+    Args:
+        path: the output file.
+        shape: (nz, ny, nx) in voxels.
+        voxel_size: Angstrom per voxel (isotropic), or None to leave it unset (0 in the header).
+        origin: the header origin (x, y, z) in Angstrom.
+        label: an optional header label (printable ASCII, at most 80 characters); by default
+            "localet <date>".
+    """
+
+    def __init__(self, path: PathLike, shape: Sequence[int], voxel_size: Optional[float] = None,
+                 origin: Sequence[float] = (0.0, 0.0, 0.0), label: Optional[str] = None) -> None:
+        self.path = Path(os.fspath(path)).expanduser()
+        shape = tuple(operator.index(n) for n in shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"shape must be three positive sizes (nz, ny, nx), got {shape}")
+        self.shape: Tuple[int, int, int] = shape  # type: ignore[assignment]
+        self.voxel_size = _check_size_argument(voxel_size, "voxel size")
+        origin = tuple(float(o) for o in origin)
+        if len(origin) != 3 or not all(math.isfinite(o) for o in origin):
+            raise ValueError(f"origin must be three finite numbers (x, y, z), got {origin}")
+        self.origin: Tuple[float, float, float] = origin  # type: ignore[assignment]
+        if label is None:
+            label = f"localet {datetime.datetime.now().strftime('%d-%b-%y  %H:%M:%S')}"
+        if len(label) > 80 or not mrc_utils.is_printable_ascii(label):
+            raise ValueError("label must be printable ASCII of at most 80 characters")
+        self.label = label
+        self._stats = _RunningStats()
+        self._boxes = np.empty((0, 6), dtype=np.int64)  # rows: z0, z1, y0, y1, x0, x1
+        self._n_boxes = 0
+        self._mrc: Any = None
+        self._exit_stack: Optional[contextlib.ExitStack] = None
+
+    # -- context manager ----------------------------------------------------------------------
+    def __enter__(self) -> "VolumeWriter":
+        if self._exit_stack is not None or self._n_boxes:
+            raise RuntimeError("a VolumeWriter can only be used once")
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_output(self.path))
+            # overwrite=True: atomic_output created the (empty) temporary file for us.
+            self._mrc = mrcfile.new_mmap(tmp, shape=self.shape, mrc_mode=2, overwrite=True)
+            stack.callback(self._close_mrc)  # runs before atomic_output renames or deletes
+            self._exit_stack = stack.pop_all()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is None:
+            return False
+        if exc_type is None:
+            try:
+                self._finish_header()
+            except BaseException as err:
+                # Clean up (close, delete the temporary file), then report the real problem.
+                stack.__exit__(type(err), err, err.__traceback__)
+                raise
+        return bool(stack.__exit__(exc_type, exc, tb))
+
+    def _close_mrc(self) -> None:
+        mrc, self._mrc = self._mrc, None
+        if mrc is not None:
+            mrc.close()  # flushes the memory map and the header
+
+    # -- writing ------------------------------------------------------------------------------
+    @property
+    def n_written(self) -> int:
+        """Number of voxels written so far."""
+        return self._stats.n
+
+    @property
+    def complete(self) -> bool:
+        """True once every voxel has been written."""
+        return self._stats.n == math.prod(self.shape)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Write ``value`` (broadcast like numpy) into the box given by ``key``."""
+        if self._mrc is None:
+            raise RuntimeError("VolumeWriter is not open; use it in a 'with' statement")
+        starts, stops, value_shape = _normalise_key(key, self.shape)
+        box_shape = tuple(b - a for a, b in zip(starts, stops))
+        values = np.asarray(_as_numpy(value), dtype=np.float32)
+        try:
+            values = np.broadcast_to(values, value_shape)
+        except ValueError:
+            raise ValueError(f"cannot write an array of shape {values.shape} into a region "
+                             f"of shape {value_shape}") from None
+        if min(box_shape) == 0:
+            return  # an empty region writes nothing
+        self._check_overlap(starts, stops)
+        # Inserting the dropped (int) axes back as size-1 axes never copies.
+        values = values.reshape(box_shape)
+        # Statistics first: if they reject the values, nothing has been written.
+        block_stats = _RunningStats.of_block(values)
+        # Always a 3D slice of the memory map, so the assignment writes into the file.
+        self._mrc.data[starts[0]:stops[0], starts[1]:stops[1], starts[2]:stops[2]] = values
+        self._stats.merge(block_stats)
+        self._add_box(starts, stops)
+
+    def _check_overlap(self, starts: Tuple[int, ...], stops: Tuple[int, ...]) -> None:
+        boxes = self._boxes[: self._n_boxes]
+        if not len(boxes):
+            return
+        lo = boxes[:, 0::2]
+        hi = boxes[:, 1::2]
+        hits = np.all((lo < np.array(stops)) & (np.array(starts) < hi), axis=1)
+        if hits.any():
+            b = boxes[int(np.argmax(hits))]
+            raise ValueError(
+                f"region z {starts[0]}:{stops[0]}, y {starts[1]}:{stops[1]}, "
+                f"x {starts[2]}:{stops[2]} overlaps an earlier write (z {b[0]}:{b[1]}, "
+                f"y {b[2]}:{b[3]}, x {b[4]}:{b[5]}); each voxel may be written only once")
+
+    def _add_box(self, starts: Tuple[int, ...], stops: Tuple[int, ...]) -> None:
+        if self._n_boxes == len(self._boxes):  # grow by doubling: O(1) amortised
+            grown = np.empty((max(16, 2 * len(self._boxes)), 6), dtype=np.int64)
+            grown[: self._n_boxes] = self._boxes[: self._n_boxes]
+            self._boxes = grown
+        self._boxes[self._n_boxes] = [starts[0], stops[0], starts[1], stops[1],
+                                      starts[2], stops[2]]
+        self._n_boxes += 1
+
+    # -- closing ------------------------------------------------------------------------------
+    def _finish_header(self) -> None:
+        """Check completeness and fill in the header (sizes, origin, statistics, label)."""
+        total = math.prod(self.shape)
+        if self._stats.n != total:
+            raise IncompleteVolumeError(
+                f"{os.fspath(self.path)}: only {self._stats.n} of {total} voxels were written; "
+                "no output file was created")
+        mrc = self._mrc
+        header = mrc.header
+        # Unset size: 0, which read_volume/read_stack report as None.
+        mrc.voxel_size = self.voxel_size if self.voxel_size is not None else 0.0
+        header.origin.x, header.origin.y, header.origin.z = self.origin
+        header.dmin = np.float32(self._stats.vmin)
+        header.dmax = np.float32(self._stats.vmax)
+        header.dmean = np.float32(self._stats.mean)
+        header.rms = np.float32(self._stats.rms)
+        # One label, ours, in place of the "Created by mrcfile.py" one new_mmap added.
+        header.label[0] = self.label.encode("ascii")
+        header.nlabl = 1
+
+
+def write_volume(path: PathLike, data: Any, voxel_size: Optional[float] = None,
+                 origin: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+    """Write a whole volume as a float32 (mode 2) MRC file, atomically.
+
+    Args:
+        path: the output file.
+        data: array (numpy, or a torch tensor) of shape (nz, ny, nx).
+        voxel_size: Angstrom per voxel, or None to leave it unset.
+        origin: the header origin (x, y, z) in Angstrom.
+
+    The volume is passed to :class:`VolumeWriter` in slabs along z, so that a float64 or
+    float16 input is never converted to float32 all at once.
+    """
+    array = _as_numpy(data)
+    if array.ndim != 3:
+        raise ValueError(f"a volume must be 3D (nz, ny, nx), got shape {array.shape}")
+    nz, ny, nx = array.shape
+    step = max(1, _WRITE_SLAB // max(ny * nx, 1))
+    with VolumeWriter(path, shape=array.shape, voxel_size=voxel_size, origin=origin) as w:
+        for z0 in range(0, nz, step):
+            w[z0:z0 + step] = array[z0:z0 + step]
