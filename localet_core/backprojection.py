@@ -16,6 +16,7 @@ Out-of-detector neighbours count as zero in both (``grid_sample``'s ``padding_mo
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -77,8 +78,10 @@ def separable_matrix(
     n_rows = (z1 - z0) * nxo
     per_row = 2 * n_views
     crow = torch.arange(0, n_rows * per_row + 1, per_row, device=device, dtype=torch.int32)
-    return torch.sparse_csr_tensor(crow, cols.reshape(-1), vals.reshape(-1),
-                                   size=(n_rows, n_views * nxd), check_invariants=False)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols.reshape(-1), vals.reshape(-1),
+                                       size=(n_rows, n_views * nxd), check_invariants=False)
 
 
 def backproject_separable(

@@ -1,0 +1,111 @@
+"""Load a user's tilt series (stack + angles + optional alignment and exclusions) and build
+its :class:`TiltGeometry`: the one entry point the CLI and the Scipion protocols share."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from localet_core.errors import InputError, PathLike
+from localet_core.geometry import TiltGeometry, default_thickness
+from localet_core.io import TiltStack, read_exclude_list, read_mdoc, read_stack, read_tlt, read_xf
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """IMOD ``tilt``-style output options, in output (binned) pixels and degrees.
+
+    ``thickness=None`` picks :func:`default_thickness` (300 nm, or nx/4 without a pixel size).
+    """
+
+    thickness: Optional[int] = None
+    width: Optional[int] = None
+    binning: int = 1
+    shift_x: float = 0.0
+    shift_z: float = 0.0
+    angle_offset: float = 0.0
+    axis_offset: float = 0.0
+    x_axis_tilt: float = 0.0
+
+
+@dataclass
+class TiltSeries:
+    """A loaded tilt series: the stack, and the geometry that maps it to an output volume."""
+
+    stack: TiltStack
+    geometry: TiltGeometry
+
+    @property
+    def data(self) -> np.ndarray:
+        """``(n_views, ny, nx)`` float32 stack."""
+        return self.stack.data
+
+
+def load_tilt_series(
+    stack_path: PathLike,
+    tlt: Optional[PathLike] = None,
+    xf: Optional[PathLike] = None,
+    exclude: Optional[Union[str, PathLike, Sequence[int]]] = None,
+    mdoc: Optional[PathLike] = None,
+    pixel_size: Optional[float] = None,
+    output: OutputOptions = OutputOptions(),
+) -> TiltSeries:
+    """Read and cross-check every input of a reconstruction.
+
+    Args:
+        stack_path: ``.st/.mrc/.mrcs/.ali`` stack ``(n_views, ny, nx)``.
+        tlt: ``.tlt``/``.rawtlt`` angles (degrees, stack order). Optional when ``mdoc`` is given.
+        xf: IMOD ``.xf`` alignment of the raw stack (omit for an aligned ``.ali``).
+        exclude: views to leave out, 1-based like IMOD's EXCLUDELIST: a list, list text such as
+            ``"1-3,40"``, or a file holding such a list.
+        mdoc: SerialEM ``.mdoc``: angles (when no ``tlt``) and pixel size (when the header has none).
+        pixel_size: Angstrom per pixel, overriding the header.
+        output: output grid options.
+
+    Raises:
+        InputError: any unreadable file, or files that do not fit together (counts, sizes).
+    """
+    stack = read_stack(stack_path, pixel_size=pixel_size)
+    info = read_mdoc(mdoc) if mdoc is not None else None
+    if tlt is not None:
+        angles = read_tlt(tlt)
+        angle_source: object = tlt
+    elif info is not None:
+        angles = info.angles
+        angle_source = mdoc
+    else:
+        raise InputError("--tlt", "tilt angles are needed: give a .tlt file (or an .mdoc)")
+    if angles.size != stack.n_views:
+        raise InputError(angle_source, f"has {angles.size} tilt angles but the stack "
+                                       f"{Path(stack_path).name} has {stack.n_views} views")
+    if stack.pixel_size is None and info is not None and info.pixel_size:
+        stack.pixel_size = info.pixel_size
+    transforms = None
+    if xf is not None:
+        transforms = read_xf(xf)
+        if transforms.shape[0] != stack.n_views:
+            raise InputError(xf, f"has {transforms.shape[0]} transforms but the stack "
+                                 f"{Path(stack_path).name} has {stack.n_views} views")
+    excluded: Tuple[int, ...] = ()
+    if exclude is not None:
+        views = list(exclude) if isinstance(exclude, (list, tuple)) else read_exclude_list(exclude)
+        for v in views:
+            if not 1 <= v <= stack.n_views:
+                raise InputError("exclude list", f"view {v} is outside 1..{stack.n_views}")
+        excluded = tuple(v - 1 for v in views)
+    for i, a in enumerate(angles):
+        if abs(a + output.angle_offset) >= 90.0 and i not in excluded:
+            raise InputError(angle_source, f"view {i + 1} has tilt angle {a + output.angle_offset:g}"
+                                           " degrees; |angle| must be below 90")
+    ny, nx = stack.data.shape[1:]
+    thickness = output.thickness
+    if thickness is None:
+        thickness = default_thickness((ny, nx), stack.pixel_size, output.binning)
+    geometry = TiltGeometry(
+        angles=tuple(angles), detector_shape=(ny, nx), thickness=thickness, width=output.width,
+        xf=transforms, excluded=excluded, binning=output.binning, shift_x=output.shift_x,
+        shift_z=output.shift_z, angle_offset=output.angle_offset, axis_offset=output.axis_offset,
+        x_axis_tilt=output.x_axis_tilt, pixel_size=stack.pixel_size)
+    return TiltSeries(stack=stack, geometry=geometry)
