@@ -301,8 +301,8 @@ def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
     override = _check_size_argument(pixel_size, "pixel size")
     with _open_mrc(p) as (mrc, facts):
         if facts.nz == 1:
-            raise InputError(p, f"is a single 2D image ({facts.nx} x {facts.ny}), "
-                                "not a tilt-series stack")
+            raise InputError(p, "is a single 2D image, not a tilt-series stack "
+                                f"({facts.nx} x {facts.ny} pixels, 1 section)")
         data = mrc.data
         if data.ndim == 4:  # a volume stack holding exactly one volume (mz == nz)
             data = data[0]
