@@ -607,3 +607,18 @@ def test_read_mdoc_line_number_is_right(tmp_path):
     line_no = text.splitlines().index("TiltAngle = three") + 1
     raises_input_error(path, f"line {line_no}: ", read_mdoc, path)
     raises_input_error(tmp_path / "no.mdoc", "file not found", read_mdoc, tmp_path / "no.mdoc")
+
+
+def test_volume_writer_disk_full_is_a_clean_error(tmp_path, monkeypatch):
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    path = tmp_path / "tomo.mrc"
+    with pytest.raises(InputError, match="not enough free disk space") as info:
+        with VolumeWriter(path, (4, 8, 8)):
+            pass  # pragma: no cover - never reached
+    assert path.name in str(info.value)
+    assert list(tmp_path.iterdir()) == []
