@@ -136,7 +136,11 @@ def test_read_stack_pixel_size_rules(tmp_path):
 
 def test_read_stack_tolerates_imod_header_quirks(tmp_path):
     data = rng_stack((3, 4, 6))
-    path = make_mrc(tmp_path / "quirky.st", data)
+    path = tmp_path / "quirky.st"
+    with mrcfile.new(path) as m:
+        m.set_data(data)
+        m.set_image_stack()  # space group 0, as IMOD writes tilt series
+        assert m.header.ispg == 0
     raw = bytearray(path.read_bytes())
     raw[212:216] = b"\x00\x00\x00\x00"  # machine stamp zeroed
     raw[208:212] = b"\x00\x00\x00\x00"  # no 'MAP ' ID (pre-2000 IMOD), size still exact
@@ -405,6 +409,14 @@ def test_tlt_errors(tmp_path, content, match):
     path = tmp_path / "bad.tlt"
     path.write_text(content)
     raises_input_error(path, match, read_tlt, path)
+
+
+def test_writers_reject_bad_arrays(tmp_path):
+    with pytest.raises(ValueError):
+        write_tlt(tmp_path / "a.tlt", [1.0, np.nan])
+    with pytest.raises(ValueError):
+        write_xf(tmp_path / "a.xf", np.zeros((3, 3, 2)))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tlt_missing(tmp_path):
