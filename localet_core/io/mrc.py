@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import math
 import operator
 import os
@@ -301,8 +302,8 @@ def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
     override = _check_size_argument(pixel_size, "pixel size")
     with _open_mrc(p) as (mrc, facts):
         if facts.nz == 1:
-            raise InputError(p, f"is a single 2D image ({facts.nx} x {facts.ny}), "
-                                "not a tilt-series stack")
+            raise InputError(p, "is a single 2D image, not a tilt-series stack "
+                                f"({facts.nx} x {facts.ny} pixels, 1 section)")
         data = mrc.data
         if data.ndim == 4:  # a volume stack holding exactly one volume (mz == nz)
             data = data[0]
@@ -463,6 +464,28 @@ class _RunningStats:
         return math.sqrt(self.m2 / self.n) if self.n else 0.0
 
 
+def _reserve_disk_space(tmp: Path, final: Path) -> None:
+    """Allocate the whole (sparse) memory-mapped file on disk now.
+
+    Writing through a memory map into a sparse file on a full disk kills the process with
+    SIGBUS, hours into a reconstruction; reserving the blocks first turns that into a clean
+    error before any work is done. Where the file system cannot preallocate, we go on without.
+    """
+    if not hasattr(os, "posix_fallocate"):  # e.g. macOS
+        return
+    size = tmp.stat().st_size
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise InputError(final, f"not enough free disk space for the output "
+                                    f"({size / 2**30:.2f} GiB)") from None
+        # EOPNOTSUPP, EINVAL...: no preallocation on this file system; not an error.
+    finally:
+        os.close(fd)
+
+
 class VolumeWriter:
     """Write a float32 (mode 2) MRC volume block by block, atomically.
 
@@ -528,6 +551,7 @@ class VolumeWriter:
             # overwrite=True: atomic_output created the (empty) temporary file for us.
             self._mrc = mrcfile.new_mmap(tmp, shape=self.shape, mrc_mode=2, overwrite=True)
             stack.callback(self._close_mrc)  # runs before atomic_output renames or deletes
+            _reserve_disk_space(tmp, self.path)
             self._exit_stack = stack.pop_all()
         return self
 
