@@ -17,10 +17,11 @@ from typing import Callable, Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from localet_core.backprojection import backproject_grid_sample, choose_kernel, separable_matrix, to_separable_layout
+from localet_core.backprojection import backproject_grid_sample, choose_kernel, to_separable_layout
 from localet_core.device import memory_budget, resolve_device
 from localet_core.errors import InputError
 from localet_core.geometry import TiltGeometry
+from localet_core.projector import SeparableOperators, project_general
 from localet_core.wbp import prepare_views, rows_per_slab
 
 
@@ -32,47 +33,34 @@ def _sirt_separable(
     images: torch.Tensor, geometry: TiltGeometry, iterations: int, relaxation: float, budget: int
 ) -> Iterator[Tuple[int, int, torch.Tensor]]:
     nz, ny, nxo = geometry.output_shape
-    n_used = images.shape[0]
-    back = separable_matrix(geometry, torch.ones(n_used), device=images.device)
-    forward = back.t().to_sparse_csr()
-    ones_vox = torch.ones(back.shape[0], 1, device=images.device)
-    ones_pix = torch.ones(back.shape[1], 1, device=images.device)
-    inv_ray = _safe_reciprocal(torch.sparse.mm(forward, ones_vox))
-    inv_vox = _safe_reciprocal(torch.sparse.mm(back, ones_pix))
+    ops = SeparableOperators(geometry, images.device)
+    inv_ray = _safe_reciprocal(ops.project(torch.ones(ops.back_matrix.shape[0], 1, device=images.device)))
+    inv_vox = _safe_reciprocal(ops.back(torch.ones(ops.back_matrix.shape[1], 1, device=images.device)))
     layout = to_separable_layout(images)[..., 0]  # (views * nx_det, ny)
     rows = max(1, rows_per_slab(geometry, budget) // 2)
     for y0 in range(0, ny, rows):
         y1 = min(ny, y0 + rows)
         b = layout[:, y0:y1].contiguous()
-        x = torch.zeros(back.shape[0], y1 - y0, device=images.device)
+        x = torch.zeros(ops.back_matrix.shape[0], y1 - y0, device=images.device)
         for _ in range(iterations):
-            residual = inv_ray * (b - torch.sparse.mm(forward, x))
-            x += relaxation * inv_vox * torch.sparse.mm(back, residual)
+            x += relaxation * inv_vox * ops.back(inv_ray * (b - ops.project(x)))
         yield y0, y1, x.view(nz, nxo, y1 - y0).permute(0, 2, 1)
 
 
 def _sirt_general(
     images: torch.Tensor, geometry: TiltGeometry, iterations: int, relaxation: float
 ) -> torch.Tensor:
-    n_used = images.shape[0]
     ny = geometry.output_shape[1]
-    ones_w = torch.ones(n_used, device=images.device)
+    ones_w = torch.ones(images.shape[0], device=images.device)
 
     def back(img: torch.Tensor) -> torch.Tensor:
         return backproject_grid_sample(geometry, img, ones_w, (0, ny))[..., 0]
 
-    def project(vol: torch.Tensor) -> torch.Tensor:
-        # the adjoint of the (linear) back-projection, by reverse-mode differentiation
-        probe = torch.zeros_like(images, requires_grad=True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad((back(probe) * vol).sum(), probe)
-        return grad
-
-    inv_ray = _safe_reciprocal(project(torch.ones(geometry.output_shape, device=images.device)))
+    inv_ray = _safe_reciprocal(project_general(torch.ones(geometry.output_shape, device=images.device), geometry))
     inv_vox = _safe_reciprocal(back(torch.ones_like(images)))
     x = torch.zeros(geometry.output_shape, device=images.device)
     for _ in range(iterations):
-        x += relaxation * inv_vox * back(inv_ray * (images - project(x)))
+        x += relaxation * inv_vox * back(inv_ray * (images - project_general(x, geometry)))
     return x
 
 
