@@ -2,6 +2,7 @@
 its :class:`TiltGeometry`: the one entry point the CLI and the Scipion protocols share."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple, Union
@@ -10,7 +11,8 @@ import numpy as np
 
 from localet_core.errors import InputError, PathLike
 from localet_core.geometry import TiltGeometry, default_thickness
-from localet_core.io import TiltStack, read_exclude_list, read_mdoc, read_stack, read_tlt, read_xf
+from localet_core.io import (TiltStack, parse_view_list, read_exclude_list, read_mdoc, read_stack,
+                             read_tlt, read_xf)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,12 @@ def load_tilt_series(
                                  f"{Path(stack_path).name} has {stack.n_views} views")
     excluded: Tuple[int, ...] = ()
     if exclude is not None:
-        views = list(exclude) if isinstance(exclude, (list, tuple)) else read_exclude_list(exclude)
+        if isinstance(exclude, (list, tuple)):
+            views = list(exclude)
+        elif isinstance(exclude, str) and not os.path.exists(os.path.expanduser(exclude)):
+            views = parse_view_list(exclude, source="--exclude")  # list text such as "1-3,40"
+        else:
+            views = read_exclude_list(exclude)
         for v in views:
             if not 1 <= v <= stack.n_views:
                 raise InputError("exclude list", f"view {v} is outside 1..{stack.n_views}")
