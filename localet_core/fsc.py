@@ -156,14 +156,20 @@ def _wedge_mask_xz(shape: Shape3, tilt_min: float, tilt_max: float, rfft: bool) 
     lo, hi = _check_tilt_range(tilt_min, tilt_max)
     fz, _, fx = _axis_freqs(shape, rfft)
     fz, fx = fz.view(-1, 1), fx.view(1, -1)
-    # A view at angle theta measures the (kx, kz) directions +-(cos theta, -sin theta), i.e.
-    # the line through the origin at angle -theta from the kx axis. The tilt angle whose
-    # plane holds (kx, kz) is therefore theta = -atan(kz / kx), folded into (-90, 90].
-    theta = torch.rad2deg(torch.atan2(-fz, fx))  # in (-180, 180]
-    theta = torch.where(theta > 90.0, theta - 180.0, theta)
-    theta = torch.where(theta <= -90.0, theta + 180.0, theta)
-    eps = 1e-9
-    measured = (theta >= lo - eps) & (theta <= hi + eps)
+    measured = torch.zeros(fz.shape[0], fx.shape[1], dtype=torch.bool)
+    # A Nyquist frequency (-0.5 along an even axis) is also +0.5: a voxel there counts as
+    # measured if either alias is, which keeps the mask Friedel-symmetric on the full grid
+    # and Hermitian-consistent on the rfft grid.
+    for gz in (fz, torch.where(fz == -0.5, -fz, fz)):
+        for gx in (fx, torch.where(fx.abs() == 0.5, -fx, fx)):
+            # A view at angle theta measures the (kx, kz) directions +-(cos theta, -sin theta),
+            # the line through the origin at angle -theta from the kx axis. The tilt angle
+            # whose plane holds (kx, kz) is thus theta = -atan(kz / kx), folded into (-90, 90].
+            theta = torch.rad2deg(torch.atan2(-gz, gx))  # in (-180, 180]
+            theta = torch.where(theta > 90.0, theta - 180.0, theta)
+            theta = torch.where(theta <= -90.0, theta + 180.0, theta)
+            eps = 1e-9
+            measured |= (theta >= lo - eps) & (theta <= hi + eps)
     measured |= (fx == 0) & (fz == 0)  # the ky axis lies in every view's plane
     return (~measured).unsqueeze(1)
 
@@ -182,7 +188,9 @@ def missing_wedge_mask(shape: Sequence[int], tilt_min: float, tilt_max: float,
     symmetric range ``+-a`` this is ``|atan2(kz, |kx|)| <= a``. Directions use physical
     frequencies ``kz/nz`` and ``kx/nx``, so non-cubic boxes are handled. The whole ky axis
     (``kx = kz = 0``, origin included) is measured; ``ky`` itself never matters. Boundaries
-    are inclusive.
+    are inclusive. A Nyquist frequency of an even axis stands for both +0.5 and -0.5; such a
+    voxel is measured if either alias is, so the mask is Friedel-symmetric (full grid) and
+    consistent with the Hermitian symmetry of the rfft grid.
 
     Args:
         shape: real-space shape ``(nz, ny, nx)``.
