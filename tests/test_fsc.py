@@ -481,3 +481,22 @@ def test_fsc_command_is_registered():
     from localet.commands.fsc import command
 
     assert command.name == "fsc"
+
+
+def test_localet_main_prints_one_line_error_and_exits_2(half_maps, tmp_path):
+    """End to end through `localet`'s main(): a user error is one line on stderr, exit 2."""
+    import subprocess
+    import sys
+
+    a, _, _ = half_maps
+    small = _write_mrc(tmp_path / "small.mrc", np.zeros((4, 5, 6)), 5.0)
+    code = ("import sys, localet.commands as c; c._MODULES = ['fsc']; from localet.cli import main; "
+            "sys.argv = ['localet'] + sys.argv[1:]; main()")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code, "fsc", str(a), str(small), "-o",
+                           str(tmp_path / "o.star")], capture_output=True, text=True, cwd=root,
+                          env={**__import__("os").environ, "PYTHONPATH": str(root)}, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "small.mrc" in lines[0]
+    assert "Traceback" not in proc.stderr
