@@ -51,6 +51,7 @@ __all__ = [
     "FSCResult",
     "Resolution",
     "fourier_radius",
+    "n_shells",
     "shell_index",
     "hermitian_weights",
     "missing_wedge_mask",

@@ -500,3 +500,17 @@ def test_localet_main_prints_one_line_error_and_exits_2(half_maps, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "small.mrc" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_shell_correlation_over_a_fourier_region_matches_wedge_split():
+    rng = _rng(9)
+    shape = (12, 9, 16)
+    a, b = (torch.from_numpy(x) for x in rng.standard_normal((2,) + shape))
+    wedge = missing_wedge_mask(shape, -35, 50)
+    result = compute_fsc(a, b, tilt_range=(-35, 50))
+    for region, sel in (("inside_wedge", wedge), ("outside_wedge", ~wedge)):
+        fsc, n = shell_correlation(a, b, fourier_region=sel)
+        torch.testing.assert_close(n, result.curves[region][1])
+        torch.testing.assert_close(fsc, result.curves[region][0], equal_nan=True)
+    with pytest.raises(InputError, match="rfft grid"):
+        shell_correlation(a, b, fourier_region=torch.ones(shape, dtype=torch.bool))
