@@ -457,10 +457,15 @@ class FSCResult:
 
     def threshold(self, criterion: str, region: str = "all") -> torch.Tensor:
         """The criterion as a per-shell curve (constant for 0.143 and 0.5)."""
-        n = self.curves[region][1]
-        if criterion == "half-bit":
-            return half_bit_threshold(n)
-        return torch.full_like(n, float(criterion))
+        return _threshold(criterion, self.curves[region][1])
+
+
+def _threshold(criterion: str, n_voxels: torch.Tensor) -> torch.Tensor:
+    if criterion == "half-bit":
+        return half_bit_threshold(n_voxels)
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
+    return torch.full_like(n_voxels, float(criterion))
 
 
 def _check_pixel_size(pixel_size: Optional[float]) -> Optional[float]:
@@ -505,13 +510,13 @@ def compute_fsc(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] = None,
     sums = _shell_sums(fa, fb, shape, [r for _, r in regions])
     curves = {name: (_fsc_from_sums(*s), s[3]) for (name, _), s in zip(regions, sums)}
     frequency = torch.arange(n_shells(shape), dtype=torch.float64) / max(shape)
-    result = FSCResult(shape=shape, pixel_size=p, frequency=frequency, curves=curves,
-                       tilt_range=rng, masked=m is not None)
-    for name in curves:
+    resolutions = {}
+    for name, (curve, count) in curves.items():
         for crit in CRITERIA:
-            f, crossed = crossing_frequency(frequency, curves[name][0], result.threshold(crit, name))
-            result.resolutions[(name, crit)] = Resolution(name, crit, f, crossed, p)
-    return result
+            f, crossed = crossing_frequency(frequency, curve, _threshold(crit, count))
+            resolutions[(name, crit)] = Resolution(name, crit, f, crossed, p)
+    return FSCResult(shape=shape, pixel_size=p, frequency=frequency, curves=curves,
+                     resolutions=resolutions, tilt_range=rng, masked=m is not None)
 
 
 # --------------------------------------------------------------------------------------------
