@@ -1,0 +1,550 @@
+"""Fourier Shell Correlation (FSC) between two volumes, split by the missing wedge.
+
+Conventions (all functions below):
+
+* Volumes are real tensors ``V[z, y, x]`` of any shape ``(nz, ny, nx)`` (not necessarily a
+  cube), oriented as IMOD's ``tilt -RotateBy90``: Z along the beam, the tilt axis along Y.
+* Fourier grids are the ``torch.fft.rfftn`` half grid, shape ``(nz, ny, nx // 2 + 1)``, unless
+  a function says otherwise. Frequencies are in cycles per pixel along each axis,
+  ``kz / nz``, ``ky / ny``, ``kx / nx`` with integer ``k`` from ``torch.fft.fftfreq`` order,
+  so the radius ``|k| = sqrt((kz/nz)^2 + (ky/ny)^2 + (kx/nx)^2)`` is physical for an
+  isotropic pixel, whatever the box shape.
+* Shells have width ``1 / N`` cycles/pixel with ``N = max(nz, ny, nx)``: shell ``i`` holds the
+  frequencies with ``round(|k| N) == i``, for ``i = 0 .. N // 2`` (shell ``N // 2`` is the one
+  at Nyquist, 0.5 cycles/pixel); the corners of the box beyond it are left out. Shell ``i``
+  is reported at frequency ``i / N`` cycles/pixel, i.e. a resolution of
+  ``pixel_size * N / i`` Angstrom.
+* Sums are accumulated in float64. Each rfft coefficient stands for itself and its Friedel
+  mate, so it is weighted 2, except the self-conjugate planes ``kx = 0`` and (even ``nx``)
+  ``kx = nx / 2``, weighted 1. Voxel counts per shell are therefore those of the full
+  Fourier sphere, which is the ``n`` the half-bit criterion needs.
+* An empty shell (possible in a wedge region near the origin) has FSC ``nan`` and count 0.
+
+The FSC of shell ``i`` is ``Re(sum A conj(B)) / sqrt(sum |A|^2 sum |B|^2)`` over the shell.
+
+Masks: a real-space soft mask (values in [0, 1]) multiplies both volumes before the FFT. It
+removes noise from the solvent and so raises the FSC, but it also correlates the two masked
+volumes through the mask's own shape (a sharp mask does so most): a masked FSC is an
+optimistic figure, and must always be reported together with the mask used.
+
+Missing wedge: see :func:`missing_wedge_mask`. The wedge-split FSCs are the same sums taken
+only over the Fourier voxels inside, or only outside, the missing wedge of the tilt range: the
+outside curve measures agreement where the microscope measured data; the inside curve
+measures agreement where any content was inferred (by a prior, a network, or iterative
+reconstruction) or is absent. High inside-wedge FSC means the two volumes fill the wedge
+*consistently*; it does not prove that the filling is correct.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from localet_core.errors import InputError
+
+__all__ = [
+    "CRITERIA",
+    "REGIONS",
+    "FSCResult",
+    "Resolution",
+    "fourier_radius",
+    "n_shells",
+    "shell_index",
+    "hermitian_weights",
+    "missing_wedge_mask",
+    "shell_correlation",
+    "half_bit_threshold",
+    "crossing_frequency",
+    "compute_fsc",
+    "split_alternate_tilts",
+]
+
+#: Resolution criteria, in the order they are reported: fixed thresholds 0.143 and 0.5
+#: (Rosenthal & Henderson 2003 use 0.143 for half sets; 0.5 is the older conservative one)
+#: and the half-bit information curve of van Heel & Schatz (2005).
+CRITERIA: Tuple[str, ...] = ("0.143", "0.5", "half-bit")
+
+#: Fourier regions: every voxel, outside the missing wedge (measured), inside it (not
+#: measured). The wedge regions exist only when a tilt range is given.
+REGIONS: Tuple[str, ...] = ("all", "outside_wedge", "inside_wedge")
+
+# Fourier voxels processed at once (bounds the float64 temporaries to a few tens of MB).
+_CHUNK_VOXELS = 1 << 22
+
+Shape3 = Tuple[int, int, int]
+TensorLike = Union[torch.Tensor, np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------
+# Frequency grids
+# --------------------------------------------------------------------------------------------
+def _shape3(shape: Sequence[int], source: str = "shape") -> Shape3:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(source, f"expected a 3-D shape (nz, ny, nx), got {shape}")
+    return shape  # type: ignore[return-value]
+
+
+def _axis_freqs(shape: Shape3, rfft: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Frequencies (cycles/pixel, float64) along z, y, x, broadcastable to the Fourier grid."""
+    nz, ny, nx = shape
+    fz = torch.fft.fftfreq(nz, dtype=torch.float64).view(nz, 1, 1)
+    fy = torch.fft.fftfreq(ny, dtype=torch.float64).view(1, ny, 1)
+    fx = (torch.fft.rfftfreq(nx, dtype=torch.float64) if rfft
+          else torch.fft.fftfreq(nx, dtype=torch.float64))
+    return fz, fy, fx.view(1, 1, -1)
+
+
+def fourier_radius(shape: Sequence[int], rfft: bool = True) -> torch.Tensor:
+    """Radial spatial frequency of every Fourier voxel.
+
+    Args:
+        shape: real-space shape ``(nz, ny, nx)``.
+        rfft: the ``rfftn`` half grid ``(nz, ny, nx//2+1)`` (default) or the full ``fftn`` grid.
+
+    Returns:
+        float64 tensor on the Fourier grid, ``sqrt((kz/nz)^2 + (ky/ny)^2 + (kx/nx)^2)`` in
+        cycles/pixel (0 at the origin, 0.5 at Nyquist along an axis).
+    """
+    fz, fy, fx = _axis_freqs(_shape3(shape), rfft)
+    return torch.sqrt(fz * fz + fy * fy + fx * fx)
+
+
+def n_shells(shape: Sequence[int]) -> int:
+    """Number of shells, ``max(shape) // 2 + 1`` (shell 0 is the origin)."""
+    return max(_shape3(shape)) // 2 + 1
+
+
+def shell_index(shape: Sequence[int], rfft: bool = True) -> torch.Tensor:
+    """Shell of every Fourier voxel: ``round(|k| * max(shape))`` (int64).
+
+    Values run from 0 (origin) to beyond ``max(shape) // 2`` in the corners of the box; the
+    FSC uses only shells ``0 .. max(shape) // 2`` (up to Nyquist).
+    """
+    shape = _shape3(shape)
+    return torch.floor(fourier_radius(shape, rfft) * max(shape) + 0.5).to(torch.int64)
+
+
+def hermitian_weights(shape: Sequence[int]) -> torch.Tensor:
+    """Weight of each ``rfftn`` column for sums over the full Fourier sphere.
+
+    Returns:
+        float64 tensor of shape ``(1, 1, nx//2+1)``: 2 for columns whose Friedel mates are
+        missing from the half grid, 1 for ``kx = 0`` and, for even ``nx``, ``kx = nx/2``.
+    """
+    nx = _shape3(shape)[2]
+    w = torch.full((nx // 2 + 1,), 2.0, dtype=torch.float64)
+    w[0] = 1.0
+    if nx % 2 == 0:
+        w[-1] = 1.0
+    return w.view(1, 1, -1)
+
+
+def _check_tilt_range(tilt_min: float, tilt_max: float) -> Tuple[float, float]:
+    lo, hi = float(tilt_min), float(tilt_max)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise InputError("tilt range", f"angles must be finite numbers, got [{lo}, {hi}]")
+    if not (-90.0 < lo <= hi < 90.0):
+        raise InputError("tilt range", f"need -90 < min <= max < 90 degrees, got [{lo:g}, {hi:g}]")
+    return lo, hi
+
+
+def _wedge_mask_xz(shape: Shape3, tilt_min: float, tilt_max: float, rfft: bool) -> torch.Tensor:
+    """:func:`missing_wedge_mask` on the (kz, kx) plane only: bool ``(nz, 1, nkx)``."""
+    lo, hi = _check_tilt_range(tilt_min, tilt_max)
+    fz, _, fx = _axis_freqs(shape, rfft)
+    fz, fx = fz.view(-1, 1), fx.view(1, -1)
+    measured = torch.zeros(fz.shape[0], fx.shape[1], dtype=torch.bool)
+    # A Nyquist frequency (-0.5 along an even axis) is also +0.5: a voxel there counts as
+    # measured if either alias is, which keeps the mask Friedel-symmetric on the full grid
+    # and Hermitian-consistent on the rfft grid.
+    for gz in (fz, torch.where(fz == -0.5, -fz, fz)):
+        for gx in (fx, torch.where(fx.abs() == 0.5, -fx, fx)):
+            # A view at angle theta measures the (kx, kz) directions +-(cos theta, -sin theta),
+            # the line through the origin at angle -theta from the kx axis. The tilt angle
+            # whose plane holds (kx, kz) is thus theta = -atan(kz / kx), folded into (-90, 90].
+            theta = torch.rad2deg(torch.atan2(-gz, gx))  # in (-180, 180]
+            theta = torch.where(theta > 90.0, theta - 180.0, theta)
+            theta = torch.where(theta <= -90.0, theta + 180.0, theta)
+            eps = 1e-9
+            measured |= (theta >= lo - eps) & (theta <= hi + eps)
+    measured |= (fx == 0) & (fz == 0)  # the ky axis lies in every view's plane
+    return (~measured).unsqueeze(1)
+
+
+def missing_wedge_mask(shape: Sequence[int], tilt_min: float, tilt_max: float,
+                       rfft: bool = True) -> torch.Tensor:
+    """Fourier voxels that a single-axis tilt series over ``[tilt_min, tilt_max]`` never measures.
+
+    Geometry: the volume is ``V[z, y, x]`` with Z along the beam and the tilt axis along Y. A
+    view at tilt angle ``theta`` (degrees) projects along the beam direction
+    ``(sin theta, 0, cos theta)`` in (x, y, z); by the Fourier slice theorem it measures the
+    central plane perpendicular to it, spanned by ``(cos theta, 0, -sin theta)`` and
+    ``(0, 1, 0)`` in (kx, ky, kz). A frequency ``(kz, ky, kx)`` is thus measured iff the tilt
+    angle ``-atan(kz / kx)`` of the plane through it (folded into (-90, 90]; the direction,
+    not its sign, matters by Friedel symmetry) lies in ``[tilt_min, tilt_max]``. For a
+    symmetric range ``+-a`` this is ``|atan2(kz, |kx|)| <= a``. Directions use physical
+    frequencies ``kz/nz`` and ``kx/nx``, so non-cubic boxes are handled. The whole ky axis
+    (``kx = kz = 0``, origin included) is measured; ``ky`` itself never matters. Boundaries
+    are inclusive. A Nyquist frequency of an even axis stands for both +0.5 and -0.5; such a
+    voxel is measured if either alias is, so the mask is Friedel-symmetric (full grid) and
+    consistent with the Hermitian symmetry of the rfft grid.
+
+    Args:
+        shape: real-space shape ``(nz, ny, nx)``.
+        tilt_min, tilt_max: tilt range in degrees, ``-90 < tilt_min <= tilt_max < 90``.
+        rfft: return the ``rfftn`` half grid ``(nz, ny, nx//2+1)`` (default) or the full
+            ``fftn`` grid ``(nz, ny, nx)``.
+
+    Returns:
+        bool tensor on that grid, True inside the missing wedge (not measured).
+
+    Raises:
+        InputError: the tilt range is not finite or not within (-90, 90) with min <= max.
+    """
+    shape = _shape3(shape)
+    xz = _wedge_mask_xz(shape, tilt_min, tilt_max, rfft)
+    return xz.expand(shape[0], shape[1], xz.shape[2]).clone()
+
+
+# --------------------------------------------------------------------------------------------
+# Shell sums
+# --------------------------------------------------------------------------------------------
+def _as_volume(x: TensorLike, source: str) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.ndim != 3:
+        raise InputError(source, f"expected a 3-D volume (nz, ny, nx), got shape {tuple(t.shape)}")
+    if t.is_complex():
+        raise InputError(source, "expected a real volume, got complex values")
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    if t.numel() == 0:
+        raise InputError(source, "is empty")
+    if not bool(torch.isfinite(t).all()):
+        n_bad = int((~torch.isfinite(t)).sum())
+        raise InputError(source, f"contains {n_bad} NaN or infinite value(s)")
+    return t
+
+
+def _check_pair(a: TensorLike, b: TensorLike, mask: Optional[TensorLike]
+                ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    a = _as_volume(a, "volume A")
+    b = _as_volume(b, "volume B")
+    if a.shape != b.shape:
+        raise InputError("volumes", f"shapes differ: A is {tuple(a.shape)}, B is {tuple(b.shape)}")
+    dtype = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+    a, b = a.to(dtype), b.to(dtype)
+    m = None
+    if mask is not None:
+        m = _as_volume(mask, "mask")
+        if m.shape != a.shape:
+            raise InputError("mask", f"shape {tuple(m.shape)} differs from the volumes' {tuple(a.shape)}")
+        lo, hi = float(m.min()), float(m.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise InputError("mask", f"values must lie in [0, 1], found [{lo:g}, {hi:g}]")
+        if hi <= 0:
+            raise InputError("mask", "is zero everywhere")
+        m = m.to(dtype)
+        a, b = a * m, b * m
+    return a, b, m
+
+
+def _shell_sums(fa: torch.Tensor, fb: torch.Tensor, shape: Shape3,
+                regions_xz: Sequence[Optional[torch.Tensor]]) -> List[Tuple[torch.Tensor, ...]]:
+    """Per-shell float64 sums ``(cross, power_a, power_b, count)`` for each region.
+
+    ``regions_xz[r]`` is None (every voxel) or a bool region selector broadcastable to the
+    rfft grid along y, i.e. ``(nz, 1, nkx)`` or ``(nz, ny, nkx)``.
+    """
+    nz, ny, _ = shape
+    ns = n_shells(shape)
+    big_n = max(shape)
+    fz, fy, fx = _axis_freqs(shape, True)
+    hw = hermitian_weights(shape)
+    out = [tuple(torch.zeros(ns, dtype=torch.float64) for _ in range(4)) for _ in regions_xz]
+    step = max(1, _CHUNK_VOXELS // max(1, ny * fa.shape[2]))
+    for z0 in range(0, nz, step):
+        z1 = min(nz, z0 + step)
+        shell = torch.floor(torch.sqrt(fz[z0:z1] ** 2 + fy ** 2 + fx ** 2) * big_n + 0.5)
+        shell = shell.to(torch.int64)
+        a = fa[z0:z1].to(torch.complex128)
+        b = fb[z0:z1].to(torch.complex128)
+        terms = ((a * b.conj()).real * hw, (a.real ** 2 + a.imag ** 2) * hw,
+                 (b.real ** 2 + b.imag ** 2) * hw, hw.expand(shell.shape))
+        inside = shell < ns
+        for r, region in enumerate(regions_xz):
+            sel = inside if region is None else inside & region[z0:z1]
+            idx = shell[sel]
+            for acc, term in zip(out[r], terms):
+                acc += torch.bincount(idx, weights=term[sel], minlength=ns)
+    return out
+
+
+def _fsc_from_sums(cross: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor,
+                   count: torch.Tensor) -> torch.Tensor:
+    denom = torch.sqrt(pa * pb)
+    fsc = torch.where(denom > 0, cross / torch.where(denom > 0, denom, torch.ones_like(denom)),
+                      torch.zeros_like(cross))
+    return torch.where(count > 0, fsc, torch.full_like(fsc, float("nan")))
+
+
+def shell_correlation(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] = None,
+                      fourier_region: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """FSC curve between two volumes, optionally over part of Fourier space.
+
+    Args:
+        a, b: real volumes of the same shape ``(nz, ny, nx)`` (any units; float64 inputs are
+            transformed in float64, others in float32).
+        mask: optional real-space soft mask of the same shape, values in [0, 1], applied to
+            both volumes (raises the FSC, see the module notes).
+        fourier_region: optional bool tensor on the rfft grid ``(nz, ny, nx//2+1)``, e.g.
+            :func:`missing_wedge_mask` or its negation; only voxels where it is True count.
+
+    Returns:
+        ``(fsc, n_voxels)``: float64 tensors of length ``max(shape)//2 + 1``; shell ``i`` is at
+        ``i / max(shape)`` cycles/pixel. ``n_voxels`` counts full-sphere Fourier voxels in each
+        shell (and region); ``fsc`` is nan where that count is 0.
+
+    Raises:
+        InputError: not 3-D, shapes differ, NaN/inf values, or a mask out of [0, 1].
+    """
+    a, b, _ = _check_pair(a, b, mask)
+    shape = tuple(a.shape)
+    fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)
+    if fourier_region is None:
+        (cross, pa, pb, count), = _shell_sums(fa, fb, shape, [None])
+    else:
+        region = torch.as_tensor(fourier_region, dtype=torch.bool)
+        if tuple(region.shape) != tuple(fa.shape):
+            raise InputError("fourier_region", f"shape {tuple(region.shape)} is not the rfft grid {tuple(fa.shape)}")
+        (cross, pa, pb, count), = _shell_sums(fa, fb, shape, [region])
+    return _fsc_from_sums(cross, pa, pb, count), count
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution
+# --------------------------------------------------------------------------------------------
+def half_bit_threshold(n_voxels: torch.Tensor) -> torch.Tensor:
+    """Half-bit information threshold of van Heel & Schatz (2005), per shell.
+
+    ``T = (0.2071 + 1.9102 / sqrt(n)) / (1.2071 + 0.9102 / sqrt(n))`` with ``n`` the number
+    of Fourier voxels in the shell (the full-sphere count of :func:`shell_correlation`; no
+    point-group symmetry). Tends to 0.1716 for large shells, is 1 for ``n = 1``; nan for
+    empty shells.
+    """
+    n = torch.as_tensor(n_voxels, dtype=torch.float64)
+    with torch.no_grad():
+        s = torch.sqrt(torch.where(n > 0, n, torch.full_like(n, float("nan"))))
+        return (0.2071 + 1.9102 / s) / (1.2071 + 0.9102 / s)
+
+
+def crossing_frequency(frequency: torch.Tensor, fsc: torch.Tensor,
+                       threshold: Union[float, torch.Tensor]) -> Tuple[float, bool]:
+    """Frequency where an FSC curve first drops below a threshold.
+
+    The search starts at shell 1: the origin's own value is only a sign, so it is taken as an
+    FSC of 1 against the threshold of the first non-empty shell (a curve already below the
+    threshold at shell 1 thus crosses between the origin and shell 1). Empty shells (nan) are
+    skipped. Between the last shell at or
+    above the threshold and the first one below it, ``fsc - threshold`` is interpolated
+    linearly in frequency.
+
+    Args:
+        frequency: shell frequencies (cycles/pixel), increasing, shell 0 at 0.
+        fsc: the curve, same length.
+        threshold: a number, or a per-shell curve (e.g. :func:`half_bit_threshold`).
+
+    Returns:
+        ``(frequency, crossed)``: the crossing in cycles/pixel and True; or ``(0.5, False)``
+        when the curve never drops below the threshold up to Nyquist ("better than Nyquist").
+    """
+    f = torch.as_tensor(frequency, dtype=torch.float64)
+    c = torch.as_tensor(fsc, dtype=torch.float64)
+    t = torch.as_tensor(threshold, dtype=torch.float64).expand(c.shape)
+    diff = (c - t).tolist()
+    tl = t.tolist()
+    # the origin: FSC 1 against the threshold of the first non-empty shell
+    t_first = next((tl[i] for i in range(1, len(tl)) if math.isfinite(diff[i])), 0.0)
+    prev_f, prev_d = 0.0, 1.0 - t_first
+    for i in range(1, len(diff)):
+        d = diff[i]
+        if not math.isfinite(d):
+            continue
+        fi = float(f[i])
+        if d < 0:
+            frac = prev_d / (prev_d - d) if prev_d - d > 0 else 0.0
+            return prev_f + frac * (fi - prev_f), True
+        prev_f, prev_d = fi, d
+    return 0.5, False
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where one FSC curve crosses one criterion.
+
+    Attributes:
+        region: one of :data:`REGIONS`.
+        criterion: one of :data:`CRITERIA`.
+        frequency: cycles/pixel of the crossing; 0.5 (Nyquist) when not ``crossed``.
+        crossed: False when the curve stays above the criterion up to Nyquist, i.e. the
+            resolution is better than Nyquist and ``angstrom`` is only a bound.
+        pixel_size: Angstrom per pixel, or None.
+    """
+
+    region: str
+    criterion: str
+    frequency: float
+    crossed: bool
+    pixel_size: Optional[float] = None
+
+    @property
+    def pixels(self) -> float:
+        """Resolution in pixels, ``1 / frequency`` (inf for a crossing at the origin)."""
+        return math.inf if self.frequency <= 0 else 1.0 / self.frequency
+
+    @property
+    def angstrom(self) -> Optional[float]:
+        """Resolution in Angstrom (a bound, 2 x pixel size, when not crossed); None without
+        a pixel size."""
+        return None if self.pixel_size is None else self.pixel_size * self.pixels
+
+    def describe(self) -> str:
+        """``"23.4 A"``, ``"better than Nyquist (20.0 A)"`` or the same in pixels."""
+        if self.pixel_size is None:
+            value = f"{self.pixels:.2f} px"
+        else:
+            value = f"{self.angstrom:.1f} A"
+        return value if self.crossed else f"better than Nyquist ({value})"
+
+
+@dataclass(frozen=True)
+class FSCResult:
+    """All curves and resolutions of :func:`compute_fsc`. Curves are float64 tensors of
+    length ``n_shells``, indexed by shell; ``curves[region]`` is ``(fsc, n_voxels)``.
+
+    Attributes:
+        shape: real-space shape ``(nz, ny, nx)``.
+        pixel_size: Angstrom per pixel, or None (then resolutions are in pixels).
+        frequency: shell frequencies, ``i / max(shape)`` cycles/pixel.
+        curves: region -> ``(fsc, n_voxels)``; always ``"all"``, plus ``"outside_wedge"``
+            and ``"inside_wedge"`` when a tilt range was given.
+        resolutions: ``(region, criterion)`` -> :class:`Resolution`.
+        tilt_range: ``(min, max)`` degrees, or None.
+        masked: whether a real-space mask was applied.
+    """
+
+    shape: Shape3
+    pixel_size: Optional[float]
+    frequency: torch.Tensor
+    curves: Dict[str, Tuple[torch.Tensor, torch.Tensor]]
+    resolutions: Dict[Tuple[str, str], Resolution] = field(default_factory=dict)
+    tilt_range: Optional[Tuple[float, float]] = None
+    masked: bool = False
+
+    @property
+    def fsc(self) -> torch.Tensor:
+        """The whole-volume curve."""
+        return self.curves["all"][0]
+
+    @property
+    def n_voxels(self) -> torch.Tensor:
+        """Full-sphere voxel count per shell, whole volume."""
+        return self.curves["all"][1]
+
+    def threshold(self, criterion: str, region: str = "all") -> torch.Tensor:
+        """The criterion as a per-shell curve (constant for 0.143 and 0.5)."""
+        return _threshold(criterion, self.curves[region][1])
+
+
+def _threshold(criterion: str, n_voxels: torch.Tensor) -> torch.Tensor:
+    if criterion == "half-bit":
+        return half_bit_threshold(n_voxels)
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; expected one of {CRITERIA}")
+    return torch.full_like(n_voxels, float(criterion))
+
+
+def _check_pixel_size(pixel_size: Optional[float]) -> Optional[float]:
+    if pixel_size is None:
+        return None
+    p = float(pixel_size)
+    if not math.isfinite(p) or p <= 0:
+        raise InputError("pixel size", f"must be a positive number of Angstrom, got {pixel_size!r}")
+    return p
+
+
+def compute_fsc(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] = None,
+                pixel_size: Optional[float] = None,
+                tilt_range: Optional[Tuple[float, float]] = None) -> FSCResult:
+    """Whole-volume and (with a tilt range) wedge-split FSC with resolution estimates.
+
+    Args:
+        a, b: real volumes ``(nz, ny, nx)``, same shape, ``V[z, y, x]`` orientation.
+        mask: optional soft mask (same shape, values in [0, 1]) applied to both; inflates
+            the FSC (see the module notes).
+        pixel_size: Angstrom per pixel (isotropic); None gives resolutions in pixels.
+        tilt_range: ``(tilt_min, tilt_max)`` in degrees of the tilt series both volumes come
+            from; adds the ``outside_wedge`` and ``inside_wedge`` curves.
+
+    Returns:
+        :class:`FSCResult` with the curves and the resolution of every region at every
+        criterion of :data:`CRITERIA`.
+
+    Raises:
+        InputError: bad volumes, mask, pixel size or tilt range.
+    """
+    p = _check_pixel_size(pixel_size)
+    a, b, m = _check_pair(a, b, mask)
+    shape: Shape3 = tuple(a.shape)  # type: ignore[assignment]
+    regions: List[Tuple[str, Optional[torch.Tensor]]] = [("all", None)]
+    rng = None
+    if tilt_range is not None:
+        rng = _check_tilt_range(*tilt_range)
+        wedge = _wedge_mask_xz(shape, rng[0], rng[1], rfft=True)
+        regions += [("outside_wedge", ~wedge), ("inside_wedge", wedge)]
+    fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)
+    sums = _shell_sums(fa, fb, shape, [r for _, r in regions])
+    curves = {name: (_fsc_from_sums(*s), s[3]) for (name, _), s in zip(regions, sums)}
+    frequency = torch.arange(n_shells(shape), dtype=torch.float64) / max(shape)
+    resolutions = {}
+    for name, (curve, count) in curves.items():
+        for crit in CRITERIA:
+            f, crossed = crossing_frequency(frequency, curve, _threshold(crit, count))
+            resolutions[(name, crit)] = Resolution(name, crit, f, crossed, p)
+    return FSCResult(shape=shape, pixel_size=p, frequency=frequency, curves=curves,
+                     resolutions=resolutions, tilt_range=rng, masked=m is not None)
+
+
+# --------------------------------------------------------------------------------------------
+# Half sets
+# --------------------------------------------------------------------------------------------
+def split_alternate_tilts(tilt_angles: Sequence[float]) -> Tuple[List[int], List[int]]:
+    """Split a tilt series into two half sets of alternate tilts.
+
+    Views are ranked by tilt angle (stable for ties) and dealt alternately: ranks 0, 2, 4, ...
+    go to the first half, ranks 1, 3, 5, ... to the second, so each half covers the whole tilt
+    range at twice the angular step, whatever the order of the views in the stack (e.g. a
+    dose-symmetric acquisition order).
+
+    Args:
+        tilt_angles: one angle (degrees) per view, in stack order (after excluding views).
+
+    Returns:
+        ``(first, second)``: sorted view indices into the stack; together they are all views,
+        ``len(first) - len(second)`` is 0 or 1.
+
+    Raises:
+        InputError: fewer than 2 views, or a non-finite angle.
+    """
+    angles = [float(t) for t in tilt_angles]
+    if len(angles) < 2:
+        raise InputError("tilt angles", f"need at least 2 views to split into half sets, got {len(angles)}")
+    bad = [i for i, t in enumerate(angles) if not math.isfinite(t)]
+    if bad:
+        raise InputError("tilt angles", f"view {bad[0]} has a non-finite angle")
+    order = sorted(range(len(angles)), key=lambda i: angles[i])
+    return sorted(order[0::2]), sorted(order[1::2])
