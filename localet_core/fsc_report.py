@@ -35,44 +35,21 @@ starting with ``loc`` are localet's own):
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import secrets
-from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from localet_core.errors import InputError, PathLike
 from localet_core.fsc import CRITERIA, REGIONS, FSCResult
+from localet_core.io.atomic import atomic_output
 
 __all__ = ["fsc_tables", "write_fsc_star", "plot_fsc", "format_fsc_summary"]
 
 _REGION_LABEL = {"all": "whole volume", "outside_wedge": "outside wedge",
                  "inside_wedge": "inside wedge"}
 _STAR_SUFFIX = {"all": "", "outside_wedge": "OutsideWedge", "inside_wedge": "InsideWedge"}
-
-
-@contextlib.contextmanager
-def _atomic_output(path: PathLike) -> Iterator[Path]:
-    """Yield a hidden temporary sibling of ``path``; rename it onto ``path`` on success,
-    delete it on any error. (Stand-in for ``localet_core.io.atomic.atomic_output``.)"""
-    final = Path(os.fspath(path)).expanduser()
-    if not final.parent.is_dir():
-        raise InputError(path, f"output directory {os.fspath(final.parent)!r} does not exist")
-    if final.is_dir():
-        raise InputError(path, "is a directory, not a file name")
-    tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(8)}")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InputError(path, f"cannot write ({exc.strerror or exc})") from None
-        raise
 
 
 def _require_pixel_size(result: FSCResult) -> float:
@@ -127,7 +104,7 @@ def write_fsc_star(path: PathLike, result: FSCResult,
     import starfile
 
     tables = fsc_tables(result, names)
-    with _atomic_output(path) as tmp:
+    with atomic_output(path) as tmp:
         starfile.write(tables, tmp, float_format="%.6g", na_rep="nan")
 
 
@@ -172,7 +149,7 @@ def plot_fsc(path: PathLike, result: FSCResult, title: Optional[str] = None) -> 
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with _atomic_output(path) as tmp:
+    with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")
 
 

@@ -427,11 +427,11 @@ def test_cli_tilt_range_option_and_pixel_override(half_maps, tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("shape", "shape (16, 28, 30) (z, y, x) differs"),
-    ("nan", "contains 1 NaN"),
+    ("nan", "contains NaN or infinite values"),
     ("pixel-mismatch", "pixel size 7 A differs"),
     ("pixel-option", "--pixel-size: must be a positive number"),
     ("no-pixel", "has no pixel size in its header; give --pixel-size"),
-    ("missing", "no such file"),
+    ("missing", "file not found"),
     ("mask-range", "values must lie in [0, 1]"),
     ("tlt-bad", "line 2: 'abc' is not a tilt angle"),
     ("tlt-range", "--tlt: 'sixty' is neither"),

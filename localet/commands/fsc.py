@@ -21,45 +21,12 @@ class _Volume(NamedTuple):
 
 
 def _read_volume(path: Path) -> _Volume:
-    """Minimal MRC volume reader (stand-in for ``localet_core.io.mrc.read_volume``).
+    """Float32 data ``(nz, ny, nx)`` and voxel size (Angstrom, None when unset) of an MRC volume;
+    :class:`InputError` naming the file on any problem (missing, not MRC, NaN...)."""
+    from localet_core.io import read_volume
 
-    Returns float32 data ``(nz, ny, nx)`` and the header's isotropic voxel size in Angstrom
-    (None when unset, i.e. 0). Raises :class:`InputError` naming the file on any problem.
-    """
-    import mrcfile
-    import numpy as np
-
-    if not path.exists():
-        raise InputError(path, "no such file")
-    if not path.is_file():
-        raise InputError(path, "is not a file")
-    try:
-        with mrcfile.open(path, mode="r", permissive=True) as mrc:
-            if mrc.data is None:
-                raise InputError(path, "is not a readable MRC file (bad header)")
-            data = np.asarray(mrc.data)
-            vs = mrc.voxel_size
-            sizes = (float(vs.x), float(vs.y), float(vs.z))
-    except InputError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"is not a readable MRC file ({exc})") from None
-    if data.ndim != 3:
-        raise InputError(path, f"is a {data.ndim}-D image of shape {data.shape}; FSC needs a 3-D volume")
-    if np.iscomplexobj(data):
-        raise InputError(path, "holds complex values (MRC mode 3/4); FSC needs a real volume")
-    data = np.array(data, dtype=np.float32)  # a writable copy (mrcfile arrays are read-only)
-    n_bad = int(np.count_nonzero(~np.isfinite(data)))
-    if n_bad:
-        raise InputError(path, f"contains {n_bad} NaN or infinite value(s)")
-    voxel: Optional[float] = None
-    if any(s > 0 for s in sizes):
-        if min(sizes) <= 0 or max(sizes) > min(sizes) * (1 + _PIXEL_TOLERANCE):
-            raise InputError(path, "header voxel size is not isotropic "
-                                   f"(x, y, z = {sizes[0]:g}, {sizes[1]:g}, {sizes[2]:g} A); "
-                                   "give --pixel-size")
-        voxel = sizes[0]
-    return _Volume(data, voxel)
+    volume = read_volume(path)
+    return _Volume(volume.data, volume.voxel_size)
 
 
 def _parse_tilt_range(value: str) -> Tuple[Tuple[float, float], str]:
