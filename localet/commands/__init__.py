@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-_MODULES = ["fbp", "fsc"]
+_MODULES = ["fbp", "fsc", "fsc_halves"]
 
 
 def register_all(group: click.Group) -> None:

@@ -42,11 +42,15 @@ def tilt_series_options(fn: Callable) -> Callable:
     return fn
 
 
-def output_options(fn: Callable) -> Callable:
-    """Output grid (IMOD tilt's THICKNESS, WIDTH, SHIFT, OFFSET, XAXISTILT) and compute options."""
-    decorators = [
-        click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-                     help="Output volume (.mrc), oriented like `tilt -RotateBy90`: Z along the beam."),
+def _apply(fn: Callable, decorators) -> Callable:
+    for decorator in reversed(decorators):
+        fn = decorator(fn)
+    return fn
+
+
+def grid_options(fn: Callable) -> Callable:
+    """Output grid: IMOD tilt's THICKNESS, WIDTH, SHIFT, OFFSET, XAXISTILT, plus binning."""
+    return _apply(fn, [
         click.option("--thickness", type=int, metavar="NZ",
                      help="THICKNESS: output Z size in output pixels [default: 300 nm, or nx/4 without a pixel size]."),
         click.option("--width", type=int, metavar="NX", help="WIDTH: output X size [default: binned stack width]."),
@@ -58,16 +62,26 @@ def output_options(fn: Callable) -> Callable:
                      help="OFFSET: add DEG to every tilt angle; put the tilt axis DX pixels right of the centre."),
         click.option("--x-axis-tilt", type=float, default=0.0, show_default=True, metavar="DEG",
                      help="XAXISTILT: rotate the output about X to level a tilted specimen."),
+    ])
+
+
+def compute_options(fn: Callable) -> Callable:
+    """Where and within how much memory to compute."""
+    return _apply(fn, [
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when available), cpu, or cuda:N."),
         click.option("--memory", metavar="SIZE",
                      help="Working-memory budget such as 4G [default: half the free RAM or VRAM]."),
         click.option("--progress/--no-progress", default=None,
                      help="Progress bar with ETA [default: when stderr is a terminal]."),
-    ]
-    for decorator in reversed(decorators):
-        fn = decorator(fn)
-    return fn
+    ])
+
+
+def output_options(fn: Callable) -> Callable:
+    """-o OUT.mrc + grid + compute options: what every volume-writing command takes."""
+    fn = compute_options(grid_options(fn))
+    return click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+                        help="Output volume (.mrc), oriented like `tilt -RotateBy90`: Z along the beam.")(fn)
 
 
 def build_output_options(thickness, width, binning, shift, offset, x_axis_tilt):

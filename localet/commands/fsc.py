@@ -154,22 +154,33 @@ def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
     import torch
 
     from localet_core.fsc import compute_fsc
-    from localet_core.fsc_report import format_fsc_summary, plot_fsc, write_fsc_star
 
     result = compute_fsc(torch.from_numpy(vol_a.data), torch.from_numpy(vol_b.data),
                          mask=None if mask_data is None else torch.from_numpy(mask_data),
                          pixel_size=px, tilt_range=tilt_range)
+    report_fsc(result, f"{volume_a} vs {volume_b}", px_what, output, plot,
+               names=(os.fspath(volume_a), os.fspath(volume_b)),
+               title=f"{volume_a.name} vs {volume_b.name}", mask=mask, tilt_what=tilt_what)
+
+
+def report_fsc(result, what: str, px_what: str, output: Path, plot: Optional[Path], names,
+               title: str, mask: Optional[Path] = None, tilt_what: str = "") -> None:
+    """Print the resolutions and write the STAR table (and the PNG plot)."""
+    from localet_core.fsc_report import format_fsc_summary, plot_fsc, write_fsc_star
+
     nz, ny, nx = result.shape
-    click.echo(f"FSC {volume_a} vs {volume_b}: {nz} x {ny} x {nx} voxels (z, y, x), "
+    px = result.pixel_size
+    click.echo(f"FSC {what}: {nz} x {ny} x {nx} voxels (z, y, x), "
                f"pixel {px:g} A ({px_what}), Nyquist {2 * px:.1f} A")
     if mask is not None:
         click.echo(f"mask: {mask}")
-    if tilt_range is not None:
+    if result.tilt_range is not None:
+        tilt_range = result.tilt_range
         click.echo(f"tilt range {tilt_range[0]:g} .. {tilt_range[1]:g} degrees {tilt_what}: "
                    "FSC also split inside/outside the missing wedge")
     click.echo(format_fsc_summary(result))
-    write_fsc_star(output, result, names=(os.fspath(volume_a), os.fspath(volume_b)))
+    write_fsc_star(output, result, names=names)
     click.echo(f"wrote {output}")
     if plot is not None:
-        plot_fsc(plot, result, title=f"{volume_a.name} vs {volume_b.name}")
+        plot_fsc(plot, result, title=title)
         click.echo(f"wrote {plot}")
