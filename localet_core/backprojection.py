@@ -145,26 +145,32 @@ def backproject_grid_sample(
     y0, y1 = y_range
     source = images.permute(0, 3, 1, 2)  # (N, C, H, W) for grid_sample
     out = torch.zeros(z1 - z0, y1 - y0, nxo, c, device=device, dtype=dtype)
-    w = weights.to(device=device, dtype=dtype).view(-1, 1, 1)
-    iy = torch.arange(y0, y1, dtype=torch.float64, device=device).view(-1, 1)
-    ix = torch.arange(nxo, dtype=torch.float64, device=device).view(1, -1)
+    w = weights.to(device=device, dtype=dtype)
+    # Normalised sampling coordinates (align_corners=False: pixel i spans [i - 0.5, i + 0.5])
+    # are affine in the voxel index too: fold the normalisation into each view's matrix (float64),
+    # then one float32 matmul per chunk makes the whole grid.
+    affine = geometry.detector_affine()  # (views, 2, 4) -> (col, row)
+    scale = torch.tensor([2.0 / nx, 2.0 / ny], dtype=torch.float64).view(1, 2, 1)
+    affine = affine * scale
+    affine[:, :, 3] += torch.tensor([1.0 / nx - 1, 1.0 / ny - 1], dtype=torch.float64)
+    affine = affine.to(device=device, dtype=torch.float32)
     per_slice = max(1, n * (y1 - y0) * nxo * c)
     step = max(1, min(z1 - z0, max_elements // per_slice))
     view_step = n if per_slice <= max_elements else max(1, max_elements // ((y1 - y0) * nxo * c))
+    iy, ix = torch.meshgrid(torch.arange(y0, y1, device=device, dtype=torch.float32),
+                            torch.arange(nxo, device=device, dtype=torch.float32), indexing="ij")
     for za in range(z0, z1, step):
         zb = min(z1, za + step)
-        iz = torch.arange(za, zb, dtype=torch.float64, device=device).view(-1, 1, 1)
+        iz = torch.arange(za, zb, device=device, dtype=torch.float32).view(-1, 1, 1).expand(-1, y1 - y0, nxo)
+        base = torch.stack([ix.expand_as(iz), iy.expand_as(iz), iz, torch.ones_like(iz)], dim=-1)
         acc = out[za - z0:zb - z0]
         for va in range(0, n, view_step):
             vb = min(n, va + view_step)
-            rows, cols = geometry.detector_coordinates(iz, iy.unsqueeze(0), ix.unsqueeze(0),
-                                                       views=range(va, vb))
-            # normalised coordinates for align_corners=False: pixel i spans [i - 0.5, i + 0.5]
-            rows, cols = torch.broadcast_tensors(rows, cols)
-            grid = torch.stack([(2 * cols + 1) / nx - 1, (2 * rows + 1) / ny - 1], dim=-1)
-            grid = grid.reshape(vb - va, -1, nxo, 2).to(dtype)  # (views, z*y, x, 2)
+            # (views, z*y*x, 4) @ (views, 4, 2) -> (views, z*y, x, 2) in (col, row) = grid (x, y)
+            grid = torch.matmul(base.reshape(1, -1, 4), affine[va:vb].transpose(1, 2))
+            grid = grid.view(vb - va, -1, nxo, 2).to(dtype)
             sampled = F.grid_sample(source[va:vb], grid, mode="bilinear", padding_mode="zeros",
                                     align_corners=False)  # (views, C, z*y, x)
-            sampled = (sampled * w[va:vb].view(-1, 1, 1, 1)).sum(0)
+            sampled = torch.einsum("v,vcpx->cpx", w[va:vb], sampled)
             acc += sampled.view(c, zb - za, y1 - y0, nxo).permute(1, 2, 3, 0)
     return out

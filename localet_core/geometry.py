@@ -191,6 +191,48 @@ class TiltGeometry:
         return weights
 
     # ----------------------------------------------------------------- the mapping
+    def detector_affine(self, views: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Per-view affine maps from output voxel indices to detector positions.
+
+        Every option (centres, SHIFT, XAXISTILT, OFFSET, tilt angle, ``.xf``, binning) composes
+        into one affine map per view, so this matrix is the single source of truth of the
+        geometry: ``(col, row) = M[:, :, :3] @ (ix, iy, iz) + M[:, :, 3]``.
+
+        Args:
+            views: positions in :attr:`used_views` (default: all used views).
+
+        Returns:
+            ``(n_views, 2, 4)`` float64: rows give the detector column (X) and row (Y) in binned
+            raw-image pixel indices.
+        """
+        pos = list(range(len(self.used_views))) if views is None else list(views)
+        cz, cy, cx = self.output_centre
+        # voxel index (ix, iy, iz, 1) -> centred specimen coordinates (x, y, z, 1)
+        to_specimen = np.eye(4)
+        to_specimen[:3, 3] = [-cx - self.shift_x, -cy, -cz + self.shift_z]
+        a = math.radians(self.x_axis_tilt)
+        level = np.eye(4)  # XAXISTILT: rotation about X
+        level[1, 1:3] = [math.cos(a), math.sin(a)]
+        level[2, 1:3] = [-math.sin(a), math.cos(a)]
+        specimen = level @ to_specimen
+        ry, rx = self.detector_centre
+        out = np.empty((len(pos), 2, 4))
+        for k, p in enumerate(pos):
+            view = self.used_views[p]
+            theta = math.radians(self.angles[view] + self.angle_offset)
+            # projection: u = x cos + z sin + axis offset, v = y (aligned, centred)
+            project = np.array([[math.cos(theta), 0.0, math.sin(theta), self.axis_offset],
+                                [0.0, 1.0, 0.0, 0.0],
+                                [0.0, 0.0, 0.0, 1.0]])
+            to_raw = np.eye(3)
+            if self.xf is not None:  # aligned = A raw + d  =>  raw = A^-1 (aligned - d)
+                inv = np.linalg.inv(self.xf[view, :, :2])
+                to_raw[:2, :2] = inv
+                to_raw[:2, 2] = -inv @ (self.xf[view, :, 2] / self.binning)
+            to_pixel = np.array([[1.0, 0.0, rx], [0.0, 1.0, ry], [0.0, 0.0, 1.0]])
+            out[k] = (to_pixel @ to_raw @ project @ specimen)[:2]
+        return torch.from_numpy(out)
+
     def detector_coordinates(
         self,
         iz: torch.Tensor,
@@ -207,37 +249,22 @@ class TiltGeometry:
             dtype: float32 or float64 (never lower: 1024 pixels need better than 1e-3 precision).
 
         Returns:
-            ``(rows, cols)``: fractional pixel indices in the binned raw image (row = Y,
-            column = X); ``cols`` is ``(n_views, *S)``, ``rows`` broadcasts to it (it is
-            ``(1, *S)`` when no ``.xf`` is given, since rows do not depend on the view then).
+            ``(rows, cols)``, each ``(n_views, *S)``: fractional pixel indices in the binned
+            raw image (row = Y, column = X).
         """
         if dtype not in (torch.float32, torch.float64):
             raise ValueError("coordinates must be float32 or float64")
         device = iz.device if isinstance(iz, torch.Tensor) else None
         iz, iy, ix = (torch.as_tensor(t, dtype=torch.float64, device=device) for t in (iz, iy, ix))
         iz, iy, ix = torch.broadcast_tensors(iz, iy, ix)
-        cz, cy, cx = self.output_centre
-        xs = ix - cx - self.shift_x
-        ys = iy - cy
-        zs = iz - cz + self.shift_z
-        if self.x_axis_tilt:
-            a = math.radians(self.x_axis_tilt)
-            ys, zs = ys * math.cos(a) + zs * math.sin(a), -ys * math.sin(a) + zs * math.cos(a)
-        pos = list(range(len(self.used_views))) if views is None else list(views)
-        theta = torch.deg2rad(torch.as_tensor(self.used_angles[pos], dtype=torch.float64, device=device))
-        shape = (len(pos),) + (1,) * xs.dim()
-        cos, sin = theta.cos().view(shape), theta.sin().view(shape)
-        u = xs.unsqueeze(0) * cos + zs.unsqueeze(0) * sin + self.axis_offset
-        v = ys.unsqueeze(0)  # the same for every view: left unexpanded (cheap for separable use)
-        if self.xf is not None:
-            xf = torch.as_tensor(self.xf[[self.used_views[p] for p in pos]], dtype=torch.float64, device=device)
-            inv = torch.linalg.inv(xf[:, :, :2])
-            shift = xf[:, :, 2] / self.binning
-            du, dv = u - shift[:, 0].view(shape), v - shift[:, 1].view(shape)
-            u = inv[:, 0, 0].view(shape) * du + inv[:, 0, 1].view(shape) * dv
-            v = inv[:, 1, 0].view(shape) * du + inv[:, 1, 1].view(shape) * dv
-        ry, rx = self.detector_centre
-        return (v + ry).to(dtype), (u + rx).to(dtype)
+        m = self.detector_affine(views).to(device)
+        shape = (m.shape[0],) + (1,) * ix.dim()
+
+        def apply(r: int) -> torch.Tensor:
+            c = [m[:, r, j].view(shape) for j in range(4)]
+            return (c[0] * ix + c[1] * iy + c[2] * iz + c[3]).to(dtype)
+
+        return apply(1), apply(0)
 
     def check_stack(self, shape: Sequence[int], source: object = "stack") -> None:
         """Raise :class:`InputError` unless a stack of ``shape`` (n_views, ny, nx) fits."""
