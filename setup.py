@@ -32,7 +32,9 @@ setup(
     ],
     extras_require={
         "scipion": ["scipion-pyworkflow>=3.11", "scipion-em>=3.11", "scipion-em-tomo>=3.12"],
-        "test": ["pytest>=7", "scikit-image>=0.21"],
+        # teamtomo's FSC is an independent reference in tests (Python >= 3.11 only)
+        "test": ["pytest>=7", "scikit-image>=0.21",
+                 "torch-fourier-shell-correlation; python_version>='3.11'"],
     },
     entry_points={
         "console_scripts": ["localet = localet.cli:main"],
