@@ -45,6 +45,7 @@ def separable_matrix(
     z_range: Optional[Tuple[int, int]] = None,
     device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
+    z_block: int = 1,
 ) -> torch.Tensor:
     """The sparse back-projection matrix of a separable geometry.
 
@@ -52,19 +53,26 @@ def separable_matrix(
         geometry: a separable :class:`TiltGeometry`.
         weights: ``(n_used,)`` per-view weights folded into the matrix (e.g. radians).
         z_range: ``(z0, z1)`` output slices to cover (default all).
+        z_block: rows are ordered (z block, x, z within the block): consecutive rows then
+            read nearby detector columns, so one sweep over the images serves ``z_block``
+            slices (large detectors would otherwise stream every image once per slice). The
+            slices are padded to whole blocks; :func:`backproject_separable` drops the extras.
 
     Returns:
-        CSR tensor ``(nz * nx_out, n_used * nx_det)``: row ``(z, x)``, column ``(view, u)``.
+        CSR tensor ``(nz_padded * nx_out, n_used * nx_det)``: rows ``(z block, x, z in block)``
+        (plain ``(z, x)`` for ``z_block = 1``), columns ``(view, u)``.
     """
     nz, _, nxo = geometry.output_shape
     z0, z1 = z_range if z_range is not None else (0, nz)
+    z1 = z0 + -(-(z1 - z0) // z_block) * z_block  # pad to whole blocks
     n_views = len(geometry.used_views)
     nxd = geometry.binned_detector_shape[1]
     iz = torch.arange(z0, z1, dtype=torch.float64, device=device).view(-1, 1)
     ix = torch.arange(nxo, dtype=torch.float64, device=device).view(1, -1)
     _, u = geometry.detector_coordinates(iz, torch.zeros(1, 1, dtype=torch.float64, device=device), ix)
-    # (z, x, views) order makes every row's entries contiguous and sorted by column
-    u = u.permute(1, 2, 0)
+    # (z block, x, z in block, views): every row's entries contiguous and sorted by column
+    n_views_, nzp, _ = u.shape
+    u = u.view(n_views_, nzp // z_block, z_block, nxo).permute(1, 3, 2, 0)
     i0f = torch.floor(u)
     frac = (u - i0f).to(dtype)
     i0 = i0f.to(torch.int32)
@@ -89,24 +97,29 @@ def backproject_separable(
     images_t: torch.Tensor,
     y_range: Tuple[int, int],
     nz: int,
+    z_block: int = 1,
 ) -> torch.Tensor:
     """Apply a :func:`separable_matrix` to rows ``y0:y1``.
 
     Args:
-        matrix: ``(nz * nx_out, n_views * nx_det)`` CSR matrix.
+        matrix: ``(nz_padded * nx_out, n_views * nx_det)`` CSR matrix built with ``z_block``.
         images_t: ``(n_views * nx_det, ny, C)`` filtered images, (view, u)-major: the layout
             :func:`to_separable_layout` makes once per reconstruction.
         y_range: ``(y0, y1)`` detector rows = output rows.
-        nz: number of output slices the matrix covers.
+        nz: number of output slices wanted (the matrix may cover a few more: block padding).
 
     Returns:
         ``(nz, y1 - y0, nx_out, C)`` back-projected slab.
     """
     y0, y1 = y_range
     rows = images_t[:, y0:y1].reshape(images_t.shape[0], -1)
-    out = torch.sparse.mm(matrix, rows)  # (nz * nx_out, (y1 - y0) * C)
-    nxo = matrix.shape[0] // nz
-    return out.view(nz, nxo, y1 - y0, -1).permute(0, 2, 1, 3)
+    out = torch.sparse.mm(matrix, rows)  # (nz_padded * nx_out, (y1 - y0) * C)
+    nzp = -(-nz // z_block) * z_block
+    nxo = matrix.shape[0] // nzp
+    if z_block == 1:
+        return out.view(nz, nxo, y1 - y0, -1).permute(0, 2, 1, 3)
+    blocks = out.view(nzp // z_block, nxo, z_block, y1 - y0, -1).permute(0, 2, 3, 1, 4)
+    return blocks.reshape(nzp, y1 - y0, nxo, -1)[:nz]
 
 
 def to_separable_layout(images: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,10 @@ from localet_core.geometry import TiltGeometry
 
 Slab = Tuple[int, int, np.ndarray]
 
+#: Slices per block of the sparse kernel's row order (see :func:`separable_matrix`): measured
+#: on 1024^2 detectors, blocks of 16 cut the image traffic 16-fold.
+Z_BLOCK = 16
+
 
 def prepare_views(
     stack: Union[np.ndarray, torch.Tensor],
@@ -86,11 +90,12 @@ def iter_backprojection_slabs(
     channels = images.shape[-1] if images.dim() == 4 else 1
     rows = rows_per_slab(geometry, memory_budget(device, budget), channels)
     if kernel == "sparse":
-        matrix = separable_matrix(geometry, weights, device=device, dtype=images.dtype)
+        z_block = Z_BLOCK if nz >= 2 * Z_BLOCK else 1
+        matrix = separable_matrix(geometry, weights, device=device, dtype=images.dtype, z_block=z_block)
         layout = to_separable_layout(images)
         for y0 in range(0, ny, rows):
             y1 = min(ny, y0 + rows)
-            yield y0, y1, backproject_separable(matrix, layout, (y0, y1), nz)
+            yield y0, y1, backproject_separable(matrix, layout, (y0, y1), nz, z_block)
     else:
         for y0 in range(0, ny, rows):
             y1 = min(ny, y0 + rows)
