@@ -45,6 +45,8 @@ def separable_matrix(
     z_range: Optional[Tuple[int, int]] = None,
     device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
+    col_origin: int = 0,
+    n_cols: Optional[int] = None,
 ) -> torch.Tensor:
     """The sparse back-projection matrix of a separable geometry.
 
@@ -52,17 +54,21 @@ def separable_matrix(
         geometry: a separable :class:`TiltGeometry`.
         weights: ``(n_used,)`` per-view weights folded into the matrix (e.g. radians).
         z_range: ``(z0, z1)`` output slices to cover (default all).
+        col_origin: detector column of the images' first column (negative for images extended
+            beyond the detector, as the fast network form uses); default 0.
+        n_cols: image width (default: the binned detector width).
 
     Returns:
-        CSR tensor ``(nz * nx_out, n_used * nx_det)``: row ``(z, x)``, column ``(view, u)``.
+        CSR tensor ``(nz * nx_out, n_used * n_cols)``: row ``(z, x)``, column ``(view, u)``.
     """
     nz, _, nxo = geometry.output_shape
     z0, z1 = z_range if z_range is not None else (0, nz)
     n_views = len(geometry.used_views)
-    nxd = geometry.binned_detector_shape[1]
+    nxd = geometry.binned_detector_shape[1] if n_cols is None else int(n_cols)
     iz = torch.arange(z0, z1, dtype=torch.float64, device=device).view(-1, 1)
     ix = torch.arange(nxo, dtype=torch.float64, device=device).view(1, -1)
     _, u = geometry.detector_coordinates(iz, torch.zeros(1, 1, dtype=torch.float64, device=device), ix)
+    u = u - col_origin
     # (z, x, views) order makes every row's entries contiguous and sorted by column
     u = u.permute(1, 2, 0)
     i0f = torch.floor(u)
@@ -124,6 +130,7 @@ def backproject_grid_sample(
     y_range: Tuple[int, int],
     z_range: Optional[Tuple[int, int]] = None,
     max_elements: int = 1 << 25,
+    detector_origin: Tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
     """Back-project with bilinear sampling (any geometry, any device).
 
@@ -132,6 +139,8 @@ def backproject_grid_sample(
         weights: ``(n_used,)`` per-view weights.
         y_range, z_range: output rows and slices to compute.
         max_elements: bound on the temporary (views x voxels x channels) per chunk.
+        detector_origin: (row, column) detector index of ``images[:, 0, 0]``: images may be a
+            band of rows, or extend beyond the detector (the fast network form); default (0, 0).
 
     Returns:
         ``(nz, y1 - y0, nx_out, C)`` slab on the images' device, images' dtype.
@@ -160,7 +169,7 @@ def backproject_grid_sample(
             rows, cols = geometry.detector_coordinates(iz, iy.unsqueeze(0), ix.unsqueeze(0),
                                                        views=range(va, vb))
             # normalised coordinates for align_corners=False: pixel i spans [i - 0.5, i + 0.5]
-            rows, cols = torch.broadcast_tensors(rows, cols)
+            rows, cols = torch.broadcast_tensors(rows - detector_origin[0], cols - detector_origin[1])
             grid = torch.stack([(2 * cols + 1) / nx - 1, (2 * rows + 1) / ny - 1], dim=-1)
             grid = grid.reshape(vb - va, -1, nxo, 2).to(dtype)  # (views, z*y, x, 2)
             sampled = F.grid_sample(source[va:vb], grid, mode="bilinear", padding_mode="zeros",
