@@ -87,7 +87,7 @@ def normalise_views(views: torch.Tensor) -> "tuple[torch.Tensor, ViewStats]":
     """Zero mean, unit standard deviation over all pixels of ``(n, H, W)`` views (float64
     statistics). A constant stack keeps std 1 instead of dividing by zero."""
     mean = float(views.double().mean())
-    std = float(views.double().std()) if views.numel() > 1 else 0.0
+    std = float(views.double().std(correction=0))  # population std, like numpy
     if not np.isfinite(std) or std <= 0:
         std = 1.0
     return (views - mean) / std, ViewStats(mean, std)

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-_MODULES = ["fbp"]
+_MODULES = ["fbp", "reconstruct"]
 
 
 def register_all(group: click.Group) -> None:
