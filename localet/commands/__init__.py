@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-_MODULES = ["fbp", "reconstruct"]
+_MODULES = ["fbp", "train", "reconstruct"]
 
 
 def register_all(group: click.Group) -> None:
