@@ -46,6 +46,8 @@ def separable_matrix(
     device: torch.device = torch.device("cpu"),
     dtype: torch.dtype = torch.float32,
     z_block: int = 1,
+    col_origin: int = 0,
+    n_cols: Optional[int] = None,
 ) -> torch.Tensor:
     """The sparse back-projection matrix of a separable geometry.
 
@@ -57,19 +59,23 @@ def separable_matrix(
             read nearby detector columns, so one sweep over the images serves ``z_block``
             slices (large detectors would otherwise stream every image once per slice). The
             slices are padded to whole blocks; :func:`backproject_separable` drops the extras.
+        col_origin: detector column of the images' first column (negative for images extended
+            beyond the detector, as the fast network form uses); default 0.
+        n_cols: image width (default: the binned detector width).
 
     Returns:
-        CSR tensor ``(nz_padded * nx_out, n_used * nx_det)``: rows ``(z block, x, z in block)``
+        CSR tensor ``(nz_padded * nx_out, n_used * n_cols)``: rows ``(z block, x, z in block)``
         (plain ``(z, x)`` for ``z_block = 1``), columns ``(view, u)``.
     """
     nz, _, nxo = geometry.output_shape
     z0, z1 = z_range if z_range is not None else (0, nz)
     z1 = z0 + -(-(z1 - z0) // z_block) * z_block  # pad to whole blocks
     n_views = len(geometry.used_views)
-    nxd = geometry.binned_detector_shape[1]
+    nxd = geometry.binned_detector_shape[1] if n_cols is None else int(n_cols)
     iz = torch.arange(z0, z1, dtype=torch.float64, device=device).view(-1, 1)
     ix = torch.arange(nxo, dtype=torch.float64, device=device).view(1, -1)
     _, u = geometry.detector_coordinates(iz, torch.zeros(1, 1, dtype=torch.float64, device=device), ix)
+    u = u - col_origin
     # (z block, x, z in block, views): every row's entries contiguous and sorted by column
     n_views_, nzp, _ = u.shape
     u = u.view(n_views_, nzp // z_block, z_block, nxo).permute(1, 3, 2, 0)
@@ -137,6 +143,7 @@ def backproject_grid_sample(
     y_range: Tuple[int, int],
     z_range: Optional[Tuple[int, int]] = None,
     max_elements: int = 1 << 25,
+    detector_origin: Tuple[int, int] = (0, 0),
 ) -> torch.Tensor:
     """Back-project with bilinear sampling (any geometry, any device).
 
@@ -145,6 +152,8 @@ def backproject_grid_sample(
         weights: ``(n_used,)`` per-view weights.
         y_range, z_range: output rows and slices to compute.
         max_elements: bound on the temporary (views x voxels x channels) per chunk.
+        detector_origin: (row, column) detector index of ``images[:, 0, 0]``: images may be a
+            band of rows, or extend beyond the detector (the fast network form); default (0, 0).
 
     Returns:
         ``(nz, y1 - y0, nx_out, C)`` slab on the images' device, images' dtype.
@@ -163,6 +172,8 @@ def backproject_grid_sample(
     # are affine in the voxel index too: fold the normalisation into each view's matrix (float64),
     # then one float32 matmul per chunk makes the whole grid.
     affine = geometry.detector_affine()  # (views, 2, 4) -> (col, row)
+    affine[:, 0, 3] -= detector_origin[1]  # images may start off the detector's first pixel
+    affine[:, 1, 3] -= detector_origin[0]
     scale = torch.tensor([2.0 / nx, 2.0 / ny], dtype=torch.float64).view(1, 2, 1)
     affine = affine * scale
     affine[:, :, 3] += torch.tensor([1.0 / nx - 1, 1.0 / ny - 1], dtype=torch.float64)

@@ -50,11 +50,18 @@ def prepare_views(
     views = torch.as_tensor(np.asarray(stack[used]) if isinstance(stack, np.ndarray) else stack[used])
     views = views.to(device=device, dtype=torch.float32)
     views = bin_images(views, geometry.binning, geometry.crop_offsets)
+    return filter_views(views, geometry, ramp)
+
+
+def filter_views(views: torch.Tensor, geometry: TiltGeometry, ramp: Optional[RampFilter]) -> torch.Tensor:
+    """Ramp-filter binned used views ``(n_used, ny_b, nx_b)`` along the aligned frame's X
+    (``None``: returned unchanged)."""
     if ramp is None:
         return views
+    used = list(geometry.used_views)
     if geometry.xf is None:
         return ramp_filter_rows(views, ramp)
-    linear = torch.as_tensor(geometry.xf[used, :, :2], device=device)
+    linear = torch.as_tensor(geometry.xf[used, :, :2], device=views.device)
     return ramp_filter_oblique(views, linear, ramp)
 
 

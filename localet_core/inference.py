@@ -1,0 +1,219 @@
+"""Reconstruction with a :class:`LocalizedNet`, slab by slab: the fast (factorised) form and the
+direct (patch) form of the same weights.
+
+Fast form (exact, not an approximation). The first layer is linear and its kernels depend on the
+view only, so for an odd P and an integer step Delta
+
+    h_k(r) = sum_theta w_theta sum_ij W_k(theta)[i, j] y_theta(r_theta + Delta (i - c, j - c))
+           = sum_theta w_theta (y_theta (*) W_k(theta)) (r_theta)
+
+where ``(*)`` is a correlation dilated by Delta on the detector grid: bilinear interpolation
+commutes with whole-pixel shifts. Per slab of output rows:
+
+1. correlate the band of detector rows the slab sees with the K kernels of each view
+   (grouped ``conv2d``, dilation Delta). The channel images are *extended* by ``c * Delta``
+   pixels beyond the detector (zero input outside it), because a voxel projecting just off the
+   detector still has patch samples on it: that keeps the identity exact at the borders;
+2. back-project the K channels at once with the shared kernels of
+   :mod:`localet_core.backprojection` (the sparse kernel reuses the interpolation indices and
+   weights for every channel; ``detector_origin`` / ``col_origin`` place the extended images);
+3. add the first-layer bias and run the per-voxel layers on ``(voxels, K)`` as large matrix
+   products, in float32 or bfloat16.
+
+Output units: the network's (trained against normalised references, see
+:mod:`localet_core.training`); the input stack is normalised by
+:func:`localet_core.patches.prepare_network_views`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from localet_core.backprojection import (
+    backproject_grid_sample,
+    backproject_separable,
+    choose_kernel,
+    separable_matrix,
+)
+from localet_core.geometry import TiltGeometry
+from localet_core.model import LocalizedNet
+from localet_core.patches import sample_patches
+
+Slab = Tuple[int, int, np.ndarray]
+
+#: Default cap on the working set when the user gives no --memory: more does not run faster
+#: (slabs of a few rows already make the matrix products large), and it keeps laptops usable.
+DEFAULT_BUDGET_CAP = 2 << 30
+#: The sparse kernel slows 2-3x when a slab holds more than about this many (row x channel)
+#: columns (k=32: 4 rows 11.3 s, 16 rows 18.2 s for 512x512x128; the output leaves the cache).
+SPARSE_ROW_CHANNELS = 128
+#: Voxels per chunk of the per-voxel layers (bounds the hidden activations' memory).
+HEAD_CHUNK = 1 << 18
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def slab_ranges(ny: int, rows: int) -> List[Tuple[int, int]]:
+    """``[(y0, y1), ...]`` covering ``0..ny`` in steps of ``rows``."""
+    return [(y0, min(ny, y0 + rows)) for y0 in range(0, ny, max(1, rows))]
+
+
+def _band(geometry: TiltGeometry, y0: int, y1: int, height: int, halo: int) -> Tuple[int, int]:
+    """Detector rows ``[n0, n1)`` of the channel images that output rows y0:y1 touch (bilinear
+    neighbours included), clipped to the extended range ``[-halo, height + halo)`` beyond which
+    the channel images are zero. Separable geometries: exactly ``[y0, y1)``."""
+    if geometry.is_separable:
+        return y0, y1
+    nz, _, nx = geometry.output_shape
+    corners = torch.tensor([[z, y, x] for z in (0, nz - 1) for y in (y0, y1 - 1) for x in (0, nx - 1)],
+                           dtype=torch.float64)
+    rows, _ = geometry.detector_coordinates(corners[:, 0], corners[:, 1], corners[:, 2])
+    # the mapping is affine, so the extremes over the box are at its corners
+    n0 = max(-halo, int(math.floor(float(rows.min()))))
+    n1 = min(height + halo, int(math.floor(float(rows.max()))) + 2)
+    return n0, max(n0 + 1, n1)
+
+
+class FastForm:
+    """The factorised network on one set of prepared views (see module docstring).
+
+    Args:
+        model: the network (its first-layer kernels are evaluated at the geometry's angles).
+        images: ``(n_used, H, W)`` prepared views (:func:`prepare_network_views`).
+        geometry: their tilt geometry.
+        precision: ``fp32`` or ``bf16`` for the per-voxel layers (the back-projection stays fp32).
+        kernel: back-projection kernel (``auto``: sparse on CPU for separable geometries).
+    """
+
+    def __init__(self, model: LocalizedNet, images: torch.Tensor, geometry: TiltGeometry,
+                 precision: str = "fp32", kernel: str = "auto") -> None:
+        cfg = model.config
+        self.model, self.geometry = model, geometry
+        self.device = images.device
+        self.kernel = choose_kernel(geometry, self.device, kernel)
+        self.dtype = PRECISIONS[precision]
+        self.halo = cfg.step * (cfg.patch_size - 1) // 2
+        n, self.height, self.width = images.shape
+        angles = torch.as_tensor(geometry.used_angles)
+        with torch.no_grad():
+            kernels = model.view_kernels(angles).to(device=self.device, dtype=torch.float32)
+            self.bias = model.first_bias().detach().to(self.device, torch.float32)
+        self.channels = kernels.shape[1]
+        self.conv_weight = kernels.reshape(n * self.channels, 1, cfg.patch_size, cfg.patch_size)
+        # zero-pad once by 2 halos: the correlation of the padded image, unpadded, gives the
+        # channel images on the extended grid [-halo, size + halo) in both directions
+        h2 = 2 * self.halo
+        self.padded = F.pad(images.float().unsqueeze(0), (h2, h2, h2, h2))
+        self.weights = torch.as_tensor(geometry.view_weights(), dtype=torch.float32, device=self.device)
+        self.ext_width = self.width + 2 * self.halo
+        self.matrix = None
+        if self.kernel == "sparse":
+            self.matrix = separable_matrix(geometry, self.weights, device=self.device,
+                                           col_origin=-self.halo, n_cols=self.ext_width)
+        self.head = model if self.dtype == torch.float32 else _cast_copy(model, self.dtype)
+
+    def rows_per_slab(self, budget: int) -> int:
+        """Output rows per slab under ``budget`` bytes: channel images of the band (x2 for the
+        re-ordered copy), back-projected slab (x3: result, permuted copy, head input), head
+        activations (one chunk)."""
+        nz, ny, nx = self.geometry.output_shape
+        n = len(self.geometry.used_views)
+        cfg = self.model.config
+        widest = max((cfg.channels,) + cfg.hidden)
+        fixed = HEAD_CHUNK * widest * 4 * 3
+        per_row = 4 * self.channels * (2 * n * self.ext_width + 3 * nz * nx)
+        rows = max(1, (budget - fixed) // per_row)
+        if self.kernel == "sparse":
+            rows = min(rows, max(1, SPARSE_ROW_CHANNELS // self.channels))
+        return int(min(ny, rows))
+
+    def first_layer(self, y0: int, y1: int) -> torch.Tensor:
+        """``(nz, y1 - y0, nx, K)`` first-layer outputs (bias included) for output rows y0:y1."""
+        n0, n1 = _band(self.geometry, y0, y1, self.height, self.halo)
+        h2 = 2 * self.halo
+        n = self.padded.shape[1]
+        # padded row index = detector row + 2 halo; input rows n0 - halo .. n1 - 1 + halo
+        band = self.padded[:, :, n0 - self.halo + h2:n1 + self.halo + h2]
+        cfg = self.model.config
+        chans = F.conv2d(band, self.conv_weight, groups=n, dilation=cfg.step)
+        chans = chans.view(n, self.channels, n1 - n0, self.ext_width)
+        nz = self.geometry.output_shape[0]
+        if self.kernel == "sparse":
+            layout = chans.permute(0, 3, 2, 1).reshape(n * self.ext_width, n1 - n0, self.channels)
+            out = backproject_separable(self.matrix, layout, (0, n1 - n0), nz)
+        else:
+            out = backproject_grid_sample(self.geometry, chans.permute(0, 2, 3, 1), self.weights,
+                                          (y0, y1), detector_origin=(n0, -self.halo))
+        return out + self.bias
+
+    def slab(self, y0: int, y1: int) -> torch.Tensor:
+        """``(nz, y1 - y0, nx)`` float32 predictions for output rows y0:y1 (on the device)."""
+        h = self.first_layer(y0, y1)
+        shape = h.shape[:-1]
+        flat = h.reshape(-1, self.channels)
+        out = torch.empty(flat.shape[0], dtype=torch.float32, device=self.device)
+        for a in range(0, flat.shape[0], HEAD_CHUNK):
+            out[a:a + HEAD_CHUNK] = self.head.head(flat[a:a + HEAD_CHUNK].to(self.dtype)).float()
+        return out.view(shape)
+
+
+def _cast_copy(model: LocalizedNet, dtype: torch.dtype) -> LocalizedNet:
+    import copy
+
+    return copy.deepcopy(model).to(dtype)
+
+
+def iter_fast_slabs(
+    model: LocalizedNet,
+    images: torch.Tensor,
+    geometry: TiltGeometry,
+    budget: int,
+    precision: str = "fp32",
+    kernel: str = "auto",
+    ranges: Optional[Sequence[Tuple[int, int]]] = None,
+) -> Iterator[Slab]:
+    """Fast-form reconstruction, yielded as ``(y0, y1, (nz, y1 - y0, nx) float32 numpy)``.
+
+    Args:
+        budget: working-set bytes (slab size).
+        ranges: the row ranges to compute (default: all, from the budget); distributed runs pass
+            their share.
+    """
+    fast = FastForm(model, images, geometry, precision, kernel)
+    if ranges is None:
+        ranges = slab_ranges(geometry.output_shape[1], fast.rows_per_slab(budget))
+    with torch.no_grad():
+        for y0, y1 in ranges:
+            yield y0, y1, fast.slab(y0, y1).cpu().numpy()
+
+
+def iter_direct_slabs(
+    model: LocalizedNet,
+    images: torch.Tensor,
+    geometry: TiltGeometry,
+    budget: int = 1 << 28,
+    ranges: Optional[Sequence[Tuple[int, int]]] = None,
+) -> Iterator[Slab]:
+    """Direct (patch) form: sample every voxel's patches and run the whole network. Same output
+    as :func:`iter_fast_slabs`; far slower (it exists to check the fast form, and for training)."""
+    nz, ny, nx = geometry.output_shape
+    cfg = model.config
+    n = len(geometry.used_views)
+    batch = max(1, budget // (3 * 4 * n * cfg.patch_size ** 2))
+    angles = torch.as_tensor(geometry.used_angles)
+    weights = torch.as_tensor(geometry.view_weights())
+    device = images.device
+    if ranges is None:
+        ranges = slab_ranges(ny, max(1, batch // (nz * nx)) if batch >= nz * nx else 1)
+    with torch.no_grad():
+        for y0, y1 in ranges:
+            grid = torch.stack(torch.meshgrid(torch.arange(nz), torch.arange(y0, y1), torch.arange(nx),
+                                              indexing="ij"), dim=-1).reshape(-1, 3).to(device)
+            out = torch.empty(grid.shape[0], dtype=torch.float32, device=device)
+            for a in range(0, grid.shape[0], batch):
+                patches = sample_patches(images, geometry, grid[a:a + batch], cfg.patch_size, cfg.step)
+                out[a:a + batch] = model(patches, angles, weights).float()
+            yield y0, y1, out.view(nz, y1 - y0, nx).cpu().numpy()

@@ -1,0 +1,184 @@
+"""The localized network (paper Eq. 4-5), made independent of the tilt scheme.
+
+    h_k(r) = sum_theta w_theta <W_k(theta), patch_theta(r)> + b_k        (first layer, linear)
+    W_k(theta)[i, j] = sum_m c[k, m, i, j] B_m(theta)                     (smooth in the angle)
+    V(r) = g * h_fbp(r) + MLP(act(h(r)))                                  (per-voxel layers)
+
+* ``B_m`` are Legendre polynomials of ``theta / 90 degrees`` (m = 0..M-1) and ``w_theta`` the
+  view's quadrature weight in radians (:meth:`TiltGeometry.view_weights`). The first layer is thus
+  a quadrature of an integral over the tilt angle, as FBP is: any tilt count, range or step, and
+  excluded views, give the same kind of input. A per-tilt free weight matrix (the paper's plain
+  MLP over the concatenated patches) would tie the model to one scheme.
+* Because the first layer is linear in the patches and the kernels depend on the view only
+  through its angle, it factorises exactly into k filtered back-projections
+  (:mod:`localet_core.inference`).
+* ``h_fbp`` is an optional fixed channel: the centre pixel with kernel 1, i.e. the weighted
+  back-projection itself; ``g`` is a learned gain, so the MLP learns a correction to FBP.
+
+Tensor shapes: patches ``(B, n_views, P, P)``, angles ``(n_views,)`` degrees, weights
+``(n_views,)`` radians, output ``(B,)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = ("gelu", "relu", "identity")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and input conventions of a :class:`LocalizedNet` (JSON-serialisable).
+
+    Attributes:
+        patch_size: P, odd (whole-pixel offsets make the fast form exact).
+        step: Delta, patch sampling step in binned detector pixels (whole number).
+        channels: k, learned first-layer channels.
+        hidden: widths of the per-voxel hidden layers (may be empty).
+        n_angle_basis: M, Legendre polynomials in the angle per kernel.
+        activation: ``gelu``, ``relu`` or ``identity``.
+        fbp_residual: add a fixed FBP channel with a learned gain to the output.
+        filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
+            (:class:`localet_core.filters.RampFilter`).
+    """
+
+    patch_size: int = 9
+    step: int = 1
+    channels: int = 16
+    hidden: Tuple[int, ...] = (32, 32)
+    n_angle_basis: int = 6
+    activation: str = "gelu"
+    fbp_residual: bool = True
+    filter_window: str = "ram-lak"
+    filter_cutoff: Any = None
+    filter_falloff: float = 0.035
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        problems = []
+        if int(self.patch_size) != self.patch_size or self.patch_size < 1 or self.patch_size % 2 == 0:
+            problems.append(f"patch_size must be an odd whole number, got {self.patch_size}")
+        if int(self.step) != self.step or self.step < 1:
+            problems.append(f"step must be a whole number >= 1, got {self.step}")
+        if self.channels < 1 or self.n_angle_basis < 1 or any(h < 1 for h in self.hidden):
+            problems.append("channels, n_angle_basis and hidden widths must be >= 1")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer, incompatible file)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}")
+        return cls(**d)
+
+    def ramp(self):
+        from localet_core.filters import RampFilter
+
+        return RampFilter(window=self.filter_window, cutoff=self.filter_cutoff, falloff=self.filter_falloff)
+
+    @property
+    def total_channels(self) -> int:
+        """First-layer channels including the fixed FBP channel (index 0 when present)."""
+        return self.channels + int(self.fbp_residual)
+
+
+def angular_basis(angles_deg: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n_views, n)`` Legendre polynomials ``P_m(theta / 90)``, m = 0..n-1 (P_0 = 1)."""
+    t = torch.as_tensor(angles_deg, dtype=torch.float64) / 90.0
+    out = [torch.ones_like(t)]
+    if n > 1:
+        out.append(t)
+    for m in range(1, n - 1):
+        out.append(((2 * m + 1) * t * out[m] - m * out[m - 1]) / (m + 1))
+    return torch.stack(out[:n], dim=-1)
+
+
+def _activation(name: str):
+    return {"gelu": F.gelu, "relu": F.relu, "identity": lambda x: x}[name]
+
+
+class LocalizedNet(nn.Module):
+    """See the module docstring. Parameters: ``coeffs (k, M, P, P)``, ``bias0 (k,)``,
+    ``fbp_gain ()`` (when ``fbp_residual``), and the per-voxel ``layers``."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        k, m, p = config.channels, config.n_angle_basis, config.patch_size
+        # Initial kernels of the order of 1/(P^2) so h has the scale of an FBP value.
+        self.coeffs = nn.Parameter(torch.randn(k, m, p, p) / (p * p) ** 0.5 / (m ** 0.5))
+        self.bias0 = nn.Parameter(torch.zeros(k))
+        if config.fbp_residual:
+            self.fbp_gain = nn.Parameter(torch.ones(()))
+        widths = (k,) + config.hidden + (1,)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self._act = _activation(config.activation)
+
+    # ------------------------------------------------------------------ first layer
+    def view_kernels(self, angles_deg: torch.Tensor) -> torch.Tensor:
+        """``(n_views, K, P, P)`` first-layer kernels at the given angles (no view weight), K =
+        :attr:`ModelConfig.total_channels`; channel 0 is the FBP delta when ``fbp_residual``."""
+        basis = angular_basis(angles_deg, self.config.n_angle_basis).to(self.coeffs)
+        kernels = torch.einsum("nm,kmij->nkij", basis, self.coeffs)
+        if self.config.fbp_residual:
+            p = self.config.patch_size
+            delta = torch.zeros(kernels.shape[0], 1, p, p, dtype=kernels.dtype, device=kernels.device)
+            delta[:, 0, p // 2, p // 2] = 1.0
+            kernels = torch.cat([delta, kernels], dim=1)
+        return kernels
+
+    def first_bias(self) -> torch.Tensor:
+        """``(K,)`` first-layer bias (0 for the FBP channel)."""
+        if self.config.fbp_residual:
+            return torch.cat([self.bias0.new_zeros(1), self.bias0])
+        return self.bias0
+
+    def first_layer(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``(B, n, P, P)`` patches -> ``(B, K)``: one matrix product over (view, i, j)."""
+        kernels = self.view_kernels(angles_deg) * torch.as_tensor(weights).to(self.coeffs).view(-1, 1, 1, 1)
+        b, n, p, _ = patches.shape
+        flat = kernels.permute(0, 2, 3, 1).reshape(n * p * p, -1)
+        return patches.reshape(b, n * p * p).to(flat.dtype) @ flat + self.first_bias()
+
+    # ------------------------------------------------------------------ per-voxel layers
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` first-layer outputs -> ``(B,)`` predictions (runs in ``h``'s dtype)."""
+        if self.config.fbp_residual:
+            fbp, x = h[:, 0], h[:, 1:]
+        else:
+            fbp, x = None, h
+        for layer in self.layers:
+            x = layer(self._act(x))
+        out = x[:, 0]
+        if fbp is not None:
+            out = out + self.fbp_gain.to(out.dtype) * fbp
+        return out
+
+    def forward(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Direct (patch) form: ``(B, n, P, P)`` -> ``(B,)``."""
+        return self.head(self.first_layer(patches, angles_deg, weights))
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def macs_per_voxel(self, n_views: int) -> Dict[str, int]:
+        """Multiply-adds per output voxel: direct first layer vs per-voxel layers."""
+        c = self.config
+        widths = (c.channels,) + c.hidden + (1,)
+        return {"first_layer_direct": n_views * c.patch_size ** 2 * c.total_channels,
+                "per_voxel_layers": sum(a * b for a, b in zip(widths[:-1], widths[1:]))}

@@ -1,0 +1,106 @@
+"""The patch operator C of the paper (Eq. 3), and the network's view preparation.
+
+For an output voxel ``r`` and a used view ``theta``, the patch is the ``P x P`` block of the
+filtered view sampled around the voxel's projection ``r_theta`` (from
+:meth:`TiltGeometry.detector_coordinates`, the one voxel->detector mapping) at offsets
+``step * (i - (P - 1) / 2)`` detector pixels along rows (i) and columns (j).
+
+* Sampling is bilinear with zeros outside the detector, exactly like
+  :func:`localet_core.backprojection.backproject_grid_sample` (``align_corners=False``,
+  normalised coordinate ``(2 c + 1) / n - 1``), so a 1x1 patch summed over views with the view
+  weights is the weighted back-projection itself.
+* Offsets lie on the binned raw detector grid. With an ``.xf`` the patch axes therefore follow the
+  raw image's rows and columns, not the aligned frame (a rotation of the patch by the .xf is a
+  possible refinement); with an odd ``P`` and an integer ``step`` every offset is a whole number
+  of pixels, which makes the fast form (:mod:`localet_core.inference`) exact.
+
+Network inputs are normalised before filtering (:func:`prepare_network_views`): the used, binned
+views are shifted to zero mean and scaled to unit standard deviation (over all their pixels), so
+a trained model sees data on a fixed scale whatever the detector's units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from localet_core.filters import RampFilter
+from localet_core.geometry import TiltGeometry
+from localet_core.wbp import filter_views, prepare_views
+
+
+def patch_offsets(patch_size: int, step: int, device: Optional[torch.device] = None) -> torch.Tensor:
+    """``(P,)`` float64 offsets ``step * (i - (P - 1) / 2)`` in detector pixels."""
+    i = torch.arange(patch_size, dtype=torch.float64, device=device)
+    return step * (i - (patch_size - 1) / 2)
+
+
+def sample_patches(
+    images: torch.Tensor,
+    geometry: TiltGeometry,
+    voxels: torch.Tensor,
+    patch_size: int,
+    step: int,
+) -> torch.Tensor:
+    """Patches of every used view around the projections of a batch of voxels.
+
+    Args:
+        images: ``(n_used, H, W)`` filtered views (binned raw frame), float32 or float64.
+        geometry: the tilt geometry the images belong to.
+        voxels: ``(B, 3)`` output voxel indices ``(iz, iy, ix)`` (fractional allowed).
+        patch_size: ``P`` (odd for the fast form to be exact).
+        step: ``Delta``, in binned detector pixels.
+
+    Returns:
+        ``(B, n_used, P, P)`` on the images' device and dtype: ``[b, v, i, j]`` is view ``v``
+        sampled at row ``r + off[i]`` and column ``c + off[j]`` of voxel ``b``'s projection.
+    """
+    n, height, width = images.shape
+    device = images.device
+    vox = torch.as_tensor(voxels, device=device, dtype=torch.float64)
+    rows, cols = geometry.detector_coordinates(vox[:, 0], vox[:, 1], vox[:, 2], dtype=torch.float64)
+    rows, cols = torch.broadcast_tensors(rows, cols)  # (n, B)
+    off = patch_offsets(patch_size, step, device)
+    r = rows[:, :, None, None] + off.view(1, 1, -1, 1)
+    c = cols[:, :, None, None] + off.view(1, 1, 1, -1)
+    r, c = torch.broadcast_tensors(r, c)
+    grid = torch.stack([(2 * c + 1) / width - 1, (2 * r + 1) / height - 1], dim=-1)
+    batch = vox.shape[0]
+    grid = grid.reshape(n, batch, patch_size * patch_size, 2).to(images.dtype)
+    sampled = F.grid_sample(images.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)  # (n, 1, B, P*P)
+    return sampled.view(n, batch, patch_size, patch_size).permute(1, 0, 2, 3)
+
+
+@dataclass(frozen=True)
+class ViewStats:
+    """Mean and standard deviation removed from the binned used views (input units)."""
+
+    mean: float
+    std: float
+
+
+def normalise_views(views: torch.Tensor) -> "tuple[torch.Tensor, ViewStats]":
+    """Zero mean, unit standard deviation over all pixels of ``(n, H, W)`` views (float64
+    statistics). A constant stack keeps std 1 instead of dividing by zero."""
+    mean = float(views.double().mean())
+    std = float(views.double().std(correction=0))  # population std, like numpy
+    if not np.isfinite(std) or std <= 0:
+        std = 1.0
+    return (views - mean) / std, ViewStats(mean, std)
+
+
+def prepare_network_views(
+    stack: Union[np.ndarray, torch.Tensor],
+    geometry: TiltGeometry,
+    ramp: RampFilter,
+    device: torch.device,
+) -> "tuple[torch.Tensor, ViewStats]":
+    """Used views, binned, normalised (:func:`normalise_views`), then ramp-filtered like
+    ``localet fbp`` does: ``(n_used, ny_b, nx_b)`` float32 on ``device``, and the statistics."""
+    views = prepare_views(stack, geometry, None, device)
+    views, stats = normalise_views(views)
+    return filter_views(views, geometry, ramp), stats
