@@ -45,9 +45,6 @@ from localet_core.patches import sample_patches
 
 Slab = Tuple[int, int, np.ndarray]
 
-#: Default cap on the working set when the user gives no --memory: more does not run faster
-#: (slabs of a few rows already make the matrix products large), and it keeps laptops usable.
-DEFAULT_BUDGET_CAP = 2 << 30
 #: The sparse kernel slows 2-3x when a slab holds more than about this many (row x channel)
 #: columns (k=32: 4 rows 11.3 s, 16 rows 18.2 s for 512x512x128; the output leaves the cache).
 SPARSE_ROW_CHANNELS = 128

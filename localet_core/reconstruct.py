@@ -18,16 +18,14 @@ import torch
 
 from localet_core.device import memory_budget
 from localet_core.geometry import TiltGeometry
-from localet_core.inference import DEFAULT_BUDGET_CAP, FastForm, Slab, iter_direct_slabs, slab_ranges
+from localet_core.inference import FastForm, Slab, iter_direct_slabs, slab_ranges
 from localet_core.model import LocalizedNet
 from localet_core.patches import prepare_network_views
 
 
 def working_budget(device: torch.device, budget: Optional[int]) -> int:
-    """``budget`` when given, else half the free RAM/VRAM capped at :data:`DEFAULT_BUDGET_CAP`."""
-    if budget is not None:
-        return memory_budget(device, budget)
-    return min(memory_budget(device), DEFAULT_BUDGET_CAP)
+    """``budget`` when given, else half the free RAM/VRAM, capped (see :func:`memory_budget`)."""
+    return memory_budget(device, budget)
 
 
 def distributed_context() -> Tuple[int, int]:
