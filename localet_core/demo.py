@@ -5,7 +5,6 @@ Everything is made on the fly from a fixed seed, so the demo needs no download a
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

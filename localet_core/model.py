@@ -21,7 +21,7 @@ Tensor shapes: patches ``(B, n_views, P, P)``, angles ``(n_views,)`` degrees, we
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
 import torch

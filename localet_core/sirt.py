@@ -22,7 +22,7 @@ from localet_core.device import memory_budget, resolve_device
 from localet_core.errors import InputError
 from localet_core.geometry import TiltGeometry
 from localet_core.projector import SeparableOperators, project_general
-from localet_core.wbp import prepare_views, rows_per_slab
+from localet_core.wbp import assemble_slabs, prepare_views, rows_per_slab
 
 
 def _safe_reciprocal(t: torch.Tensor) -> torch.Tensor:
@@ -106,9 +106,5 @@ def sirt(
     on_slab: Optional[Callable[[int, int], None]] = None,
 ) -> np.ndarray:
     """Whole-volume SIRT: ``(nz, ny_b, nx_out)`` float32, same grid as :func:`weighted_backprojection`."""
-    volume = np.empty(geometry.output_shape, dtype=np.float32)
-    for y0, y1, slab in iter_sirt_slabs(stack, geometry, iterations, relaxation, device, budget):
-        volume[:, y0:y1] = slab
-        if on_slab is not None:
-            on_slab(y0, y1)
-    return volume
+    return assemble_slabs(geometry.output_shape,
+                          iter_sirt_slabs(stack, geometry, iterations, relaxation, device, budget), on_slab)

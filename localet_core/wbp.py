@@ -151,8 +151,15 @@ def weighted_backprojection(
         ``(nz, ny_b, nx_out)`` float32 volume, ``V[z, y, x]`` in IMOD's RotateBy90 orientation,
         in density units (for a complete tilt range the reconstruction of a density is itself).
     """
-    volume = np.empty(geometry.output_shape, dtype=np.float32)
-    for y0, y1, slab in iter_wbp_slabs(stack, geometry, ramp, device, kernel, budget):
+    return assemble_slabs(geometry.output_shape,
+                          iter_wbp_slabs(stack, geometry, ramp, device, kernel, budget), on_slab)
+
+
+def assemble_slabs(shape: Tuple[int, int, int], slabs: Iterator[Slab],
+                   on_slab: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Gather ``(y0, y1, slab (nz, y1 - y0, nx))`` slabs into one ``shape`` float32 volume."""
+    volume = np.empty(shape, dtype=np.float32)
+    for y0, y1, slab in slabs:
         volume[:, y0:y1] = slab
         if on_slab is not None:
             on_slab(y0, y1)
