@@ -10,7 +10,6 @@ target scheme itself, and with the best constant prediction (the median).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time

@@ -1,7 +1,6 @@
 """Benchmark scores: checked against numpy/scikit-image and synthetic wedge cases."""
 import numpy as np
 import pytest
-import torch
 
 from localet_core.fsc import missing_wedge_mask
 from localet_core.metrics import affine_fit, pearson, psnr, ssim, wedge_correlation
