@@ -1,0 +1,186 @@
+"""Fast tests of the specimen simulator: templates, phantoms, image formation."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from localet_core.simulate import (apply_ctf, attenuate, ctf_2d, dose_symmetric_order,
+                                   electron_wavelength, exposure_filter, interaction_constant,
+                                   load_template, lowpass_template, make_phantom,
+                                   place_template, poisson_noise, prior_dose,
+                                   random_rotation, template_metadata)
+
+# documented in localet_core/data/templates.json: id -> (edge length, stored pixel A)
+EXPECTED = {"4v5d": (68, 5.0), "3jb9": (72, 5.0), "4v1w": (34, 5.0), "6z6u": (34, 5.0),
+            "6qt9": (90, 10.0)}
+
+
+def test_templates_load_with_documented_sizes():
+    meta = template_metadata()
+    assert set(meta["templates"]) == set(EXPECTED)
+    for pdb_id, (n, pixel) in EXPECTED.items():
+        arr, p = load_template(pdb_id)
+        assert arr.shape == (n, n, n) and arr.dtype == np.float32
+        assert p == pixel == meta["templates"][pdb_id]["pixel_size_A"]
+        assert meta["templates"][pdb_id]["shape"] == [n, n, n]
+        assert np.isfinite(arr).all() and arr.sum() > 0  # denser than ice overall
+    with pytest.raises(KeyError):
+        load_template("1abc")
+
+
+@pytest.mark.parametrize("voxel", [5.0, 10.0, 12.0])
+def test_rotation_preserves_mass(voxel):
+    gen = torch.Generator().manual_seed(1)
+    for pdb_id in ("4v5d", "4v1w"):
+        vol, pixel = lowpass_template(pdb_id, voxel)
+        mass = float(vol.sum()) * pixel ** 3
+        for _ in range(3):
+            rot = random_rotation(gen)
+            assert torch.allclose(rot @ rot.T, torch.eye(3), atol=1e-5)
+            assert abs(float(torch.det(rot)) - 1) < 1e-5
+            out = place_template(pdb_id, voxel, rot, shift=(0.3, -0.2, 0.4))
+            assert out.shape[0] % 2 == 1
+            assert float(out.sum()) * voxel ** 3 == pytest.approx(mass, rel=0.03)
+
+
+def test_identity_rotation_reproduces_template():
+    vol, pixel = lowpass_template("4v1w", 5.0)
+    out = place_template("4v1w", 5.0, torch.eye(3), out_size=vol.shape[0])
+    assert torch.allclose(out, vol, atol=1e-4)
+
+
+def _small(seed, **kw):
+    return make_phantom((48, 64, 64), 10.0, seed=seed, **kw)
+
+
+def test_phantom_deterministic_and_seed_dependent():
+    a, b, c = _small(3), _small(3), _small(4)
+    assert torch.equal(a.volume, b.volume) and torch.equal(a.labels, b.labels)
+    assert a.params == b.params
+    assert not torch.equal(a.volume, c.volume)
+    json.dumps(a.params)  # serialisable
+    assert a.volume.dtype == torch.float32 and a.ice.dtype == torch.float32
+    assert a.slab_mask.dtype == torch.bool and a.volume.shape == (48, 64, 64)
+
+
+def test_phantom_restores_thread_count():
+    n = torch.get_num_threads()
+    _small(0, object_types=("particle",))
+    assert torch.get_num_threads() == n
+
+
+def test_slab_mask_matches_thickness():
+    ph = make_phantom((64, 32, 32), 10.0, seed=0, thickness_nm=35.0, slab_tilt_deg=0.0,
+                      object_types=())
+    # each column crosses 350 A of ice = 35 voxels (+-1 for the voxel grid)
+    per_column = ph.slab_mask.sum(0)
+    assert per_column.min() >= 34 and per_column.max() <= 36
+    assert float(per_column.float().mean()) == pytest.approx(35.0, abs=1.0)
+    # nothing outside the slab, ice only there
+    assert float(ph.volume[~ph.slab_mask].abs().max()) < 0.05 * 4.6
+    assert float(ph.ice[ph.slab_mask].mean()) == pytest.approx(ph.params["ice_potential_V"],
+                                                               rel=0.05)
+    tilted = make_phantom((64, 32, 32), 10.0, seed=0, thickness_nm=35.0, slab_tilt_deg=3.0,
+                          object_types=())
+    cos = math.cos(math.radians(tilted.params["slab_tilt_deg"]))
+    assert float(tilted.slab_mask.sum(0).float().mean()) == pytest.approx(35.0 / cos, abs=1.0)
+
+
+def test_objects_do_not_overlap_beyond_tolerance():
+    ph = _small(5, crowding=0.25, n_vesicles=2, n_actin=2, n_microtubules=1, n_beads=2)
+    objs = ph.params["objects"]
+    assert sum(o["type"] == "particle" for o in objs) > 5
+    tol = ph.params["overlap_tolerance"]
+    assert all(o["overlap_fraction"] <= tol for o in objs)
+    # labels claim each voxel once; each object keeps at least (1 - tol) of its support
+    counts = torch.bincount(ph.labels.flatten().long(), minlength=len(objs) + 1)
+    for k, o in enumerate(objs, start=1):
+        assert counts[k] >= (1 - tol) * o["voxels"] - 1
+    # particles and beads lie inside the slab
+    inside = ph.labels[ph.slab_mask]
+    outside = ph.labels[~ph.slab_mask]
+    kinds = torch.tensor([0] + [o["type"] in ("particle", "bead") for o in objs])
+    assert int(kinds[outside.long()].sum()) <= tol * int(kinds[inside.long()].sum()) + 1
+
+
+def test_families_and_padding():
+    ph = make_phantom((40, 32, 48), 10.0, seed=1, family="shifted", tilt_max_deg=60.0)
+    t = ph.params["thickness_nm"] * 10.0
+    pad = math.ceil(t / 2 * math.tan(math.radians(60.0)) / 10.0)
+    assert ph.pad_x == pad == ph.params["pad_x"]
+    assert ph.volume.shape == (40, 32, 48 + 2 * pad)
+    assert ph.crop(ph.volume).shape == (40, 32, 48)
+    used = {o["template"] for o in ph.params["objects"] if o["type"] == "particle"}
+    assert used <= {"6z6u", "6qt9"}
+    assert not any(o["type"] in ("microtubule", "bead") for o in ph.params["objects"])
+
+
+def test_physical_constants():
+    assert electron_wavelength(300) == pytest.approx(0.019687, rel=1e-4)
+    assert interaction_constant(300) == pytest.approx(6.526e-4, rel=2e-3)
+
+
+def test_ctf_first_zero_at_analytic_frequency():
+    pixel, dz_um, n = 2.0, 3.0, 512
+    lam = electron_wavelength(300)
+    ctf = ctf_2d((n, n), pixel, dz_um, cs_mm=0.0, amplitude_contrast=0.0)[0]
+    row = ctf[0]  # ky = 0, kx = 0 .. Nyquist
+    k = torch.fft.rfftfreq(n, d=pixel)
+    k0 = 1.0 / math.sqrt(lam * dz_um * 1e4)  # sin(pi lam dz k^2) = 0 first at k^2 = 1/(lam dz)
+    first = int(torch.nonzero((row[1:-1] > 0) & (row[2:] <= 0))[0]) + 1
+    assert float(k[first]) <= k0 <= float(k[first + 1])
+    # with amplitude contrast, the DC value is the amplitude contrast and underfocus is positive
+    ctf_a = ctf_2d((8, 8), pixel, [2.0, 4.0], amplitude_contrast=0.07)
+    assert ctf_a.shape == (2, 8, 5)
+    assert torch.allclose(ctf_a[:, 0, 0], torch.tensor([0.07, 0.07]), atol=1e-6)
+    img = torch.zeros(3, 16, 16)
+    assert apply_ctf(img, 4.0, [2, 3, 4]).shape == img.shape
+
+
+def test_exposure_filter_attenuates_high_frequencies_more_at_higher_dose():
+    gen = torch.Generator().manual_seed(0)
+    img = torch.randn(1, 128, 128, generator=gen).expand(3, 128, 128).contiguous()
+    out = exposure_filter(img, 2.0, prior_dose=[0.0, 20.0, 80.0], dose=3.0)
+    f = torch.fft.rfft2(out).abs()
+    f0 = torch.fft.rfft2(img).abs()
+    ky = torch.fft.fftfreq(128, d=2.0).reshape(-1, 1)
+    kx = torch.fft.rfftfreq(128, d=2.0).reshape(1, -1)
+    k = torch.sqrt(ky ** 2 + kx ** 2)
+    low, high = (k > 0.01) & (k < 0.03), (k > 0.15) & (k < 0.2)
+    ratio = f / f0
+    for band in (low, high):
+        r = [float(ratio[v][band].mean()) for v in range(3)]
+        assert r[0] > r[1] > r[2]
+    assert float(ratio[2][high].mean()) < float(ratio[2][low].mean())
+    # DC untouched
+    assert torch.allclose(out.mean(dim=(1, 2)), img.mean(dim=(1, 2)), atol=1e-5)
+
+
+def test_poisson_noise_mean_and_variance():
+    gen = torch.Generator().manual_seed(0)
+    inten = torch.full((2, 256, 256), 0.8)
+    counts = poisson_noise(inten, [10.0, 40.0], gen)
+    for v, mu in enumerate((8.0, 32.0)):
+        assert float(counts[v].mean()) == pytest.approx(mu, rel=0.02)
+        assert float(counts[v].var()) == pytest.approx(mu, rel=0.05)
+    again = poisson_noise(inten, [10.0, 40.0], torch.Generator().manual_seed(0))
+    assert torch.equal(counts, again)
+
+
+def test_dose_symmetric_order():
+    angles = np.arange(-6, 7, 2)  # -6 -4 -2 0 2 4 6
+    order = dose_symmetric_order(angles, group=2)
+    assert angles[order].tolist() == [0, 2, 4, -2, -4, 6, -6]
+    assert order.tolist() == [3, 4, 5, 2, 1, 6, 0]
+    assert angles[dose_symmetric_order(angles, group=1)].tolist() == [0, 2, -2, 4, -4, 6, -6]
+    pd = prior_dose(order, 2.0)
+    assert pd[3] == 0 and pd[4] == 2 and pd[0] == 12
+
+
+def test_attenuation():
+    img = torch.ones(2, 4, 4)
+    out = attenuate(img, 1000.0, [0.0, 60.0], mean_free_path=3500.0)
+    assert float(out[0, 0, 0]) == pytest.approx(math.exp(-1000 / 3500), rel=1e-5)
+    assert float(out[1, 0, 0]) == pytest.approx(math.exp(-2000 / 3500), rel=1e-5)
