@@ -1,0 +1,232 @@
+"""From a phantom to a tilt series, as a microscope would record it, in localet's geometry.
+
+Steps (each parameter lands in ``SimulatedSeries.params``, with the seed):
+
+1. The phantom (excess potential + ice) is padded along X so high-tilt rays cross material
+   outside the field of view, then projected at the tilt angles with localet's own projector
+   (``localet_core.projector``: the exact adjoint of the back-projection) at 2x oversampling
+   in X and Z, then binned back (the plain voxel-driven projector has a mild moire near 45
+   degrees); the central ``nx`` detector columns are the field of view.
+2. Image formation (``optics.image_intensity``): exposure filter in dose-symmetric acquisition
+   order, CTF, inelastic attenuation ``exp(-t / (lambda cos theta))``.
+3. Optional misalignment: each raw image is the aligned one seen through a known transform,
+   written as an IMOD ``.xf`` (raw -> aligned), so ``--xf`` must undo it.
+4. Electron counts: Poisson at the dose per view; odd/even halves are two independent draws at
+   half the dose each (a frame split), and the full stack is their sum.
+
+The ground truth is the excess potential over ice of the field of view, with its sign flipped
+so that it has the contrast of the data (protein dark, as in raw images and their WBP). Every
+reconstruction then correlates positively with it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from localet_core.geometry import TiltGeometry
+from localet_core.projector import forward_project
+from localet_core.simulate.optics import dose_symmetric_order, image_intensity, poisson_noise, prior_dose
+from localet_core.simulate.phantom import make_phantom
+
+#: Oversampling of the projection along X and Z (see step 1 above).
+OVERSAMPLE = 2
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate. Lengths in Angstrom unless named otherwise; ranges are drawn per seed.
+
+    Attributes:
+        shape: (nz, ny, nx) voxels of the field of view (the reconstruction grid).
+        voxel_size: Angstrom per voxel = detector pixel size.
+        tilt_range: (min, max) degrees; ``tilt_step`` degrees between views.
+        dose: total exposure over the series, e/A^2.
+        defocus_um: underfocus, um (value or range).
+        family: phantom preset ("default" for training, "shifted" for a test set).
+        thickness_nm: ice thickness, nm (value, range, or None for the phantom's default).
+        halves: also make odd/even half-dose stacks.
+        misalign_px: standard deviation of random per-view shifts (pixels); 0 for none.
+        tilt_axis_deg: rotation of the raw images (written in the .xf); 0 for none.
+    """
+
+    shape: Tuple[int, int, int] = (64, 128, 128)
+    voxel_size: float = 10.0
+    tilt_range: Tuple[float, float] = (-60.0, 60.0)
+    tilt_step: float = 3.0
+    dose: float = 100.0
+    defocus_um: Any = (2.0, 5.0)
+    voltage_kv: float = 300.0
+    family: str = "default"
+    thickness_nm: Any = None
+    halves: bool = True
+    misalign_px: float = 0.0
+    tilt_axis_deg: float = 0.0
+
+    @property
+    def angles(self) -> np.ndarray:
+        lo, hi = self.tilt_range
+        return np.round(np.arange(lo, hi + 1e-6, self.tilt_step), 4)
+
+
+@dataclass
+class SimulatedSeries:
+    """A simulated tilt series with its ground truth (numpy, float32 unless stated).
+
+    ``stack``/``odd``/``even``: (n_views, ny, nx) electron counts; ``angles``: (n_views,) deg;
+    ``xf``: (n_views, 2, 3) or None; ``truth``: (nz, ny, nx) ground truth in the data's contrast;
+    ``slab_mask``: (nz, ny, nx) bool.
+    """
+
+    stack: np.ndarray
+    angles: np.ndarray
+    truth: np.ndarray
+    slab_mask: np.ndarray
+    odd: Optional[np.ndarray] = None
+    even: Optional[np.ndarray] = None
+    xf: Optional[np.ndarray] = None
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+def _draw(rng: np.random.Generator, value: Any) -> float:
+    if isinstance(value, (tuple, list)):
+        return float(rng.uniform(*value))
+    return float(value)
+
+
+def project_oversampled(potential: torch.Tensor, angles: np.ndarray) -> torch.Tensor:
+    """Line integrals (voxel lengths) of ``potential`` (nz, ny, nx) at ``angles``, projected at
+    :data:`OVERSAMPLE` x in X and Z and binned back: ``(n_views, ny, nx)``."""
+    nz, ny, nx = potential.shape
+    s = OVERSAMPLE
+    fine = F.interpolate(potential[None, None], size=(nz * s, ny, nx * s), mode="trilinear",
+                         align_corners=False)[0, 0]
+    geometry = TiltGeometry(angles=tuple(angles), detector_shape=(ny, nx * s), thickness=nz * s)
+    proj = forward_project(fine, geometry)  # (n, ny, nx * s), lengths in fine voxels
+    return proj.view(len(angles), ny, nx, s).mean(-1) / s
+
+
+def misalignment(n_views: int, rng: np.random.Generator, shift_px: float, axis_deg: float) -> np.ndarray:
+    """Random IMOD .xf transforms (raw -> aligned): a rotation by ``-axis_deg`` (the raw images
+    show the tilt axis at ``axis_deg`` from Y) and per-view shifts of std ``shift_px``."""
+    a = math.radians(-axis_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    xf = np.zeros((n_views, 2, 3))
+    xf[:, :, :2] = rot
+    xf[:, :, 2] = rng.normal(0.0, shift_px, (n_views, 2)) if shift_px > 0 else 0.0
+    return xf
+
+
+def raw_from_aligned(aligned: torch.Tensor, xf: np.ndarray) -> torch.Tensor:
+    """Raw images whose alignment by ``xf`` gives ``aligned`` (n, ny, nx): ``raw(r) =
+    aligned(A r + d)``, bilinear, edges extended (the specimen goes on beyond the field)."""
+    n, ny, nx = aligned.shape
+    rows, cols = torch.meshgrid(torch.arange(ny, dtype=torch.float64) - (ny - 1) / 2,
+                                torch.arange(nx, dtype=torch.float64) - (nx - 1) / 2, indexing="ij")
+    t = torch.as_tensor(xf)
+    u = t[:, 0, 0, None, None] * cols + t[:, 0, 1, None, None] * rows + t[:, 0, 2, None, None]
+    v = t[:, 1, 0, None, None] * cols + t[:, 1, 1, None, None] * rows + t[:, 1, 2, None, None]
+    grid = torch.stack([(2 * (u + (nx - 1) / 2) + 1) / nx - 1, (2 * (v + (ny - 1) / 2) + 1) / ny - 1], -1)
+    out = F.grid_sample(aligned[:, None], grid.float(), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out[:, 0]
+
+
+def simulate_series(config: SimulationConfig, seed: int) -> SimulatedSeries:
+    """Simulate one tilt series and its ground truth from ``config`` and ``seed``."""
+    rng = np.random.default_rng([seed, 7])
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    angles = config.angles
+    max_tilt = float(np.abs(angles).max())
+    phantom_kwargs = {} if config.thickness_nm is None else {"thickness_nm": config.thickness_nm}
+    phantom = make_phantom(config.shape, config.voxel_size, seed=seed, family=config.family,
+                           tilt_max_deg=max_tilt, **phantom_kwargs)
+    nz, ny, nx = config.shape
+    potential = phantom.volume + phantom.ice
+    projections = phantom.crop(project_oversampled(potential, angles)) * config.voxel_size  # V*A
+    order = dose_symmetric_order(angles)
+    dose_per_view = config.dose / len(angles)
+    before = prior_dose(order, dose_per_view)
+    defocus = _draw(rng, config.defocus_um)
+    thickness_a = float(phantom.params["thickness_nm"]) * 10.0
+    intensity = image_intensity(projections, config.voxel_size, angles, defocus, thickness_a,
+                                prior_dose_e=before, dose_e=dose_per_view, voltage_kv=config.voltage_kv)
+    xf = None
+    if config.misalign_px > 0 or config.tilt_axis_deg != 0:
+        xf = misalignment(len(angles), rng, config.misalign_px, config.tilt_axis_deg)
+        intensity = raw_from_aligned(intensity, xf)
+    electrons = dose_per_view * config.voxel_size**2
+    if config.halves:
+        odd = poisson_noise(intensity, electrons / 2, gen)
+        even = poisson_noise(intensity, electrons / 2, gen)
+        stack = odd + even
+    else:
+        odd = even = None
+        stack = poisson_noise(intensity, electrons, gen)
+    truth = -phantom.crop(phantom.volume)
+    params = {
+        "seed": seed, "config": {k: (list(v) if isinstance(v, tuple) else v)
+                                 for k, v in config.__dict__.items()},
+        "angles_deg": angles.tolist(), "acquisition_order": [int(i) for i in order],
+        "dose_per_view_e_per_A2": dose_per_view, "defocus_um": defocus,
+        "electrons_per_pixel_per_view": electrons, "ice_thickness_A": thickness_a,
+        "oversample": OVERSAMPLE, "phantom": phantom.params,
+        "truth": "minus the excess potential over ice (V): the contrast of the data, protein dark",
+    }
+    as_np = lambda t: None if t is None else t.numpy().astype(np.float32)
+    return SimulatedSeries(stack=as_np(stack), angles=angles, truth=as_np(truth),
+                           slab_mask=phantom.crop(phantom.slab_mask).numpy(), odd=as_np(odd),
+                           even=as_np(even), xf=xf, params=params)
+
+
+def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: float) -> Dict[str, Path]:
+    """Write ``NAME.st``, ``.tlt``, (``.xf``), ``_odd.st``/``_even.st``, ``_truth.mrc``,
+    ``_mask.mrc`` and ``.json`` into ``out_dir``; returns the paths by role."""
+    from localet_core.io import atomic_output, write_tlt, write_volume, write_xf
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"stack": out_dir / f"{name}.st", "tlt": out_dir / f"{name}.tlt",
+             "reference": out_dir / f"{name}_truth.mrc", "mask": out_dir / f"{name}_mask.mrc",
+             "params": out_dir / f"{name}.json"}
+    write_volume(paths["stack"], series.stack, voxel_size)
+    write_tlt(paths["tlt"], series.angles)
+    write_volume(paths["reference"], series.truth, voxel_size)
+    write_volume(paths["mask"], series.slab_mask.astype(np.float32), voxel_size)
+    if series.xf is not None:
+        paths["xf"] = out_dir / f"{name}.xf"
+        write_xf(paths["xf"], series.xf)
+    if series.odd is not None:
+        paths["odd"], paths["even"] = out_dir / f"{name}_odd.st", out_dir / f"{name}_even.st"
+        write_volume(paths["odd"], series.odd, voxel_size)
+        write_volume(paths["even"], series.even, voxel_size)
+    with atomic_output(paths["params"]) as tmp:
+        tmp.write_text(json.dumps(series.params, indent=1))
+    return paths
+
+
+def write_pairs_star(path: Path, rows: Sequence[Dict[str, Path]], val_fraction: float = 0.1) -> None:
+    """A STAR list of (stack, tlt, reference, [xf, odd, even], split) for ``localet train``;
+    the last ``val_fraction`` of the rows (at least one when there are two or more) are held out."""
+    import pandas as pd
+    import starfile
+
+    from localet_core.io import atomic_output
+
+    n_val = max(1 if len(rows) > 1 else 0, int(round(len(rows) * val_fraction)))
+    table = []
+    for i, r in enumerate(rows):
+        row = {"stack": r["stack"].name, "tlt": r["tlt"].name, "reference": r["reference"].name}
+        for key in ("xf", "odd", "even"):
+            if key in r:
+                row[key] = r[key].name
+        row["split"] = "val" if i >= len(rows) - n_val else "train"
+        table.append(row)
+    with atomic_output(path) as tmp:
+        starfile.write({"pairs": pd.DataFrame(table)}, tmp, overwrite=True)
