@@ -7,6 +7,7 @@ approximates line integrals in voxel units, including the 1/cos(theta) path leng
 """
 from __future__ import annotations
 
+import functools
 from typing import Union
 
 import numpy as np
@@ -36,6 +37,14 @@ class SeparableOperators:
 
     def project(self, volume_rows: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(self.project_matrix, volume_rows)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_operators(geometry: TiltGeometry, device: torch.device) -> SeparableOperators:
+    """Operators of the last geometries used: simulations project many volumes through one
+    geometry, and building the transposed matrix costs several times the projection itself.
+    Only separable geometries come here (no .xf: TiltGeometry equality does not compare it)."""
+    return SeparableOperators(geometry, device)
 
 
 def project_general(volume: torch.Tensor, geometry: TiltGeometry) -> torch.Tensor:
@@ -75,7 +84,7 @@ def forward_project(
         if choose_kernel(geometry, vol.device) != "sparse":
             return project_general(vol, geometry)
         nz, ny, nx = vol.shape
-        ops = SeparableOperators(geometry, vol.device)
+        ops = _cached_operators(geometry, vol.device)
         rows = vol.permute(0, 2, 1).reshape(nz * nx, ny)
         proj = ops.project(rows)  # (n_used * nx_det, ny)
         n_used = len(geometry.used_views)
