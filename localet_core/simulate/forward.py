@@ -81,7 +81,8 @@ class SimulatedSeries:
 
     ``stack``/``odd``/``even``: (n_views, ny, nx) electron counts; ``angles``: (n_views,) deg;
     ``xf``: (n_views, 2, 3) or None; ``truth``: (nz, ny, nx) ground truth in the data's contrast;
-    ``slab_mask``: (nz, ny, nx) bool.
+    ``slab_mask``: (nz, ny, nx) bool; ``particle_mask``: (nz, ny, nx) bool, voxels of the
+    macromolecules (template particles) alone.
     """
 
     stack: np.ndarray
@@ -92,6 +93,7 @@ class SimulatedSeries:
     even: Optional[np.ndarray] = None
     xf: Optional[np.ndarray] = None
     params: Dict[str, Any] = field(default_factory=dict)
+    particle_mask: Optional[np.ndarray] = None
 
 
 def _draw(rng: np.random.Generator, value: Any) -> float:
@@ -179,10 +181,14 @@ def simulate_series(config: SimulationConfig, seed: int) -> SimulatedSeries:
         "oversample": OVERSAMPLE, "phantom": phantom.params,
         "truth": "minus the excess potential over ice (V): the contrast of the data, protein dark",
     }
+    particle_ids = [k + 1 for k, o in enumerate(phantom.params.get("objects", [])) if o.get("type") == "particle"]
+    labels = phantom.crop(phantom.labels)
+    particles = torch.isin(labels, torch.tensor(particle_ids, dtype=labels.dtype)) if particle_ids \
+        else torch.zeros_like(labels, dtype=torch.bool)
     as_np = lambda t: None if t is None else t.numpy().astype(np.float32)
     return SimulatedSeries(stack=as_np(stack), angles=angles, truth=as_np(truth),
                            slab_mask=phantom.crop(phantom.slab_mask).numpy(), odd=as_np(odd),
-                           even=as_np(even), xf=xf, params=params)
+                           even=as_np(even), xf=xf, params=params, particle_mask=particles.numpy())
 
 
 def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: float) -> Dict[str, Path]:
