@@ -66,6 +66,7 @@ class Plugin(pwem.Plugin):
     @classmethod
     def runLocalet(cls, protocol, command: str, args: str, cwd=None):
         """Run ``localet COMMAND ARGS`` as a logged job of ``protocol`` (queue-aware)."""
+        protocol.info(f"localet plugin at {os.path.dirname(os.path.abspath(__file__))}")
         protocol.runJob(f"{cls.getProgram()} {command}", args, env=cls.getEnviron(), cwd=cwd,
                         numberOfMpi=1)
 
