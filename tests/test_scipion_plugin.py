@@ -287,3 +287,24 @@ class TestLocaletScipion(BaseTest):
              "--model", train.Model.getFileName(), "-o", out)
         np.testing.assert_allclose(_read(self._tomos(rec)["TS_A"].getFileName()), _read(out),
                                    rtol=0, atol=1e-5)
+
+    def test_gpu_ids_reach_the_cli(self):
+        """Use GPU = Yes: each tilt series' command gets --device cuda:<its thread's GPU>. On a
+        machine without CUDA localet refuses it, every series fails and the box reports it."""
+        from localet_scipion.protocols import ProtLocaletReconstruct
+        prot = self.newProtocol(ProtLocaletReconstruct, method=METHOD_WBP, thickness=THICKNESS,
+                                useGpu=True, gpuList="0")
+        prot.inputSetOfTiltSeries.set(self.importPlain())
+        prot.inputSetOfTiltSeries.setExtended("outputTiltSeries")
+        try:
+            self.launchProtocol(prot)
+        except Exception:
+            pass  # expected without a GPU
+        prot = self.proj.getProtocol(prot.getObjId())  # as stored by the run
+        log = open(prot.getStdoutLog()).read()
+        self.assertIn("--device cuda:0", log)
+        import torch
+        if not torch.cuda.is_available():
+            self.assertTrue(prot.isFailed())
+            self.assertIn("localet failed on every tilt series", prot.getErrorMessage())
+            self.assertEqual(prot.FailedTiltSeries.getSize(), 2)
