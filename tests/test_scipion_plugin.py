@@ -43,6 +43,19 @@ def _cli(*args):
                    check=True, capture_output=True, env=os.environ.copy())
 
 
+def _pretrained_shipped():
+    """`localet reconstruct` exists and resolves the shipped pretrained model."""
+    if not _cli_has("reconstruct"):
+        return False
+    try:
+        from localet_core.modelfile import resolve_model_path
+        from localet_scipion.constants import PRETRAINED_MODEL
+        resolve_model_path(PRETRAINED_MODEL)
+        return True
+    except Exception:
+        return False
+
+
 def _read(path):
     return mrcfile.read(path)
 
@@ -250,8 +263,8 @@ class TestLocaletScipion(BaseTest):
         open(bad, "w").write("not a model")
         self.assertTrue(self.newProtocol(ProtLocaletImportModel, modelFile=bad).validate())
 
-    @pytest.mark.skipif(not _cli_has("reconstruct"), reason="`localet reconstruct` is not in this "
-                        "checkout yet (issue: localized network); the WBP method is tested instead")
+    @pytest.mark.skipif(not _pretrained_shipped(), reason="`localet reconstruct` or its pretrained "
+                        "model is not in this checkout yet; the WBP method is tested instead")
     def test_pretrained_with_halves_then_fsc(self):
         from localet_scipion.protocols import ProtLocaletFsc
         prot = self.reconstruct("pretrained", self.importImod(), method=METHOD_PRETRAINED, doOddEven=True)
@@ -279,8 +292,13 @@ class TestLocaletScipion(BaseTest):
         train.inputReferences.setExtended("Tomograms")
         self.launchProtocol(train)
         self.assertEqual(sorted(train.Model.getTrainedOn()), ["TS_A", "TS_B"])
-        rec = self.reconstruct("trained", self.importImod(), model=train, method=METHOD_TRAINED)
+        rec = self.reconstruct("trained", self.importImod(), model=train, method=METHOD_TRAINED,
+                               doOddEven=True)
         self.assertEqual(rec.Tomograms.getSize(), 2)
+        self.assertEqual([ts.getTsId() for ts in rec.FailedTiltSeries.iterItems()], ["TS_bad"])
+        for tomo in self._tomos(rec).values():
+            self.assertEqual(tomo.getDim(), (64, 48, THICKNESS))
+            self.assertTrue(all(os.path.exists(h) for h in tomo.getHalfMaps(asList=True)))
         a = self.files["TS_A"]
         out = os.path.join(ROOT, "cli_trained.mrc")
         _cli("reconstruct", a["stack"], "--tlt", a["tlt"], "--xf", a["xf"], "--thickness", THICKNESS,
