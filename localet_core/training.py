@@ -256,11 +256,14 @@ def train(
     stop_after: Optional[int] = None,
     progress: Optional[bool] = None,
     model_name: str = "model",
+    init_model: Optional[PathLike] = None,
 ) -> Dict[str, Any]:
     """Train, writing ``out_dir/{model_name}.safetensors``, ``checkpoint.pt``, ``log.csv`` and
     ``summary.json``; returns the summary.
 
     Args:
+        init_model: a model name or file to start from (fine-tuning); its architecture must
+            equal ``model_config`` (the CLI takes it from the file).
         pairs: training pairs (``split='train'``) and held-out validation pairs (``'val'``).
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         stop_after: stop (checkpointed) after this step, as if interrupted (tests, time slots).
@@ -292,6 +295,13 @@ def train(
 
     torch.manual_seed(_seed(tc.seed, 0))  # initial weights: the same on every rank
     model = LocalizedNet(model_config).to(device)
+    if init_model is not None:
+        from localet_core.modelfile import load_model
+
+        start, _ = load_model(init_model)
+        if start.config != model_config:
+            raise InputError(init_model, "has another architecture than the one asked for")
+        model.load_state_dict(start.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_step, log_rows = 0, []
     ckpt_path = out / "checkpoint.pt"
@@ -432,6 +442,7 @@ def train(
                 "metrics": {"final_train_loss": summary["final_loss"], "final_val_loss": summary["final_val_loss"],
                             "best_val_loss": summary["best_val_loss"], "loss": tc.loss},
                 "package_version": package_version(),
+                "initialised_from": None if init_model is None else os.fspath(init_model),
             }
             summary["model_file"] = str(save_model(out / model_name, model, card))
         _write_csv(out / "log.csv", log_rows)

@@ -122,3 +122,18 @@ def test_ddp_two_cpu_ranks_stay_in_sync(pairs, tmp_path):
     single = train(specs[:1], tmp_path / "single", dataclasses.replace(TINY, channels=4, hidden=(8,)),
                    TrainConfig(steps=12, batch_size=64), device="cpu")
     assert single["rank_checksums"][0] != summary["rank_checksums"][0]
+
+
+def test_fine_tuning_starts_from_the_given_model(pairs, tmp_path):
+    _, specs = pairs
+    first = train(specs, tmp_path / "a", TINY, TrainConfig(steps=30, batch_size=128, lr=1e-2, warmup=5), device="cpu")
+    start, _ = load_model(first["model_file"])
+    tuned = train(specs, tmp_path / "b", TINY, TrainConfig(steps=1, batch_size=16, lr=1e-12, warmup=1),
+                  device="cpu", init_model=first["model_file"])
+    model, card = load_model(tuned["model_file"])
+    for a, b in zip(start.state_dict().values(), model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert card["initialised_from"] == first["model_file"]
+    other = dataclasses.replace(TINY, channels=4)
+    with pytest.raises(InputError, match="another architecture"):
+        train(specs, tmp_path / "c", other, TrainConfig(steps=1), device="cpu", init_model=first["model_file"])

@@ -33,6 +33,8 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--val-every", type=int, default=100, show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True)
+@click.option("--init", metavar="MODEL", help="Start from this model (name or .safetensors): fine-tuning; "
+              "its architecture replaces the architecture options.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoint.pt (same result as uninterrupted).")
 @click.option("--drop-tilts", type=float, default=0.2, show_default=True,
               help="Augmentation: drop up to this fraction of the tilts.")
@@ -50,7 +52,7 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
             loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, refresh_every,
-            patch_size, patch_step, channels, hidden, angle_basis, activation, device, progress):
+            patch_size, patch_step, channels, hidden, angle_basis, activation, device, progress, init):
     """Train a localized network on pairs of tilt series and reference volumes.
 
     Writes OUT_DIR/NAME.safetensors (weights + JSON model card) for `localet reconstruct --model`,
@@ -74,8 +76,12 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
                      refresh_every=refresh_every, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise)
+    if init is not None:  # fine-tuning: the starting model fixes the architecture
+        from localet_core.modelfile import load_model
+
+        mc = load_model(init)[0].config
     summary = train(specs, out_dir, mc, tc, device=device, resume=resume, progress=progress,
-                    model_name=model_name)
+                    model_name=model_name, init_model=init)
     if summary.get("model_file"):
         val = summary["final_val_loss"]
         click.echo(f"{summary['model_file']}: {summary['steps_done']} steps, train loss "
