@@ -11,7 +11,7 @@ Methods: WBP (eTomo's RADIAL 0.35,0.035), SIRT (20 iterations), the learned line
 least-squares linear map from the same patches: the best FBP-like filter, fitted here on
 series of the training distribution) and localet (the shipped model unless --model).
 Scores, inside the ice-slab mask after a least-squares affine fit (float64): Pearson, PSNR, SSIM;
-FSC against the truth (0.5 and 0.143, whole volume); and the correlation inside the missing
+FSC against the truth inside the slab (0.5 and 0.143; metrics.resolution_against_truth); and the correlation inside the missing
 wedge, over the slab and over the particles alone (a "nothing outside the ice" prior cannot
 raise the latter). Writes OUT.md (table + floors), OUT.json and OUT.png.
 """
@@ -33,10 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from localet_core.filters import RampFilter  # noqa: E402
-from localet_core.fsc import compute_fsc  # noqa: E402
 from localet_core.geometry import TiltGeometry  # noqa: E402
 from localet_core.linear_filter import fit_linear_filter, linear_config  # noqa: E402
-from localet_core.metrics import pearson, psnr, ssim, wedge_correlation  # noqa: E402
+from localet_core.metrics import pearson, psnr, resolution_against_truth, ssim, wedge_correlation  # noqa: E402
 from localet_core.modelfile import load_model  # noqa: E402
 from localet_core.reconstruct import iter_model_slabs  # noqa: E402
 from localet_core.simulate.forward import SimulationConfig, simulate_series, write_series  # noqa: E402
@@ -64,12 +63,12 @@ def score(volume: np.ndarray, series, geometry: TiltGeometry) -> Dict[str, float
     tilt = (float(angles.min()), float(angles.max()))
     particles = torch.nn.functional.max_pool3d(torch.from_numpy(series.particle_mask[None].astype(np.float32)),
                                                3, 1, 1)[0].numpy()  # one voxel of margin
-    fsc = compute_fsc(torch.from_numpy(volume), torch.from_numpy(truth), pixel_size=geometry.voxel_size)
+    px, slab_f = geometry.voxel_size, slab.astype(np.float32)
     return {"pearson": pearson(volume, truth, slab), "psnr": psnr(volume, truth, slab),
             "ssim": ssim(volume, truth, slab), "wedge_corr": wedge_correlation(volume, truth, tilt, slab),
             "wedge_corr_particles": wedge_correlation(volume, truth, tilt, particles),
-            "fsc_0.5_A": fsc.resolutions[("all", "0.5")].angstrom,
-            "fsc_0.143_A": fsc.resolutions[("all", "0.143")].angstrom}
+            "fsc_0.5_A": resolution_against_truth(volume, truth, px, 0.5, slab_f),
+            "fsc_0.143_A": resolution_against_truth(volume, truth, px, 0.143, slab_f)}
 
 
 def model_method(model) -> Callable:

@@ -10,10 +10,10 @@ def test_demo_runs_and_writes_outputs(tmp_path):
     result = subprocess.run([sys.executable, "-m", "localet", "demo", "-o", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    for name in ("ground_truth.mrc", "wbp.mrc", "sirt.mrc", "tilt_series.st", "tilt_series.tlt",
+    for name in ("tilt_series_truth.mrc", "wbp.mrc", "sirt.mrc", "tilt_series.st", "tilt_series.tlt",
                  "scores.tsv", "demo.png"):
         assert (out / name).stat().st_size > 0, name
-    with mrcfile.open(str(out / "wbp.mrc")) as m, mrcfile.open(str(out / "ground_truth.mrc")) as t:
+    with mrcfile.open(str(out / "wbp.mrc")) as m, mrcfile.open(str(out / "tilt_series_truth.mrc")) as t:
         assert m.data.shape == t.data.shape
     rows = (out / "scores.tsv").read_text().splitlines()
     assert rows[0].startswith("method") and len(rows) >= 3

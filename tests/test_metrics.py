@@ -60,3 +60,15 @@ def test_wedge_correlation_sees_only_the_wedge():
     noise = np.random.default_rng(6).standard_normal(shape)
     assert wedge_correlation(measured_only + 0.5 * wedge_only, truth, (-60, 60)) == pytest.approx(1.0)
     assert abs(wedge_correlation(noise, truth, (-60, 60))) < 0.1
+
+
+def test_resolution_against_truth():
+    from localet_core.metrics import resolution_against_truth
+
+    truth = smooth_volume((32, 32, 32), 8)
+    assert resolution_against_truth(truth, truth, 10.0, 0.143) == pytest.approx(20.0)  # never crosses
+    noisy = truth + 2 * truth.std() * np.random.default_rng(9).standard_normal(truth.shape)
+    res = resolution_against_truth(noisy, truth, 10.0, 0.5)
+    # the signal falls off as exp(-(k/0.08)^2): white noise at twice its std wins well below Nyquist
+    assert 40.0 < res < 320.0
+    assert resolution_against_truth(noisy, truth, 10.0, 0.143) < res
