@@ -57,7 +57,7 @@ def test_cli_fsc_halves_writes_star_and_plot(tmp_path):
             m.voxel_size = 10.0
         paths[name] = tmp_path / f"{name}.st"
     write_tlt(tmp_path / "ts.tlt", ANGLES)
-    for extra in (["--odd", paths["odd"], "--even", paths["even"]], []):
+    for extra in (["--odd", paths["odd"], "--even", paths["even"], "--method", "wbp"], ["--method", "sirt"]):
         out = tmp_path / "fsc.star"
         result = subprocess.run([sys.executable, "-m", "localet", "fsc-halves", paths["ts"], "--tlt",
                                  tmp_path / "ts.tlt", "--thickness", "20", *extra, "-o", out, "--plot",
@@ -69,3 +69,26 @@ def test_cli_fsc_halves_writes_star_and_plot(tmp_path):
         assert len(tables["fsc"]) > 5
         assert (tmp_path / "fsc.png").stat().st_size > 1000
         assert mrcfile.open(str(tmp_path / "h_half1.mrc")).data.shape == (20, 32, 40)
+
+
+def test_cli_fsc_halves_with_a_model(tmp_path):
+    import torch
+
+    from localet_core.model import LocalizedNet, ModelConfig
+    from localet_core.modelfile import save_model
+
+    torch.manual_seed(0)
+    model_path = save_model(tmp_path / "tiny", LocalizedNet(ModelConfig(patch_size=3, channels=4, hidden=(8,))),
+                            {"name": "tiny"})
+    _, odd, even = noisy_halves()
+    for name, data in (("odd", odd), ("even", even), ("ts", (odd + even) / 2)):
+        with mrcfile.new(str(tmp_path / f"{name}.st")) as m:
+            m.set_data(data)
+            m.voxel_size = 10.0
+    write_tlt(tmp_path / "ts.tlt", ANGLES)
+    result = subprocess.run([sys.executable, "-m", "localet", "fsc-halves", tmp_path / "ts.st", "--tlt",
+                             tmp_path / "ts.tlt", "--odd", tmp_path / "odd.st", "--even", tmp_path / "even.st",
+                             "--thickness", "20", "--model", model_path, "-o", tmp_path / "fsc.star"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "localet half tomograms (odd/even)" in result.stdout

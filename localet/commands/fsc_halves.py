@@ -12,6 +12,7 @@ EPILOG = """\b
 Examples:
   localet fsc-halves TS_01.st --tlt TS_01.tlt --odd TS_01_odd.st --even TS_01_even.st --bin 4 -o TS_01_fsc.star --plot TS_01_fsc.png
   localet fsc-halves TS_01.ali --tlt TS_01.tlt --thickness 300 -o TS_01_fsc.star   # alternate tilts
+  localet fsc-halves TS_01.ali --tlt TS_01.tlt --method wbp -o TS_01_wbp_fsc.star
 """
 
 
@@ -19,15 +20,17 @@ Examples:
 @tilt_series_options
 @click.option("--odd", type=click.Path(dir_okay=False), help="Odd-frame half stack (same geometry as STACK).")
 @click.option("--even", type=click.Path(dir_okay=False), help="Even-frame half stack.")
-@click.option("--method", type=click.Choice(["wbp", "sirt"]), default="wbp", show_default=True,
-              help="How to reconstruct each half.")
+@click.option("--method", type=click.Choice(["localet", "wbp", "sirt"]), default="localet", show_default=True,
+              help="How to reconstruct each half: the localized network (--model), WBP or SIRT.")
+@click.option("--model", "model_name", default="localet-default", show_default=True, metavar="NAME|PATH",
+              help="Model for --method localet: a shipped name or a .safetensors file.")
 @grid_options
 @compute_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="STAR table of the FSC curves.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot of the curves.")
 @click.option("--save-halves", metavar="PREFIX", help="Also write PREFIX_half1.mrc and PREFIX_half2.mrc.")
-def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, thickness, width, binning,
+def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
             shift, offset, x_axis_tilt, device, memory, progress, output, plot, save_halves):
     """Half-set FSC: reconstruct halves from --odd/--even stacks (or, without them, from
     alternate tilts of STACK) and report their FSC, also split inside/outside the missing wedge.
@@ -55,7 +58,16 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, thickn
     dev, budget = resolve_device(device), parse_memory(memory)
     halves = [read_stack(p, pixel_size=series.stack.pixel_size) if p else None for p in (odd, even)]
 
+    if method == "localet":
+        from localet_core.modelfile import load_model
+        from localet_core.reconstruct import iter_model_slabs
+        from localet_core.wbp import assemble_slabs
+
+        model, _ = load_model(model_name)
+
     def reconstruct(data, geometry):
+        if method == "localet":
+            return assemble_slabs(geometry.output_shape, iter_model_slabs(data, geometry, model, dev, budget))
         if method == "sirt":
             return sirt(data, geometry, device=dev, budget=budget)
         return weighted_backprojection(data, geometry, device=dev, budget=budget)
