@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -114,3 +114,24 @@ def load_model(name_or_path: PathLike, device: str = "cpu") -> Tuple[LocalizedNe
             raise InputError(path, f"weight {k} contains NaN or infinite values")
     model.load_state_dict(tensors)
     return model.to(device).eval(), card
+
+
+def fit_warnings(card: Dict[str, Any], voxel_size: Optional[float]) -> List[str]:
+    """Warnings when the data lie outside what a model was trained on (one line each).
+
+    Args:
+        card: the model card (``pixel_size_A``: the voxel sizes of its training data).
+        voxel_size: the reconstruction's voxel size in Angstrom (pixel size x binning), if known.
+    """
+    sizes = [float(s) for s in card.get("pixel_size_A") or [] if s]
+    if not sizes:
+        return []
+    lo, hi = min(sizes), max(sizes)
+    if voxel_size is None:
+        return [f"the stack has no pixel size; the model was trained at {lo:g}-{hi:g} A per voxel"]
+    if 0.7 * lo <= voxel_size <= 1.4 * hi:
+        return []
+    advice = ""
+    if voxel_size < lo:
+        advice = f"; try --bin {max(2, round(((lo + hi) / 2) / voxel_size))}"
+    return [f"voxel size {voxel_size:g} A is outside the model's training range {lo:g}-{hi:g} A{advice}"]

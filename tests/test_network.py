@@ -230,3 +230,13 @@ def test_reconstruct_under_torchrun_splits_slabs_and_matches(series):
     with mrcfile.open(d / "one.mrc") as a, mrcfile.open(d / "two.mrc") as b:
         # equal up to float rounding (the single run uses 2 threads, the ranks 1 each)
         assert np.abs(a.data - b.data).max() <= 1e-5 * np.ptp(a.data)
+
+
+def test_fit_warnings_for_pixel_sizes_the_model_never_saw():
+    from localet_core.modelfile import fit_warnings
+
+    card = {"pixel_size_A": [8.0, 10.0, 12.0]}
+    assert fit_warnings(card, 10.0) == [] and fit_warnings(card, 14.0) == []
+    (warning,) = fit_warnings(card, 2.5)
+    assert "2.5 A" in warning and "--bin 4" in warning
+    assert fit_warnings(card, None) and fit_warnings({}, 3.0) == []

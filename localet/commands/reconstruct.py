@@ -64,6 +64,10 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
+    from localet_core.modelfile import fit_warnings
+
+    for warning in fit_warnings(card, geometry.voxel_size):
+        click.echo(f"Warning: {warning}", err=True)
     jobs = [(series.data, output, "reconstruct")]
     for half, path in (("odd", odd), ("even", even)):
         if path is not None:
