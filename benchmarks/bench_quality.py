@@ -48,10 +48,17 @@ TEST_A = [(SimulationConfig(shape=(96, 128, 128), voxel_size=10.0, tilt_range=(-
 SHIFTED = dict(shape=(128, 128, 128), voxel_size=14.0, dose=60.0, family="shifted", thickness_nm=(110.0, 160.0))
 TEST_B = [(SimulationConfig(tilt_range=(-54, 54), tilt_step=2, **SHIFTED), range(910000, 910003)),
           (SimulationConfig(tilt_range=(-45, 45), tilt_step=3, **SHIFTED), range(920000, 920003))]
-# the linear filter is fitted on the training distribution (same groups as the shipped model)
-LINEAR_TRAIN = [(SimulationConfig(shape=(96, 128, 128), voxel_size=v, tilt_range=r, tilt_step=s, dose=d), range(seed, seed + 4))
-                for v, r, s, d, seed in [(10.0, (-60, 60), 3, 100.0, 1000), (8.0, (-57, 57), 3, 120.0, 2000),
-                                         (12.0, (-63, 63), 3, 80.0, 3000), (10.0, (-60, 60), 2, 140.0, 4000)]]
+# the linear filter is fitted on the training distribution: the first seeds of each group of
+# scripts/train_pretrained.py (the same simulate options, here as configs)
+LINEAR_TRAIN = [
+    (SimulationConfig(shape=(96, 128, 128), voxel_size=10.0, tilt_range=(-60, 60), tilt_step=3, dose=100.0), range(1000, 1004)),
+    (SimulationConfig(shape=(160, 128, 128), voxel_size=8.0, tilt_range=(-57, 57), tilt_step=3, dose=120.0,
+                      thickness_nm=(60.0, 110.0), family="diverse"), range(2000, 2004)),
+    (SimulationConfig(shape=(160, 128, 128), voxel_size=12.0, tilt_range=(-63, 63), tilt_step=3, dose=70.0,
+                      thickness_nm=(100.0, 180.0), family="diverse"), range(3000, 3004)),
+    (SimulationConfig(shape=(128, 128, 128), voxel_size=10.0, tilt_range=(-60, 60), tilt_step=2, dose=140.0,
+                      thickness_nm=(70.0, 120.0)), range(4000, 4004)),
+]
 FLOORS = {"a": dict(pearson_x_wbp=1.8, pearson_over_linear=0.08, wedge=0.25),
           "b": dict(pearson_x_wbp=1.6, pearson_over_linear=0.05, wedge=0.15)}
 METRICS = ["pearson", "psnr", "ssim", "wedge_corr", "wedge_corr_particles", "fsc_0.5_A", "fsc_0.143_A"]

@@ -27,13 +27,19 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / "localet_core" / "data" / "models"
 
 # (name, first seed, count, localet simulate options)
+# Ice from 50 to 180 nm, doses 70-140 e/A^2, 8-12 A, four schemes; half the data from the
+# "diverse" preset (more membranes, filaments and crowding, the same templates).
 GROUPS = [
-    ("g10", 1000, 60, ["--voxel", "10", "--tilt-range", "-60,60", "--tilt-step", "3", "--dose", "100"]),
-    ("g08", 2000, 60, ["--voxel", "8", "--tilt-range", "-57,57", "--tilt-step", "3", "--dose", "120"]),
-    ("g12", 3000, 60, ["--voxel", "12", "--tilt-range", "-63,63", "--tilt-step", "3", "--dose", "80"]),
-    ("g10s2", 4000, 60, ["--voxel", "10", "--tilt-range", "-60,60", "--tilt-step", "2", "--dose", "140"]),
+    ("g10", 1000, 60, ["--voxel", "10", "--tilt-range", "-60,60", "--tilt-step", "3", "--dose", "100",
+                       "--shape", "96,128,128", "--family", "default"]),
+    ("g08", 2000, 60, ["--voxel", "8", "--tilt-range", "-57,57", "--tilt-step", "3", "--dose", "120",
+                       "--shape", "160,128,128", "--thickness", "60,110", "--family", "diverse"]),
+    ("g12", 3000, 60, ["--voxel", "12", "--tilt-range", "-63,63", "--tilt-step", "3", "--dose", "70",
+                       "--shape", "160,128,128", "--thickness", "100,180", "--family", "diverse"]),
+    ("g10s2", 4000, 60, ["--voxel", "10", "--tilt-range", "-60,60", "--tilt-step", "2", "--dose", "140",
+                         "--shape", "128,128,128", "--thickness", "70,120", "--family", "default"]),
 ]
-COMMON = ["--shape", "96,128,128", "--defocus", "2,5", "--family", "default"]
+COMMON = ["--defocus", "2,5"]
 TRAIN = ["--steps", "12000", "--batch-size", "1024", "--lr", "3e-3", "--loss", "l1", "--seed", "0",
          "--drop-tilts", "0.25", "--val-every", "500", "--checkpoint-every", "500",
          "--refresh-every", "50", "--patch-size", "9", "--channels", "16", "--hidden", "32,32"]

@@ -43,6 +43,12 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
                     object_types=("sheet", "vesicle", "microtubule", "actin", "bead", "particle"),
                     n_sheets=(0, 1), n_vesicles=(0, 3), n_microtubules=(0, 2), n_actin=(0, 4),
                     n_beads=(0, 3), crowding=(0.05, 0.2)),
+    # training breadth: the default family's templates with more membranes, filaments and
+    # crowding (the shifted test family's templates stay unseen)
+    "diverse": dict(templates=("4v5d", "3jb9", "4v1w"),
+                    object_types=("sheet", "vesicle", "microtubule", "actin", "bead", "particle"),
+                    n_sheets=(0, 2), n_vesicles=(0, 4), n_microtubules=(0, 2), n_actin=(0, 8),
+                    n_beads=(0, 3), crowding=(0.05, 0.3)),
     "shifted": dict(templates=("6z6u", "6qt9"),
                     object_types=("sheet", "vesicle", "actin", "particle"),
                     n_sheets=(1, 2), n_vesicles=(1, 4), n_microtubules=0, n_actin=(2, 8),
