@@ -32,11 +32,11 @@ MODEL_DIR = REPO / "localet_core" / "data" / "models"
 GROUPS = [
     ("g10", 1000, 60, ["--voxel", "10", "--tilt-range", "-60,60", "--tilt-step", "3", "--dose", "100",
                        "--shape", "96,128,128", "--family", "default"]),
-    ("g08", 2000, 60, ["--voxel", "8", "--tilt-range", "-57,57", "--tilt-step", "3", "--dose", "120",
+    ("g08", 2000, 30, ["--voxel", "8", "--tilt-range", "-57,57", "--tilt-step", "3", "--dose", "120",
                        "--shape", "160,128,128", "--thickness", "60,110", "--family", "diverse"]),
-    ("g12", 3000, 60, ["--voxel", "12", "--tilt-range", "-63,63", "--tilt-step", "3", "--dose", "70",
+    ("g12", 3000, 30, ["--voxel", "12", "--tilt-range", "-63,63", "--tilt-step", "3", "--dose", "70",
                        "--shape", "160,128,128", "--thickness", "100,180", "--family", "diverse"]),
-    ("g10s2", 4000, 60, ["--voxel", "10", "--tilt-range", "-60,60", "--tilt-step", "2", "--dose", "140",
+    ("g10s2", 4000, 30, ["--voxel", "10", "--tilt-range", "-60,60", "--tilt-step", "2", "--dose", "140",
                          "--shape", "128,128,128", "--thickness", "70,120", "--family", "default"]),
 ]
 COMMON = ["--defocus", "2,5"]
