@@ -126,6 +126,10 @@ class TrainConfig:
     drop_tilts: float = 0.2
     noise: float = 0.0
     divergence_factor: float = 100.0
+    #: None: references z-scored (mean, std). A number k: scaled robustly (median, and the std of
+    #: the values between the 0.5 and 99.5 percentiles) and clamped to +-k, so a few extreme
+    #: voxels (gold) neither set the scale nor teach the network extreme outputs.
+    reference_clip: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.loss not in ("l1", "l2"):
@@ -137,6 +141,8 @@ class TrainConfig:
             raise InputError("--drop-tilts", "must be in [0, 1)")
         if not self.lr > 0 or self.noise < 0:
             raise InputError("--lr/--noise", "lr must be > 0 and noise >= 0")
+        if self.reference_clip is not None and not self.reference_clip > 0:
+            raise InputError("--clip-reference", "must be > 0")
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then cosine decay to a tenth of ``lr`` (a pure function of the step)."""
@@ -156,7 +162,23 @@ class Pair:
     reference: torch.Tensor  # (nz, ny, nx) float32, zero mean, unit std
 
 
-def load_pair(spec: PairSpec, binning: int = 1) -> Pair:
+def normalise_reference(ref: torch.Tensor, clip: Optional[float] = None) -> torch.Tensor:
+    """``(nz, ny, nx)`` reference -> float32 training targets (see ``TrainConfig.reference_clip``)."""
+    r = ref.double()
+    if clip is None:
+        return ((r - r.mean()) / r.std(correction=0)).float()
+    flat = r.flatten()
+    if flat.numel() > 1 << 22:  # quantiles of a large volume from a fixed subsample
+        flat = flat[torch.linspace(0, flat.numel() - 1, 1 << 22).long()]
+    lo, hi = torch.quantile(flat, torch.tensor([0.005, 0.995], dtype=torch.float64))
+    core = flat[(flat >= lo) & (flat <= hi)]
+    scale = float(core.std(correction=0))
+    if not scale > 0:
+        scale = float(r.std(correction=0)) or 1.0
+    return ((r - flat.median()) / scale).clamp(-clip, clip).float()
+
+
+def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] = None) -> Pair:
     """Read and cross-check one pair (:class:`InputError` naming the file on any mismatch)."""
     from localet_core.io import read_stack, read_volume
     from localet_core.tiltseries import OutputOptions, load_tilt_series
@@ -180,8 +202,7 @@ def load_pair(spec: PairSpec, binning: int = 1) -> Pair:
     std = float(r.double().std(correction=0))
     if not std > 0:
         raise InputError(spec.reference, "is constant: nothing to learn")
-    r = ((r.double() - r.double().mean()) / std).float()
-    return Pair(spec, series.geometry, stacks, r)
+    return Pair(spec, series.geometry, stacks, normalise_reference(r, reference_clip))
 
 
 def _seed(*parts: int) -> int:
@@ -288,8 +309,8 @@ def train(
     out = Path(os.fspath(out_dir))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    train_pairs = [load_pair(p, tc.binning) for p in pairs if p.split == "train"]
-    val_pairs = [load_pair(p, tc.binning) for p in pairs if p.split == "val"]
+    train_pairs = [load_pair(p, tc.binning, tc.reference_clip) for p in pairs if p.split == "train"]
+    val_pairs = [load_pair(p, tc.binning, tc.reference_clip) for p in pairs if p.split == "val"]
     if not train_pairs:
         raise InputError("--pair", "no training pair given (all are split=val)")
 
@@ -431,7 +452,9 @@ def train(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "input_normalisation": "binned used views: (x - mean) / std (population) over all "
                                        "their pixels, then ramp filter",
-                "output_units": "reference volume normalised to zero mean, unit std",
+                "output_units": ("reference volume normalised to zero mean, unit std" if tc.reference_clip is None
+                                 else f"reference volume minus its median, over the std of its 0.5-99.5 percentile "
+                                      f"range, clamped to +-{tc.reference_clip:g}"),
                 "patch_size": model_config.patch_size, "step": model_config.step,
                 "training_data": [dataclasses.asdict(p.spec) for p in train_pairs],
                 "validation_data": [dataclasses.asdict(p.spec) for p in val_pairs],

@@ -137,3 +137,17 @@ def test_fine_tuning_starts_from_the_given_model(pairs, tmp_path):
     other = dataclasses.replace(TINY, channels=4)
     with pytest.raises(InputError, match="another architecture"):
         train(specs, tmp_path / "c", other, TrainConfig(steps=1), device="cpu", init_model=first["model_file"])
+
+
+def test_robust_reference_normalisation_clamps_outliers():
+    from localet_core.training import normalise_reference
+
+    ref = torch.zeros(20, 20, 20)
+    ref[5:15, 5:15, 5:15] = torch.randn(10, 10, 10)  # "protein" of unit scale
+    ref[0, 0, :3] = -200.0  # three "gold" voxels
+    plain = normalise_reference(ref)
+    robust = normalise_reference(ref, clip=6.0)
+    assert plain.min() < -50  # z-scoring lets the outliers set the scale
+    assert robust.min() == -6.0 and robust.max() <= 6.0
+    inside = robust[5:15, 5:15, 5:15]
+    assert 1.5 < float(inside.std()) < 4.0  # the protein keeps a sensible scale

@@ -33,6 +33,9 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--val-every", type=int, default=100, show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True)
+@click.option("--clip-reference", type=float, metavar="K",
+              help="Scale references robustly and clamp them to +-K (a few extreme voxels such as "
+                   "gold then neither set the scale nor teach extreme outputs) [default: plain z-score].")
 @click.option("--init", metavar="MODEL", help="Start from this model (name or .safetensors): fine-tuning; "
               "its architecture replaces the architecture options.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoint.pt (same result as uninterrupted).")
@@ -52,7 +55,7 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
             loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, refresh_every,
-            patch_size, patch_step, channels, hidden, angle_basis, activation, device, progress, init):
+            patch_size, patch_step, channels, hidden, angle_basis, activation, device, progress, init, clip_reference):
     """Train a localized network on pairs of tilt series and reference volumes.
 
     Writes OUT_DIR/NAME.safetensors (weights + JSON model card) for `localet reconstruct --model`,
@@ -75,7 +78,8 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
         raise InputError("--patch-size/--step/--channels/--hidden", str(exc)) from None
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
-                     refresh_every=refresh_every, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise)
+                     refresh_every=refresh_every, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,
+                     reference_clip=clip_reference)
     if init is not None:  # fine-tuning: the starting model fixes the architecture
         from localet_core.modelfile import load_model
 
