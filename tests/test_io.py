@@ -634,3 +634,18 @@ def test_volume_writer_disk_full_is_a_clean_error(tmp_path, monkeypatch):
             pass  # pragma: no cover - never reached
     assert path.name in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_gives_ordinary_permissions_whatever_the_writer_does(tmp_path):
+    import stat as _stat
+
+    from localet_core.io.atomic import atomic_output
+
+    target = tmp_path / "out.bin"
+    with atomic_output(target) as tmp:
+        os.unlink(tmp)  # a writer that recreates the file privately (as safetensors does)
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert _stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import secrets
 from pathlib import Path
 from typing import Iterator
@@ -97,11 +98,15 @@ def atomic_output(path: PathLike, fsync: bool = True) -> Iterator[Path]:
     final = Path(os.fspath(path)).expanduser()
     _check_destination(final)
     tmp = _create_temporary(final)
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)  # 0o666 filtered by the umask
     try:
         yield tmp
         if not tmp.exists():
             # The writer removed or renamed our file: nothing to publish.
             raise FileNotFoundError(f"temporary output {os.fspath(tmp)!r} disappeared")
+        # Some writers (safetensors) recreate the file as 0o600: give it the permissions an
+        # ordinary new file gets, so colleagues on a shared file system can read the result.
+        os.chmod(tmp, mode)
         if fsync:
             _fsync_file(tmp)
         os.replace(tmp, final)
