@@ -460,7 +460,7 @@ def train(
                 "validation_data": [dataclasses.asdict(p.spec) for p in val_pairs],
                 "pixel_size_A": sorted({p.geometry.voxel_size for p in train_pairs if p.geometry.voxel_size}),
                 "binning": tc.binning,
-                "tilt_schemes": [_scheme(p.geometry) for p in train_pairs],
+                "tilt_schemes": _unique([_scheme(p.geometry) for p in train_pairs]),
                 "steps": done, "train_config": dataclasses.asdict(tc),
                 "metrics": {"final_train_loss": summary["final_loss"], "final_val_loss": summary["final_val_loss"],
                             "best_val_loss": summary["best_val_loss"], "loss": tc.loss},
@@ -473,6 +473,17 @@ def train(
         tmp.write_text(json.dumps(summary, indent=2, default=str))
         os.replace(tmp, out / "summary.json")
     return summary
+
+
+def _unique(items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Distinct dicts in first-seen order (the card lists each tilt scheme once)."""
+    seen, out = set(), []
+    for item in items:
+        key = json.dumps(item, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
 
 
 def _scheme(geometry: TiltGeometry) -> Dict[str, Any]:
