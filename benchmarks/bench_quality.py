@@ -198,7 +198,7 @@ def plot(path: Path, means, examples) -> None:
             ax.imshow(xz, cmap="gray", vmin=lo, vmax=hi, origin="lower")
             ax.set_title(f"({s}) {name}, XZ", fontsize=8)
             ax.axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.6, wspace=0.35, left=0.04, right=0.98, top=0.95, bottom=0.03)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -49,8 +49,8 @@ def resolve_model_path(name_or_path: PathLike) -> Path:
         if c.is_file():
             return c
     if text == DEFAULT_MODEL:
-        raise InputError("--model", f"no pretrained model is shipped yet ({DEFAULT_MODEL}); "
-                                    "train one with `localet train` and pass --model PATH")
+        raise InputError("--model", f"the shipped model {DEFAULT_MODEL} is missing from this installation "
+                                    f"(expected in {MODELS_DIR}); reinstall localet or pass --model PATH")
     raise InputError("--model", f"no model file or shipped model named {text!r}")
 
 

@@ -151,8 +151,10 @@ def test_bad_model_files_are_refused(tmp_path):
     save_file(tensors, str(tmp_path / "future.safetensors"), metadata={**meta, "format_version": "99"})
     with pytest.raises(InputError, match="format version"):
         load_model(tmp_path / "future.safetensors")
-    with pytest.raises(InputError, match="no pretrained model is shipped yet"):
-        load_model("localet-default")
+    model, card = load_model("localet-default")  # the shipped model loads without unpickling
+    assert card["name"] == "localet-default" and "simulated" in card["training_data"]["source"]
+    with pytest.raises(InputError, match="no model file or shipped model named 'no-such-model'"):
+        load_model("no-such-model")
 
 
 # ------------------------------------------------------------------------- CLI
@@ -199,9 +201,9 @@ def test_reconstruct_cli_matches_fbp_grid_and_values(series):
 def test_reconstruct_cli_errors_leave_no_output(series):
     d, _ = series
     common = [d / "ts.mrc", "--tlt", d / "ts.tlt", "--thickness", 8, "--no-progress"]
-    r = _cli("reconstruct", *common, "-o", d / "a.mrc")
-    assert r.returncode == 2 and "no pretrained model is shipped yet" in r.stderr
-    assert "Traceback" not in r.stderr
+    r = _cli("reconstruct", *common, "--model", "no-such-model", "-o", d / "a.mrc")
+    assert r.returncode == 2 and "no model file or shipped model named" in r.stderr
+    assert "Traceback" not in r.stderr and not (d / "a.mrc").exists()
     (d / "bad.safetensors").write_bytes(b"not a model")
     r = _cli("reconstruct", *common, "--model", d / "bad.safetensors", "-o", d / "b.mrc")
     assert r.returncode == 2 and "bad.safetensors" in r.stderr and "Traceback" not in r.stderr
