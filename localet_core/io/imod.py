@@ -24,6 +24,7 @@ import numpy as np
 
 from localet_core.errors import InputError, PathLike
 from localet_core.io.atomic import atomic_output
+from localet_core.io.files import check_readable_file
 
 __all__ = [
     "read_tlt",
@@ -48,10 +49,7 @@ _XF_FIELD = 12
 def _read_text_lines(path: PathLike) -> Tuple[Path, List[str]]:
     """Read a small text file; missing, unreadable and binary files become InputErrors."""
     p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise InputError(p, "file not found")
-    if p.is_dir():
-        raise InputError(p, "is a directory, not a file")
+    check_readable_file(p)
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:

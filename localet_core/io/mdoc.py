@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from localet_core.errors import InputError, PathLike
+from localet_core.io.files import check_readable_file
 
 __all__ = ["MdocInfo", "read_mdoc"]
 
@@ -215,10 +216,7 @@ def read_mdoc(path: PathLike) -> MdocInfo:
             negative dose, an unreadable ``DateTime``.
     """
     p = Path(os.fspath(path)).expanduser()
-    if not p.exists():
-        raise InputError(p, "file not found")
-    if p.is_dir():
-        raise InputError(p, "is a directory, not a file")
+    check_readable_file(p)
     try:
         raw = p.read_bytes()
     except OSError as exc:

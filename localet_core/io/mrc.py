@@ -40,6 +40,7 @@ from mrcfile.dtypes import HEADER_DTYPE
 
 from localet_core.errors import InputError, PathLike
 from localet_core.io.atomic import atomic_output
+from localet_core.io.files import check_readable_file
 
 __all__ = [
     "TiltStack",
@@ -161,25 +162,13 @@ def _decode_header(raw: bytes) -> Optional[_HeaderFacts]:
     return None
 
 
-def _check_readable_file(path: Path) -> int:
-    """Existence checks shared by all readers; returns the file size in bytes."""
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a file")
-    try:
-        return path.stat().st_size
-    except OSError as exc:
-        raise InputError(path, f"cannot read file ({exc.strerror})") from None
-
-
 def _inspect_mrc(path: Path) -> _HeaderFacts:
     """Check that ``path`` is a complete MRC file of a real-valued mode; return its header.
 
     The order of the checks matters for the message: "not an MRC file" before "complex
     mode" before "truncated".
     """
-    size = _check_readable_file(path)
+    size = check_readable_file(path)
     if size < _HEADER_BYTES:
         raise InputError(path, f"not an MRC file (only {size} bytes, shorter than an MRC header)")
     try:
