@@ -19,3 +19,5 @@ def test_demo_runs_and_writes_outputs(tmp_path):
     assert rows[0].startswith("method") and len(rows) >= 3
     pearson = {r.split("\t")[0]: float(r.split("\t")[2]) for r in rows[1:]}
     assert all(0.1 < p < 1 for p in pearson.values())
+    # the shipped model must beat both classical methods on the demo's held-out specimen
+    assert pearson["localet"] > max(pearson["WBP"], pearson["SIRT"]) + 0.1, pearson
