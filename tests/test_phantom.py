@@ -51,6 +51,44 @@ def test_identity_rotation_reproduces_template():
     assert torch.allclose(out, vol, atol=1e-4)
 
 
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_scaled_template_grows_mass_and_size_as_scale(scale):
+    """A particle scaled s times keeps its potential values: s^3 the mass, s the radius of
+    gyration (the size augmentation of the 'broad' training preset)."""
+    voxel = 10.0
+    base = place_template("4v5d", voxel, torch.eye(3))
+    big = place_template("4v5d", voxel, torch.eye(3), scale=scale)
+    assert big.shape[0] % 2 == 1 and (big.shape[0] > base.shape[0]) == (scale > 1)
+
+    def gyration(vol):
+        w = vol.clamp(min=0).double()
+        c = (vol.shape[0] - 1) / 2.0
+        ax = torch.arange(vol.shape[0], dtype=torch.float64) - c
+        r2 = ax[:, None, None] ** 2 + ax[None, :, None] ** 2 + ax[None, None, :] ** 2
+        return float(((w * r2).sum() / w.sum()).sqrt())
+
+    assert float(big.sum()) == pytest.approx(float(base.sum()) * scale ** 3, rel=0.05)
+    assert gyration(big) == pytest.approx(gyration(base) * scale, rel=0.05)
+    with pytest.raises(ValueError):
+        place_template("4v5d", voxel, torch.eye(3), scale=0.0)
+
+
+def test_broad_preset_scales_particles_and_mixes_templates():
+    ph = make_phantom((64, 96, 96), 10.0, seed=2, family="broad", thickness_nm=(50.0, 60.0),
+                      object_types=("particle",), crowding=0.1)
+    scales = [o["scale"] for o in ph.params["objects"] if o["type"] == "particle" and "scale" in o]
+    assert len(scales) >= 5
+    assert min(scales) >= 0.49 and max(scales) <= 3.05 and max(scales) / min(scales) > 1.5
+    weights = ph.params["template_weights"]
+    assert len(weights) == 3 and sum(weights) == pytest.approx(1.0, abs=1e-3)
+    # the other presets keep the molecules' true sizes and a uniform mix
+    plain = _small(2, object_types=("particle",))
+    assert all("scale" not in o for o in plain.params["objects"])
+    assert plain.params["template_weights"] is None
+    with pytest.raises(ValueError, match="template_scale"):
+        _small(2, template_scale=(2.0, 1.0))
+
+
 def _small(seed, **kw):
     return make_phantom((48, 64, 64), 10.0, seed=seed, **kw)
 

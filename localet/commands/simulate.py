@@ -29,9 +29,10 @@ Examples:
 @click.option("--dose", type=float, default=100.0, show_default=True, help="Total exposure, e/A^2.")
 @click.option("--defocus", default="2,5", show_default=True, metavar="UM[,UM]",
               help="Underfocus in um, or a range drawn per series.")
-@click.option("--family", type=click.Choice(["default", "diverse", "shifted"]), default="default", show_default=True,
-              help="Specimen preset: 'diverse' adds membranes, filaments and crowding; 'shifted' uses "
-                   "other templates (a test set).")
+@click.option("--family", type=click.Choice(["default", "diverse", "broad", "shifted"]), default="default",
+              show_default=True,
+              help="Specimen preset: 'diverse' adds membranes, filaments and crowding; 'broad' also "
+                   "scales each particle 0.5-3x; 'shifted' uses other templates (a test set).")
 @click.option("--thickness", "thickness_nm", metavar="NM[,NM]", help="Ice thickness (nm) or a range.")
 @click.option("--misalign", type=float, default=0.0, show_default=True,
               help="Std of random per-view shifts (pixels), written as an .xf.")

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .templates import available_templates, ice_potential, output_size, place_template, \
-    random_rotation, template_metadata
+    quantise_scale, random_rotation, template_metadata
 
 __all__ = ["Phantom", "make_phantom", "FAMILIES", "OBJECT_TYPES"]
 
@@ -53,6 +53,16 @@ FAMILIES: Dict[str, Dict[str, Any]] = {
                     object_types=("sheet", "vesicle", "actin", "particle"),
                     n_sheets=(1, 2), n_vesicles=(1, 4), n_microtubules=0, n_actin=(2, 8),
                     n_beads=0, crowding=(0.1, 0.3)),
+    # training breadth in size: the diverse preset with every particle enlarged or shrunk by a
+    # log-uniform factor (0.5-3x: 15-90 nm ribosome-like bodies, 7-40 nm ferritin-like shells),
+    # and each specimen its own mix of the templates (Dirichlet weights: some specimens are
+    # nearly pure), so the learned prior is not tied to three molecular sizes and one mixture.
+    # Still the default templates.
+    "broad": dict(templates=("4v5d", "3jb9", "4v1w"),
+                  object_types=("sheet", "vesicle", "microtubule", "actin", "bead", "particle"),
+                  n_sheets=(0, 2), n_vesicles=(0, 4), n_microtubules=(0, 2), n_actin=(0, 8),
+                  n_beads=(0, 2), crowding=(0.05, 0.3), template_scale=(0.5, 3.0),
+                  mix_templates=True),
 }
 
 # Excess potentials over ice (V) and sizes (A) of the analytic objects.
@@ -318,23 +328,34 @@ def _add_bead(cv: _Canvas, rng: np.random.Generator, diameter_nm: Range,
 def _add_particles(cv: _Canvas, rng: np.random.Generator, gen: torch.Generator,
                    templates: Sequence[str], crowding: float, slab_voxels: int,
                    max_failures: int, slab_centre: np.ndarray, normal: np.ndarray,
-                   thickness: float) -> float:
+                   thickness: float, scale_range: Tuple[float, float] = (1.0, 1.0),
+                   weights: Optional[Sequence[float]] = None) -> float:
     """Place templates at random orientations until ``crowding`` of the slab is taken (by
     particle support) or every template was rejected ``max_failures`` times in a row. Returns the reached
-    fraction of slab voxels."""
+    fraction of slab voxels. Each particle is scaled by a factor drawn log-uniformly from
+    ``scale_range`` (capped so that it fits in the ice); templates are drawn with probabilities
+    proportional to ``weights`` (default: uniform)."""
     shape, v = cv.shape, cv.voxel
     centre_idx = (np.array(shape) - 1) / 2.0
     target = crowding * slab_voxels
     radius = {t: float(template_metadata()["templates"][t]["radius_A"]) for t in templates}
     # the atom-extent radius overstates the envelope; 0.7 of it leaves the rest to the overlap
     # test. Templates that cannot fit in the ice are skipped instead of failing 30 times.
-    usable = [t for t in templates if thickness / 2.0 - 0.7 * radius[t] > 0]
+    lo_s, hi_s = (float(x) for x in scale_range)
+    usable = [t for t in templates if thickness / 2.0 - 0.7 * radius[t] * lo_s > 0]
     placed = 0
     failures = {t: 0 for t in usable}
 
-    def position(t: str) -> np.ndarray:
+    def draw_scale(t: str) -> float:
+        if lo_s == hi_s == 1.0:
+            return 1.0
+        fit = 0.95 * thickness / 2.0 / (0.7 * radius[t])
+        s = math.exp(rng.uniform(math.log(lo_s), math.log(hi_s)))
+        return quantise_scale(min(s, max(lo_s, fit)))
+
+    def position(t: str, s: float) -> np.ndarray:
         """A centre (voxel indices, float) inside the slab, uniform along it."""
-        half = thickness / 2.0 - 0.7 * radius[t]
+        half = max(0.0, thickness / 2.0 - 0.7 * radius[t] * s)
         dn = rng.uniform(-half, half)
         yx = (rng.uniform(0, 1, size=2) * (np.array(shape[1:]) - 1) - centre_idx[1:]) * v
         rel = yx - slab_centre[1:]
@@ -344,21 +365,28 @@ def _add_particles(cv: _Canvas, rng: np.random.Generator, gen: torch.Generator,
     # a template is dropped after max_failures rejections in a row (big ones run out of room
     # first; each try of a virus costs a 91^3 interpolation), the rest go on filling
     while usable and placed < target:
-        t = usable[int(rng.integers(len(usable)))]
-        m = output_size(t, v)
+        if weights is None:
+            t = usable[int(rng.integers(len(usable)))]
+        else:
+            w = np.array([weights[templates.index(u)] for u in usable], dtype=np.float64)
+            t = usable[int(rng.choice(len(usable), p=w / w.sum()))]
+        s = draw_scale(t)
+        m = output_size(t, v, s)
         rot = random_rotation(gen)
         frac = rng.uniform(0, 1, size=3)
-        vals = place_template(t, v, rot, shift=tuple(frac.tolist()), out_size=m)
+        vals = place_template(t, v, rot, shift=tuple(frac.tolist()), out_size=m, scale=s)
         # support: the molecular envelope, where the low-passed potential is clearly above ice
         sup = vals > 0.1 * float(vals.max())
         ok = False
         # one rotation, a few positions: rotating costs more than testing a position
         for _ in range(4):
-            base = np.floor(position(t) - frac).astype(int)
+            base = np.floor(position(t, s) - frac).astype(int)
             lo = [int(base[a]) - (m - 1) // 2 for a in range(3)]
             centre = ((base + frac) - centre_idx) * v
             info = {"type": "particle", "template": t, "centre_A": centre.round(1).tolist(),
                     "rotation_xyz": rot.double().numpy().round(5).tolist()}
+            if s != 1.0:
+                info["scale"] = round(s, 4)
             if cv.try_add(lo, vals, sup, info, True):
                 placed += cv.objects[-1]["voxels"]
                 ok = True
@@ -396,6 +424,7 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
                  templates: Optional[Sequence[str]] = None,
                  object_types: Optional[Sequence[str]] = None,
                  crowding: Optional[Range] = None,
+                 template_scale: Optional[Range] = None,
                  n_sheets: Optional[Count] = None, n_vesicles: Optional[Count] = None,
                  vesicle_radius_nm: Range = (15.0, 60.0),
                  n_microtubules: Optional[Count] = None, n_actin: Optional[Count] = None,
@@ -416,6 +445,8 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
         templates: template ids (see :func:`available_templates`) for the crowded particles.
         object_types: subset of :data:`OBJECT_TYPES` to include.
         crowding: target fraction of slab voxels covered by particles (or a range).
+        template_scale: size factor of each particle, drawn log-uniformly from ``(lo, hi)``
+            (or fixed); default the preset's, else 1 (the molecules' true sizes).
         n_sheets, n_vesicles, n_microtubules, n_actin, n_beads: counts (int or (lo, hi)).
         vesicle_radius_nm, bead_diameter_nm: sizes, nm (value or range).
         tilt_max_deg: if given, pad X by ceil((thickness/2) tan(tilt_max) / voxel_size) voxels on
@@ -497,9 +528,16 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
     for _ in range(counts["n_beads"]):
         any(_add_bead(cv, rng, bead_diameter_nm, slab_centre, normal, thickness)
             for _ in range(tries))
+    scale = preset.get("template_scale", 1.0) if template_scale is None else template_scale
+    scale = (float(scale), float(scale)) if not isinstance(scale, (tuple, list)) else \
+        (float(scale[0]), float(scale[1]))
+    if not 0 < scale[0] <= scale[1]:
+        raise ValueError(f"template_scale must be > 0 with lo <= hi, got {scale}")
+    # Dirichlet(1) weights: a uniform draw over all mixtures of the templates
+    mix = rng.dirichlet(np.ones(len(templates))) if preset.get("mix_templates") and crowd > 0 else None
     slab_voxels = int(slab_mask.sum())
     reached = _add_particles(cv, rng, gen, templates, crowd, slab_voxels, max_failures,
-                             slab_centre, normal, thickness) \
+                             slab_centre, normal, thickness, scale, mix) \
         if crowd > 0 else 0.0
 
     # nothing outside the slab (vacuum); particles are inside already, membranes are clipped
@@ -513,7 +551,9 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
         "slab_centre_A": slab_centre.round(2).tolist(),
         "ice_potential_V": v_ice, "templates": list(templates),
         "object_types": list(object_types), "crowding_target": round(crowd, 4),
-        "crowding_reached": round(reached, 4), "overlap_tolerance": overlap_tolerance,
+        "crowding_reached": round(reached, 4), "template_scale": list(scale),
+        "template_weights": None if mix is None else mix.round(4).tolist(),
+        "overlap_tolerance": overlap_tolerance,
         "vesicle_radius_nm": vesicle_radius_nm if not isinstance(vesicle_radius_nm, tuple)
         else list(vesicle_radius_nm),
         "bead_diameter_nm": bead_diameter_nm if not isinstance(bead_diameter_nm, tuple)

@@ -31,6 +31,7 @@ __all__ = [
     "random_rotation",
     "rotate_resample",
     "place_template",
+    "quantise_scale",
 ]
 
 
@@ -75,7 +76,7 @@ def load_template(pdb_id: str) -> Tuple[np.ndarray, float]:
     return _arrays()[key].copy(), float(meta[key]["pixel_size_A"])
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _lowpassed(pdb_id: str, voxel_size: float) -> Tuple[torch.Tensor, float]:
     arr, pixel = load_template(pdb_id)
     vol = torch.from_numpy(arr)
@@ -118,11 +119,19 @@ def random_rotation(generator: Optional[torch.Generator] = None,
     return rot.to(dtype)
 
 
-def output_size(pdb_id: str, voxel_size: float) -> int:
-    """Odd edge length (voxels) of a rotated template at ``voxel_size`` (A): holds any rotation
-    of the molecule's bounding sphere."""
+def quantise_scale(scale: float) -> float:
+    """``scale`` rounded to a 2 % logarithmic grid (bounds the low-pass cache; sizes of real
+    macromolecules vary more than that anyway)."""
+    if not scale > 0:
+        raise ValueError(f"template scale must be > 0, got {scale}")
+    return float(math.exp(round(math.log(scale) / 0.02) * 0.02))
+
+
+def output_size(pdb_id: str, voxel_size: float, scale: float = 1.0) -> int:
+    """Odd edge length (voxels) of a rotated template at ``voxel_size`` (A), enlarged ``scale``
+    times: holds any rotation of the molecule's bounding sphere."""
     meta = template_metadata()["templates"][pdb_id.lower()]
-    radius = float(meta["radius_A"]) + 2.0 * voxel_size
+    radius = float(meta["radius_A"]) * scale + 2.0 * voxel_size
     m = 2 * int(math.ceil(radius / voxel_size)) + 1
     return m
 
@@ -171,12 +180,18 @@ def rotate_resample(volume: torch.Tensor, pixel_size: float, rotation: torch.Ten
 
 def place_template(pdb_id: str, voxel_size: float, rotation: torch.Tensor,
                    shift: Sequence[float] = (0.0, 0.0, 0.0),
-                   out_size: Optional[int] = None) -> torch.Tensor:
+                   out_size: Optional[int] = None, scale: float = 1.0) -> torch.Tensor:
     """A template rotated by ``rotation`` and sampled at ``voxel_size`` (A), in V.
+
+    ``scale`` enlarges (> 1) or shrinks (< 1) the molecule isotropically, keeping its potential
+    values (a denser-packed or a bigger assembly of the same material): a size augmentation for
+    training data. It is quantised by :func:`quantise_scale`.
 
     Returns an (M, M, M) float32 cube (M odd, from :func:`output_size` unless given) whose
     centre index (M-1)/2 + shift is the molecule's centre.
     """
-    vol, pixel = lowpass_template(pdb_id, voxel_size)
-    m = out_size if out_size is not None else output_size(pdb_id, voxel_size)
-    return rotate_resample(vol, pixel, rotation, voxel_size, m, shift)
+    scale = quantise_scale(scale)
+    # stretching the template by s is sampling it at voxel_size / s: band-limit to that Nyquist
+    vol, pixel = lowpass_template(pdb_id, round(voxel_size / scale, 4))
+    m = out_size if out_size is not None else output_size(pdb_id, voxel_size, scale)
+    return rotate_resample(vol, pixel * scale, rotation, voxel_size, m, shift)
