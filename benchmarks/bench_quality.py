@@ -58,6 +58,9 @@ LINEAR_TRAIN = [
                       thickness_nm=(100.0, 180.0), family="diverse"), range(3000, 3004)),
     (SimulationConfig(shape=(128, 128, 128), voxel_size=10.0, tilt_range=(-60, 60), tilt_step=2, dose=140.0,
                       thickness_nm=(70.0, 120.0)), range(4000, 4004)),
+    # the broad preset of the fine-tuning stage (group gb12), so the filter sees what localet saw
+    (SimulationConfig(shape=(128, 128, 128), voxel_size=12.0, tilt_range=(-51, 51), tilt_step=2, dose=60.0,
+                      thickness_nm=(100.0, 170.0), family="broad"), range(13000, 13004)),
 ]
 FLOORS = {"a": dict(pearson_x_wbp=1.8, pearson_over_linear=0.08, wedge=0.25),
           "b": dict(pearson_x_wbp=1.6, pearson_over_linear=0.05, wedge=0.15)}
