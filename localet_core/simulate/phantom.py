@@ -478,6 +478,12 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
         if o not in OBJECT_TYPES:
             raise ValueError(f"unknown object type {o!r}; choose from {', '.join(OBJECT_TYPES)}")
 
+    scale = preset.get("template_scale", 1.0) if template_scale is None else template_scale
+    scale = (float(scale), float(scale)) if not isinstance(scale, (tuple, list)) else \
+        (float(scale[0]), float(scale[1]))
+    if not 0 < scale[0] <= scale[1]:
+        raise ValueError(f"template_scale must be > 0 with lo <= hi, got {scale}")
+
     def count(name: str, value: Optional[Count], kind: str) -> int:
         if kind not in object_types:
             return 0
@@ -528,11 +534,6 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
     for _ in range(counts["n_beads"]):
         any(_add_bead(cv, rng, bead_diameter_nm, slab_centre, normal, thickness)
             for _ in range(tries))
-    scale = preset.get("template_scale", 1.0) if template_scale is None else template_scale
-    scale = (float(scale), float(scale)) if not isinstance(scale, (tuple, list)) else \
-        (float(scale[0]), float(scale[1]))
-    if not 0 < scale[0] <= scale[1]:
-        raise ValueError(f"template_scale must be > 0 with lo <= hi, got {scale}")
     # Dirichlet(1) weights: a uniform draw over all mixtures of the templates
     mix = rng.dirichlet(np.ones(len(templates))) if preset.get("mix_templates") and crowd > 0 else None
     slab_voxels = int(slab_mask.sum())
