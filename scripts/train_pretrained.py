@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 import time
+from typing import Optional
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,33 +131,34 @@ def simulate(work: Path, jobs: int, scale: float, groups: list) -> int:
     return ran
 
 
-def merge_pairs(work: Path, selection: list, out: Path) -> Path:
-    """Write ``out``, the pairs of ``[(group, every), ...]`` (every ``every``-th series)."""
+def merge_pairs(work: Path, groups: list, out: Path) -> Path:
+    """Write ``out``, the pairs of the named groups (paths relative to WORK)."""
     import pandas as pd
     import starfile
 
     tables = []
-    for name, every in selection:
+    for name in groups:
         t = starfile.read(work / name / "pairs.star", always_dict=True)["pairs"]
         for col in ("stack", "tlt", "reference", "odd", "even", "xf"):
             if col in t:
                 t[col] = [f"{name}/{v}" for v in t[col]]
-        tables.append(t.iloc[::every])
+        tables.append(t)
     starfile.write({"pairs": pd.concat(tables, ignore_index=True)}, out, overwrite=True)
     return out
 
 
-def train(pairs: Path, run: Path, args: list) -> float:
+def train(pairs: Path, run: Path, args: list, steps: Optional[int]) -> None:
     """``localet train`` into ``run`` (resumed when a checkpoint is there; skipped when the run
-    finished); returns seconds."""
+    finished); ``steps`` overrides the number of steps in ``args``."""
     summary = run / "summary.json"
     if summary.exists() and json.loads(summary.read_text()).get("finished"):
-        return 0.0
+        return
+    args = list(args)
+    if steps:
+        args[args.index("--steps") + 1] = str(steps)
     resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
-    t0 = time.time()
     subprocess.run(localet("train", "--pairs", str(pairs), "-o", str(run), "--name", "localet-default",
                            "--no-progress", *args, *resume), check=True)
-    return time.time() - t0
 
 
 def main() -> None:
@@ -171,22 +173,16 @@ def main() -> None:
     t0 = time.time()
     simulated = simulate(args.work, args.jobs, args.scale, GROUPS + BROAD_GROUPS)
     t_sim = time.time() - t0
-    stage1 = list(TRAIN)
-    if args.steps:
-        stage1[stage1.index("--steps") + 1] = str(args.steps)
-    pairs1 = merge_pairs(args.work, [(g[0], 1) for g in GROUPS], args.work / "pairs_stage1.star")
-    t_train1 = train(pairs1, args.work / "run", stage1)
-    pairs2 = merge_pairs(args.work, [(g[0], 1) for g in BROAD_GROUPS], args.work / "pairs_stage2.star")
-    run2 = args.work / "run2"
-    stage2 = list(FINETUNE)
-    if args.steps:
-        stage2[stage2.index("--steps") + 1] = str(args.steps)
-    t_train2 = train(pairs2, run2, ["--init", str(args.work / "run" / "localet-default.safetensors"), *stage2])
+    run1, run2 = args.work / "run", args.work / "run2"
+    pairs1 = merge_pairs(args.work, [g[0] for g in GROUPS], args.work / "pairs_stage1.star")
+    train(pairs1, run1, TRAIN, args.steps)
+    pairs2 = merge_pairs(args.work, [g[0] for g in BROAD_GROUPS], args.work / "pairs_stage2.star")
+    train(pairs2, run2, ["--init", str(run1 / "localet-default.safetensors"), *FINETUNE], args.steps)
 
     sys.path.insert(0, str(REPO))
     from localet_core.modelfile import load_model, save_model
 
-    _, card1 = load_model(args.work / "run" / "localet-default.safetensors")
+    _, card1 = load_model(run1 / "localet-default.safetensors")
     model, card = load_model(run2 / "localet-default.safetensors")
     # the ranges the model has seen are those of both stages (fit_warnings reads them)
     sizes = card1.get("pixel_size_A", []) + card.get("pixel_size_A", [])
@@ -204,18 +200,17 @@ def main() -> None:
         "source": "simulated only (localet simulate); no experimental data",
         "stage_1": {"series": len(card1.get("training_data", [])),
                     "validation_series": len(card1.get("validation_data", [])),
-                    "groups": count(GROUPS), "train_options": stage1},
+                    "groups": count(GROUPS), "train_options": card1["train_config"]},
         "stage_2": {"series": len(card.get("training_data", [])),
                     "validation_series": len(card.get("validation_data", [])),
                     "groups": count(BROAD_GROUPS),
-                    "train_options": ["--init", "stage-1 model", *stage2]},
+                    "train_options": card["train_config"], "initialised_from": "stage 1"},
         "templates": "PDB 4V5D, 3JB9, 4V1W (default, diverse and broad presets), "
                      "see localet_core/data/templates.json",
     }
     card.pop("validation_data", None)
-    # the runs' own clocks (a rerun that resumes a finished stage takes no time here)
-    t_train = sum(json.loads((d / "summary.json").read_text())["seconds"]
-                  for d in (args.work / "run", run2)) or (t_train1 + t_train2)
+    # the runs' own clocks (a rerun that skips a finished stage takes no time here)
+    t_train = sum(json.loads((d / "summary.json").read_text())["seconds"] for d in (run1, run2))
     card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH"
     card["training_hardware"] = (f"{platform.machine()} {platform.processor() or ''}, "
                                  f"{os.cpu_count()} CPU cores, torch {__import__('torch').__version__}").strip()
