@@ -5,7 +5,7 @@ filtered view sampled around the voxel's projection ``r_theta`` (from
 :meth:`TiltGeometry.detector_coordinates`, the one voxel->detector mapping) at offsets
 ``step * (i - (P - 1) / 2)`` detector pixels along rows (i) and columns (j).
 
-* Sampling is bilinear with zeros outside the detector, exactly like
+* Sampling is bilinear with zeros outside the detector, the same values as
   :func:`localet_core.backprojection.backproject_grid_sample` (``align_corners=False``,
   normalised coordinate ``(2 c + 1) / n - 1``), so a 1x1 patch summed over views with the view
   weights is the weighted back-projection itself.
@@ -59,20 +59,36 @@ def sample_patches(
         sampled at row ``r + off[i]`` and column ``c + off[j]`` of voxel ``b``'s projection.
     """
     n, height, width = images.shape
-    device = images.device
-    vox = torch.as_tensor(voxels, device=device, dtype=torch.float64)
+    vox = torch.as_tensor(voxels, device=images.device, dtype=torch.float64)
     rows, cols = geometry.detector_coordinates(vox[:, 0], vox[:, 1], vox[:, 2], dtype=torch.float64)
     rows, cols = torch.broadcast_tensors(rows, cols)  # (n, B)
-    off = patch_offsets(patch_size, step, device)
-    r = rows[:, :, None, None] + off.view(1, 1, -1, 1)
-    c = cols[:, :, None, None] + off.view(1, 1, 1, -1)
-    r, c = torch.broadcast_tensors(r, c)
-    grid = torch.stack([(2 * c + 1) / width - 1, (2 * r + 1) / height - 1], dim=-1)
-    batch = vox.shape[0]
-    grid = grid.reshape(n, batch, patch_size * patch_size, 2).to(images.dtype)
-    sampled = F.grid_sample(images.unsqueeze(1), grid, mode="bilinear", padding_mode="zeros",
-                            align_corners=False)  # (n, 1, B, P*P)
-    return sampled.view(n, batch, patch_size, patch_size).permute(1, 0, 2, 3)
+    # With whole-pixel offsets every sample of one (voxel, view) patch shares the same bilinear
+    # weights, so the patch is a lerp of four whole-pixel windows cut from the padded view: several
+    # times faster than grid_sample's per-sample coordinates (this is the training's hot loop).
+    half = step * (patch_size - 1) // 2
+    size = 2 * half + 2
+    pad = 2 * half + 3
+    windows = F.pad(images, (pad, pad, pad, pad)).unfold(1, size, 1).unfold(2, size, 1)
+    r0, c0 = torch.floor(rows), torch.floor(cols)
+    fr = (rows - r0).to(images.dtype)[..., None, None]
+    fc = (cols - c0).to(images.dtype)[..., None, None]
+    # a window more than its half-width off the detector lies wholly in the zero padding
+    r0 = r0.clamp(-half - 2, height + half + 1).long() + (pad - half)
+    c0 = c0.clamp(-half - 2, width + half + 1).long() + (pad - half)
+    out = images.new_empty((vox.shape[0], n, patch_size, patch_size))
+    for v0 in range(0, n, _VIEW_CHUNK):  # chunks keep the temporaries in cache
+        v1 = min(n, v0 + _VIEW_CHUNK)
+        views = torch.arange(v0, v1, device=images.device)[:, None]
+        win = windows[views, r0[v0:v1], c0[v0:v1]]  # (v, B, size, size)
+        upper = win[..., 0::step, :][..., :patch_size, :]
+        lower = win[..., 1::step, :][..., :patch_size, :]
+        top = torch.lerp(upper[..., 0::step][..., :patch_size], upper[..., 1::step][..., :patch_size], fc[v0:v1])
+        bottom = torch.lerp(lower[..., 0::step][..., :patch_size], lower[..., 1::step][..., :patch_size], fc[v0:v1])
+        out[:, v0:v1] = torch.lerp(top, bottom, fr[v0:v1]).transpose(0, 1)
+    return out
+
+
+_VIEW_CHUNK = 8
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,31 @@ def test_patch_centre_is_the_backprojection_sample():
     assert float(patches[0, v, 0, 2]) == pytest.approx(float(ref), abs=1e-5)
 
 
+@pytest.mark.parametrize("patch_size,step,dtype", [(1, 1, torch.float32), (3, 2, torch.float64),
+                                                    (9, 1, torch.float32), (5, 3, torch.float32)])
+def test_patches_equal_per_sample_grid_sample(patch_size, step, dtype):
+    """Every patch sample is plain bilinear sampling with zeros outside the detector (what
+    grid_sample gives sample by sample), also for voxels projecting near or far off the edges."""
+    ny, nx, nz = 20, 27, 9
+    geometry = TiltGeometry(ANGLES, (ny, nx), nz, xf=rotation_xf(ANGLES.size, 7.0, (2.5, -1.0)))
+    images = torch.randn(ANGLES.size, ny, nx, dtype=dtype)
+    gen = torch.Generator().manual_seed(3)
+    voxels = torch.rand(64, 3, generator=gen, dtype=torch.float64) * torch.tensor([nz, ny, nx]) * 1.6 - 5
+    voxels[:3] = torch.tensor([[4.0, -100.0, 5.0], [4.0, 200.0, 3.0], [4.0, 3.0, -300.0]])
+    patches = sample_patches(images, geometry, voxels, patch_size, step)
+    rows, cols = geometry.detector_coordinates(voxels[:, 0], voxels[:, 1], voxels[:, 2])
+    rows, cols = torch.broadcast_tensors(rows, cols)  # (n, B)
+    off = step * (torch.arange(patch_size, dtype=torch.float64) - (patch_size - 1) / 2)
+    r = (rows[:, :, None, None] + off.view(-1, 1)).expand(-1, -1, patch_size, patch_size)
+    c = (cols[:, :, None, None] + off.view(1, -1)).expand(-1, -1, patch_size, patch_size)
+    grid = torch.stack([(2 * c + 1) / nx - 1, (2 * r + 1) / ny - 1], dim=-1).reshape(ANGLES.size, 64, -1, 2)
+    ref = torch.nn.functional.grid_sample(images.double().unsqueeze(1), grid, align_corners=False)
+    ref = ref.view(ANGLES.size, 64, patch_size, patch_size).permute(1, 0, 2, 3)
+    assert patches.dtype == dtype and patches.shape == ref.shape
+    assert float((patches.double() - ref).abs().max()) < (1e-5 if dtype == torch.float32 else 1e-12)
+    assert float(patches[:3].abs().max()) == 0.0  # wholly off the detector
+
+
 @pytest.mark.parametrize("case", ["plain", "xf", "bin2_width", "xaxistilt"])
 def test_fast_form_equals_direct_form(case):
     ny, nx, nz = 26, 37, 11
