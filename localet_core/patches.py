@@ -32,12 +32,6 @@ from localet_core.geometry import TiltGeometry
 from localet_core.wbp import filter_views, prepare_views
 
 
-def patch_offsets(patch_size: int, step: int, device: Optional[torch.device] = None) -> torch.Tensor:
-    """``(P,)`` float64 offsets ``step * (i - (P - 1) / 2)`` in detector pixels."""
-    i = torch.arange(patch_size, dtype=torch.float64, device=device)
-    return step * (i - (patch_size - 1) / 2)
-
-
 def sample_patches(
     images: torch.Tensor,
     geometry: TiltGeometry,
