@@ -21,7 +21,7 @@ a trained model sees data on a fixed scale whatever the detector's units.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch
