@@ -24,6 +24,7 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/bench_backprojection.py
+	$(PY) benchmarks/bench_patches.py
 
 clean:
 	rm -rf $(VENV) demo_out
