@@ -28,10 +28,10 @@ def _stage(kind: str, size: str, threads: int, out_path: str) -> None:
     import numpy as np
     import torch
 
-    from localet_core.backprojection import backproject_grid_sample
-    from localet_core.filters import RampFilter
-    from localet_core.geometry import TiltGeometry
-    from localet_core.wbp import iter_backprojection_slabs, prepare_views, weighted_backprojection
+    from localet_core.reconstruction.backprojection import backproject_grid_sample
+    from localet_core.reconstruction.filters import RampFilter
+    from localet_core.reconstruction.geometry import TiltGeometry
+    from localet_core.reconstruction.wbp import iter_backprojection_slabs, prepare_views, weighted_backprojection
 
     torch.set_num_threads(threads)
     nx, ny, nz = (int(v) for v in size.split("x"))

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from localet_core.geometry import TiltGeometry  # noqa: E402
-from localet_core.patches import sample_patches  # noqa: E402
+from localet_core.reconstruction.geometry import TiltGeometry  # noqa: E402
+from localet_core.network.patches import sample_patches  # noqa: E402
 
 
 def grid_sample_patches(images, geometry, voxels, p, step):

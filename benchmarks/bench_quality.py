@@ -29,19 +29,16 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from localet_core.methods import SIRT, WBP, Localet
+from localet_core.network.linear_filter import fit_linear_filter, linear_config
+from localet_core.network.modelfile import load_model
+from localet_core.network.training import PairSpec
+from localet_core.reconstruction.filters import ETOMO_RADIAL
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.simulate.forward import SimulationConfig, simulate_series, write_series
+from localet_core.validation.metrics import pearson, psnr, resolution_against_truth, ssim, wedge_correlation
 
-from localet_core.filters import RampFilter  # noqa: E402
-from localet_core.geometry import TiltGeometry  # noqa: E402
-from localet_core.linear_filter import fit_linear_filter, linear_config  # noqa: E402
-from localet_core.metrics import pearson, psnr, resolution_against_truth, ssim, wedge_correlation  # noqa: E402
-from localet_core.modelfile import load_model  # noqa: E402
-from localet_core.reconstruct import iter_model_slabs  # noqa: E402
-from localet_core.simulate.forward import SimulationConfig, simulate_series, write_series  # noqa: E402
-from localet_core.sirt import sirt  # noqa: E402
-from localet_core.training import PairSpec  # noqa: E402
-from localet_core.wbp import assemble_slabs, weighted_backprojection  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TEST_A = [(SimulationConfig(shape=(96, 128, 128), voxel_size=10.0, tilt_range=(-60, 60), tilt_step=3,
                             dose=100.0), range(900000, 900006))]
@@ -81,12 +78,6 @@ def score(volume: np.ndarray, series, geometry: TiltGeometry) -> Dict[str, float
             "fsc_0.143_A": resolution_against_truth(volume, truth, px, 0.143, slab_f)}
 
 
-def model_method(model) -> Callable:
-    def run(stack, geometry):
-        return assemble_slabs(geometry.output_shape, iter_model_slabs(stack, geometry, model, torch.device("cpu")))
-    return run
-
-
 def fit_linear(quick: bool) -> torch.nn.Module:
     with tempfile.TemporaryDirectory() as tmp:
         specs = []
@@ -110,10 +101,10 @@ def main() -> None:
     t0 = time.time()
     model, card = load_model(args.model)
     methods: Dict[str, Callable] = {
-        "WBP": lambda s, g: weighted_backprojection(s, g, ramp=RampFilter(cutoff=0.35, falloff=0.035), device="cpu"),
-        "SIRT": lambda s, g: sirt(s, g, iterations=20, device="cpu"),
-        "linear filter": model_method(fit_linear(args.quick)),
-        "localet": model_method(model),
+        "WBP": WBP(ramp=ETOMO_RADIAL, device="cpu").volume,
+        "SIRT": SIRT(iterations=20, device="cpu").volume,
+        "linear filter": Localet(fit_linear(args.quick), device="cpu").volume,
+        "localet": Localet(model, device="cpu").volume,
     }
     results: Dict[str, Dict[str, List[Dict[str, float]]]] = {}
     examples = {}
@@ -163,7 +154,7 @@ def floors(means) -> List[tuple]:
 
 def record_in_card(model_name: str, means) -> None:
     """Store the benchmark means in the model file's card (what `localet reconstruct` users see)."""
-    from localet_core.modelfile import resolve_model_path, save_model
+    from localet_core.network.modelfile import resolve_model_path, save_model
 
     path = resolve_model_path(model_name)
     model, card = load_model(path)

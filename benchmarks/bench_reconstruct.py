@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from localet_core.geometry import TiltGeometry  # noqa: E402
-from localet_core.inference import FastForm, iter_direct_slabs, slab_ranges  # noqa: E402
-from localet_core.model import LocalizedNet, ModelConfig  # noqa: E402
-from localet_core.patches import prepare_network_views  # noqa: E402
-from localet_core.reconstruct import working_budget  # noqa: E402
-from localet_core.wbp import iter_wbp_slabs  # noqa: E402
+from localet_core.device import memory_budget
+from localet_core.network.inference import FastForm, iter_direct_slabs
+from localet_core.network.model import LocalizedNet, ModelConfig
+from localet_core.network.patches import prepare_network_views
+from localet_core.pipeline import slab_ranges
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.wbp import iter_wbp_slabs
 
 
 def sync(device: torch.device) -> None:
@@ -61,7 +60,7 @@ def main() -> None:
     with torch.no_grad():
         model.bias0.normal_()
     model = model.to(device).eval()
-    budget = working_budget(device, None if args.memory is None else int(args.memory * (1 << 30)))
+    budget = memory_budget(device, None if args.memory is None else int(args.memory * (1 << 30)))
     nz, ny, nx = geometry.output_shape
     res = {"volume": f"{nx}x{ny}x{nz}", "views": args.views, "device": str(device),
            "threads": torch.get_num_threads(), "config": cfg.to_dict(),

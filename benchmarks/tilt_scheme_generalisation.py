@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from localet_core.io import write_tlt, write_volume  # noqa: E402
-from localet_core.model import ModelConfig  # noqa: E402
-from localet_core.training import PairSpec, TrainConfig, _loss, _predict, augmented_views, load_pair, train  # noqa: E402
+from localet_core.network.model import ModelConfig  # noqa: E402
+from localet_core.network.training import PairSpec, TrainConfig, _loss, _predict, augmented_views, load_pair, train  # noqa: E402
 from phantoms import blob_projections, blob_volume  # noqa: E402
 
 SCHEMES = {"A -60..60/3": np.arange(-60, 61, 3.0), "B -54..54/2": np.arange(-54, 55, 2.0),
@@ -66,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     config = ModelConfig(patch_size=5, channels=8, hidden=(16,), n_angle_basis=4)
     tc = TrainConfig(steps=args.steps, batch_size=512, lr=1e-2, warmup=20, val_every=10 ** 9, drop_tilts=0.2)
-    from localet_core.modelfile import load_model
+    from localet_core.network.modelfile import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

@@ -13,12 +13,13 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from localet_core.fsc import compute_fsc
-from localet_core.geometry import TiltGeometry
-from localet_core.filters import RampFilter
+from localet_core.errors import InputError
 from localet_core.io import write_volume
-from localet_core.sirt import sirt
-from localet_core.wbp import weighted_backprojection
+from localet_core.methods import SIRT, WBP, Localet
+from localet_core.network.modelfile import DEFAULT_MODEL
+from localet_core.reconstruction.filters import ETOMO_RADIAL
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.validation.fsc import compute_fsc
 
 DEMO_SHAPE = (64, 128, 128)  # (nz, ny, nx) output voxels
 DEMO_VOXEL = 10.0  # Angstrom
@@ -43,19 +44,10 @@ class DemoResult:
 
 def default_model_method(device: str = "auto") -> Dict[str, Callable[[np.ndarray, TiltGeometry], np.ndarray]]:
     """``{"localet": reconstruct with the shipped model}``, or ``{}`` when none is installed."""
-    from localet_core.modelfile import load_model
-    from localet_core.errors import InputError
-
     try:
-        model, _ = load_model("localet-default")
+        return {"localet": Localet(DEFAULT_MODEL, device=device).volume}
     except InputError:
         return {}
-    from localet_core.device import resolve_device
-    from localet_core.reconstruct import iter_model_slabs
-    from localet_core.wbp import assemble_slabs
-
-    dev = resolve_device(device)
-    return {"localet": lambda s, g: assemble_slabs(g.output_shape, iter_model_slabs(s, g, model, dev))}
 
 
 def run_demo(out_dir: Path, seed: int = DEMO_SEED, device: str = "auto",
@@ -68,7 +60,7 @@ def run_demo(out_dir: Path, seed: int = DEMO_SEED, device: str = "auto",
         out_dir: folder for the volumes, the stack, the figure and the table (created).
         extra_methods: more reconstructions ``name -> f(stack, geometry) -> volume``.
     """
-    from localet_core.metrics import pearson, resolution_against_truth
+    from localet_core.validation.metrics import pearson, resolution_against_truth
     from localet_core.simulate.forward import SimulationConfig, simulate_series, write_series
 
     out_dir = Path(out_dir)
@@ -84,8 +76,8 @@ def run_demo(out_dir: Path, seed: int = DEMO_SEED, device: str = "auto",
         f"{config.dose:g} e/A^2) of a {DEMO_SHAPE[2]}x{DEMO_SHAPE[1]}x{DEMO_SHAPE[0]} specimen "
         f"(ribosomes, spliceosomes, apoferritin, membranes, filaments, ice {series.params['ice_thickness_A'] / 10:.0f} nm)")
     methods: Dict[str, Callable[[np.ndarray, TiltGeometry], np.ndarray]] = {
-        "WBP": lambda s, g: weighted_backprojection(s, g, ramp=RampFilter(cutoff=0.35, falloff=0.035), device=device),
-        "SIRT": lambda s, g: sirt(s, g, iterations=20, device=device),
+        "WBP": WBP(ramp=ETOMO_RADIAL, device=device).volume,
+        "SIRT": SIRT(iterations=20, device=device).volume,
     }
     methods.update(default_model_method(device))
     if "localet" not in methods:

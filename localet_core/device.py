@@ -1,7 +1,8 @@
 """Where to compute, and how much memory a slab may take."""
 from __future__ import annotations
 
-from typing import Optional, Union
+import os
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -9,12 +10,16 @@ from localet_core.errors import InputError
 
 
 def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:
-    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    """``auto`` (CUDA if present, else CPU; under torchrun ``cuda:LOCAL_RANK``), ``cpu``,
+    ``cuda`` or ``cuda:N``."""
     if isinstance(spec, torch.device):
         return spec
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun each process takes its own GPU
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     try:
         device = torch.device(spec)
     except RuntimeError:
@@ -22,7 +27,7 @@ def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.devic
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError("--device", f"{spec} asked for, but no CUDA device is available")
-        index = device.index or 0
+        index = device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
         if index >= torch.cuda.device_count():
             raise InputError("--device", f"{spec} asked for, but only {torch.cuda.device_count()} "
                                          "CUDA device(s) exist")
@@ -67,3 +72,17 @@ def parse_memory(text: Optional[str]) -> Optional[int]:
         return int(float(t))
     except ValueError:
         raise InputError("--memory", f"cannot read {text!r} as a size such as 4G or 512M") from None
+
+
+def distributed_context(device: Optional[torch.device] = None) -> Tuple[int, int]:
+    """``(rank, world_size)``: ``(0, 1)`` for a single process; under torchrun (``WORLD_SIZE``
+    > 1) the process group is started on first use (NCCL for CUDA devices, gloo otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()

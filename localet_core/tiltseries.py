@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from localet_core.errors import InputError, PathLike
-from localet_core.geometry import TiltGeometry, default_thickness
+from localet_core.reconstruction.geometry import TiltGeometry, default_thickness
 from localet_core.io import (TiltStack, parse_view_list, read_exclude_list, read_mdoc, read_stack,
                              read_tlt, read_xf)
 

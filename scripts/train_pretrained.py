@@ -182,7 +182,7 @@ def main() -> None:
     train(pairs2, run2, ["--init", str(run1 / "localet-default.safetensors"), *FINETUNE], args.steps)
 
     sys.path.insert(0, str(REPO))
-    from localet_core.modelfile import load_model, save_model
+    from localet_core.network.modelfile import load_model, save_model
 
     _, card1 = load_model(run1 / "localet-default.safetensors")
     model, card = load_model(run2 / "localet-default.safetensors")

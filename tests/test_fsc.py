@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from localet_core.errors import InputError
-from localet_core.fsc import (
+from localet_core.validation.fsc import (
     compute_fsc,
     crossing_frequency,
     half_bit_threshold,

@@ -6,10 +6,10 @@ import mrcfile
 import numpy as np
 import starfile
 
-from localet_core.geometry import TiltGeometry
-from localet_core.halfset import half_set_fsc, reconstruct_halves
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.validation.halfset import half_set_fsc, reconstruct_halves
 from localet_core.io import TiltStack, write_tlt
-from localet_core.wbp import weighted_backprojection
+from localet_core.reconstruction.wbp import weighted_backprojection
 from phantoms import blob_projections
 
 ANGLES = np.arange(-60.0, 61.0, 3.0)
@@ -74,8 +74,8 @@ def test_cli_fsc_halves_writes_star_and_plot(tmp_path):
 def test_cli_fsc_halves_with_a_model(tmp_path):
     import torch
 
-    from localet_core.model import LocalizedNet, ModelConfig
-    from localet_core.modelfile import save_model
+    from localet_core.network.model import LocalizedNet, ModelConfig
+    from localet_core.network.modelfile import save_model
 
     torch.manual_seed(0)
     model_path = save_model(tmp_path / "tiny", LocalizedNet(ModelConfig(patch_size=3, channels=4, hidden=(8,))),

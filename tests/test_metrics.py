@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from localet_core.fsc import missing_wedge_mask
-from localet_core.metrics import affine_fit, pearson, psnr, ssim, wedge_correlation
+from localet_core.validation.fsc import missing_wedge_mask
+from localet_core.validation.metrics import affine_fit, pearson, psnr, ssim, wedge_correlation
 
 
 def smooth_volume(shape, seed):
@@ -63,7 +63,7 @@ def test_wedge_correlation_sees_only_the_wedge():
 
 
 def test_resolution_against_truth():
-    from localet_core.metrics import resolution_against_truth
+    from localet_core.validation.metrics import resolution_against_truth
 
     truth = smooth_volume((32, 32, 32), 8)
     assert resolution_against_truth(truth, truth, 10.0, 0.143) == pytest.approx(20.0)  # never crosses

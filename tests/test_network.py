@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from localet_core.errors import InputError
-from localet_core.geometry import TiltGeometry
-from localet_core.inference import iter_direct_slabs, iter_fast_slabs
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.network.inference import iter_direct_slabs, iter_fast_slabs
 from localet_core.io import write_tlt, write_volume
-from localet_core.model import LocalizedNet, ModelConfig
-from localet_core.modelfile import load_model, save_model
-from localet_core.patches import prepare_network_views, sample_patches
-from localet_core.wbp import prepare_views, weighted_backprojection
+from localet_core.network.model import LocalizedNet, ModelConfig
+from localet_core.network.modelfile import load_model, save_model
+from localet_core.network.patches import prepare_network_views, sample_patches
+from localet_core.reconstruction.wbp import prepare_views, weighted_backprojection
 from phantoms import blob_projections, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 6.0)
@@ -48,7 +48,7 @@ def test_patch_centre_is_the_backprojection_sample():
     assert patches.shape == (2, ANGLES.size, 3, 3)
     # centre sample summed with view weights == grid_sample back-projection at those voxels
     w = torch.as_tensor(geometry.view_weights(), dtype=torch.float32)
-    from localet_core.backprojection import backproject_grid_sample
+    from localet_core.reconstruction.backprojection import backproject_grid_sample
 
     slab = backproject_grid_sample(geometry, images, w, (7, 8))[..., 0]
     assert float((patches[0, :, 1, 1] * w).sum()) == pytest.approx(float(slab[4, 0, 11]), abs=1e-5)
@@ -260,7 +260,7 @@ def test_reconstruct_under_torchrun_splits_slabs_and_matches(series):
 
 
 def test_fit_warnings_for_pixel_sizes_the_model_never_saw():
-    from localet_core.modelfile import fit_warnings
+    from localet_core.network.modelfile import fit_warnings
 
     card = {"pixel_size_A": [8.0, 10.0, 12.0]}
     assert fit_warnings(card, 10.0) == [] and fit_warnings(card, 14.0) == []

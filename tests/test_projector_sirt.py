@@ -2,11 +2,11 @@
 import numpy as np
 import torch
 
-from localet_core.backprojection import backproject_grid_sample
-from localet_core.geometry import TiltGeometry
-from localet_core.projector import forward_project
-from localet_core.sirt import sirt
-from localet_core.wbp import weighted_backprojection
+from localet_core.reconstruction.backprojection import backproject_grid_sample
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.projector import forward_project
+from localet_core.reconstruction.sirt import sirt
+from localet_core.reconstruction.wbp import weighted_backprojection
 from phantoms import blob_projections, blob_volume, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 6.0)

@@ -48,7 +48,7 @@ def _pretrained_shipped():
     if not _cli_has("reconstruct"):
         return False
     try:
-        from localet_core.modelfile import resolve_model_path
+        from localet_core.network.modelfile import resolve_model_path
         from localet_scipion.constants import PRETRAINED_MODEL
         resolve_model_path(PRETRAINED_MODEL)
         return True

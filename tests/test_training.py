@@ -13,9 +13,9 @@ import torch
 
 from localet_core.errors import InputError
 from localet_core.io import write_tlt, write_volume
-from localet_core.model import ModelConfig
-from localet_core.modelfile import load_model
-from localet_core.training import PairSpec, TrainConfig, TrainingDiverged, read_pairs_star, train
+from localet_core.network.model import ModelConfig
+from localet_core.network.modelfile import load_model
+from localet_core.network.training import PairSpec, TrainConfig, TrainingDiverged, read_pairs_star, train
 from phantoms import blob_projections, blob_volume
 
 ANGLES = np.arange(-60.0, 61.0, 4.0)
@@ -140,7 +140,7 @@ def test_fine_tuning_starts_from_the_given_model(pairs, tmp_path):
 
 
 def test_robust_reference_normalisation_clamps_outliers():
-    from localet_core.training import normalise_reference
+    from localet_core.network.training import normalise_reference
 
     ref = torch.zeros(20, 20, 20)
     ref[5:15, 5:15, 5:15] = torch.randn(10, 10, 10)  # "protein" of unit scale

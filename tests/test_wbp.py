@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from localet_core.filters import RampFilter, ramp_filter_rows
-from localet_core.geometry import TiltGeometry
-from localet_core.wbp import weighted_backprojection
+from localet_core.reconstruction.filters import RampFilter, ramp_filter_rows
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.wbp import weighted_backprojection
 from phantoms import blob_projections, blob_volume, peak_position, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 3.0)

@@ -35,11 +35,10 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     volume written like `tilt -RotateBy90`) on an exact centred grid; see docs/geometry.md.
     """
     from localet_core.device import parse_memory, resolve_device
-    from localet_core.filters import RampFilter
-    from localet_core.sirt import iter_sirt_slabs
+    from localet_core.methods import make_method
+    from localet_core.pipeline import write_slabs
+    from localet_core.reconstruction.filters import RampFilter
     from localet_core.tiltseries import load_tilt_series
-    from localet_core.volume_output import write_slabs
-    from localet_core.wbp import iter_wbp_slabs
 
     start = time.perf_counter()
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
@@ -52,11 +51,8 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
-    if method == "wbp":
-        slabs = iter_wbp_slabs(series.data, geometry, ramp=ramp, device=device, budget=budget)
-    else:
-        slabs = iter_sirt_slabs(series.data, geometry, iterations=iterations, device=device, budget=budget)
-    write_slabs(output, geometry, slabs, progress=progress, description=method)
+    recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)
+    write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method)
     nz, ny, nx = geometry.output_shape
     voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"
     click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "

@@ -153,7 +153,7 @@ def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
 
     import torch
 
-    from localet_core.fsc import compute_fsc
+    from localet_core.validation.fsc import compute_fsc
 
     result = compute_fsc(torch.from_numpy(vol_a.data), torch.from_numpy(vol_b.data),
                          mask=None if mask_data is None else torch.from_numpy(mask_data),
@@ -166,7 +166,7 @@ def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
 def report_fsc(result, what: str, px_what: str, output: Path, plot: Optional[Path], names,
                title: str, mask: Optional[Path] = None, tilt_what: str = "") -> None:
     """Print the resolutions and write the STAR table (and the PNG plot)."""
-    from localet_core.fsc_report import format_fsc_summary, plot_fsc, write_fsc_star
+    from localet_core.validation.fsc_report import format_fsc_summary, plot_fsc, write_fsc_star
 
     nz, ny, nx = result.shape
     px = result.pixel_size

@@ -40,11 +40,10 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     """
     from localet.commands.fsc import _check_output, report_fsc
     from localet_core.device import parse_memory, resolve_device
-    from localet_core.halfset import half_set_fsc, reconstruct_halves
     from localet_core.io import read_stack, write_volume
-    from localet_core.sirt import sirt
+    from localet_core.methods import make_method
     from localet_core.tiltseries import load_tilt_series
-    from localet_core.wbp import weighted_backprojection
+    from localet_core.validation.halfset import half_set_fsc, reconstruct_halves
 
     inputs = tuple(Path(p) for p in (stack, odd, even) if p)
     _check_output(output, "-o/--output", ".star", inputs)
@@ -58,21 +57,8 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     dev, budget = resolve_device(device), parse_memory(memory)
     halves = [read_stack(p, pixel_size=series.stack.pixel_size) if p else None for p in (odd, even)]
 
-    if method == "localet":
-        from localet_core.modelfile import load_model
-        from localet_core.reconstruct import iter_model_slabs
-        from localet_core.wbp import assemble_slabs
-
-        model, _ = load_model(model_name)
-
-    def reconstruct(data, geometry):
-        if method == "localet":
-            return assemble_slabs(geometry.output_shape, iter_model_slabs(data, geometry, model, dev, budget))
-        if method == "sirt":
-            return sirt(data, geometry, device=dev, budget=budget)
-        return weighted_backprojection(data, geometry, device=dev, budget=budget)
-
-    half1, half2, how = reconstruct_halves(series.data, series.geometry, reconstruct, *halves)
+    recon = make_method(method, model=model_name, device=dev, budget=budget)
+    half1, half2, how = reconstruct_halves(series.data, series.geometry, recon.volume, *halves)
     if save_halves:
         for i, half in enumerate((half1, half2), start=1):
             write_volume(f"{save_halves}_half{i}.mrc", half, series.geometry.voxel_size)

@@ -1,7 +1,6 @@
 """`localet reconstruct`: a tilt series through a trained localized network."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -46,26 +45,19 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     from localet_core.device import parse_memory, resolve_device
     from localet_core.errors import InputError
     from localet_core.io import read_stack
-    from localet_core.modelfile import load_model
-    from localet_core.reconstruct import distributed_context, iter_model_slabs
+    from localet_core.methods import Localet
+    from localet_core.network.modelfile import fit_warnings
+    from localet_core.pipeline import is_writer, write_slabs
     from localet_core.tiltseries import load_tilt_series
-    from localet_core.volume_output import write_slabs
 
     start = time.perf_counter()
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
-    budget = parse_memory(memory)
-    if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = resolve_device(device)
-    model, card = load_model(model_name)
+    recon = Localet(model_name, device=device, budget=parse_memory(memory), precision=precision, form=form)
+    card = recon.card
     series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
-    from localet_core.modelfile import fit_warnings
-
     for warning in fit_warnings(card, geometry.voxel_size):
         click.echo(f"Warning: {warning}", err=True)
     jobs = [(series.data, output, "reconstruct")]
@@ -76,15 +68,15 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
                 raise InputError(path, f"has shape {data.shape[::-1]} (x, y, views) but the full "
                                        f"stack has {series.data.shape[::-1]}")
             jobs.append((data, half_output(output, half), half))
-    rank, _ = distributed_context()
+    writer = is_writer()
     for data, out, label in jobs:
-        slabs = iter_model_slabs(data, geometry, model, device, budget, precision, form)
-        if rank == 0:
+        slabs = recon.slabs(data, geometry)
+        if writer:
             write_slabs(out, geometry, slabs, progress=progress, description=label)
-        else:
+        else:  # torchrun: compute this rank's share, rank 0 writes
             for _ in slabs:
                 pass
-    if rank == 0:
+    if writer:
         nz, ny, nx = geometry.output_shape
         voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"
         click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "

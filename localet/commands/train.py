@@ -62,8 +62,8 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     a per-step log.csv, a summary.json, and checkpoint.pt for --resume.
     """
     from localet_core.errors import InputError
-    from localet_core.model import ModelConfig
-    from localet_core.training import PairSpec, TrainConfig, read_pairs_star, train
+    from localet_core.network.model import ModelConfig
+    from localet_core.network.training import PairSpec, TrainConfig, read_pairs_star, train
 
     specs = [PairSpec(*p) for p in pairs] + [PairSpec(*p, split="val") for p in val_pairs]
     if star:
@@ -81,7 +81,7 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
                      refresh_every=refresh_every, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,
                      reference_clip=clip_reference)
     if init is not None:  # fine-tuning: the starting model fixes the architecture
-        from localet_core.modelfile import load_model
+        from localet_core.network.modelfile import load_model
 
         mc = load_model(init)[0].config
     summary = train(specs, out_dir, mc, tc, device=device, resume=resume, progress=progress,

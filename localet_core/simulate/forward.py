@@ -4,7 +4,7 @@ Steps (each parameter lands in ``SimulatedSeries.params``, with the seed):
 
 1. The phantom (excess potential + ice) is padded along X so high-tilt rays cross material
    outside the field of view, then projected at the tilt angles with localet's own projector
-   (``localet_core.projector``: the exact adjoint of the back-projection) at 2x oversampling
+   (``localet_core.reconstruction.projector``: the exact adjoint of the back-projection) at 2x oversampling
    in X and Z, then binned back (the plain voxel-driven projector has a mild moire near 45
    degrees); the central ``nx`` detector columns are the field of view.
 2. Image formation (``optics.image_intensity``): exposure filter in dose-symmetric acquisition
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.geometry import TiltGeometry
-from localet_core.projector import forward_project
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.projector import forward_project
 from localet_core.simulate.optics import dose_symmetric_order, image_intensity, poisson_noise, prior_dose
 from localet_core.simulate.phantom import make_phantom
 

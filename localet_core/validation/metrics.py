@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.fsc import hermitian_weights, missing_wedge_mask
+from localet_core.validation.fsc import hermitian_weights, missing_wedge_mask
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -125,7 +125,7 @@ def resolution_against_truth(recon: ArrayLike, truth: ArrayLike, pixel_size: flo
     in the missing wedge) swing between -1 and 1 and would stop it at once. Never crossing gives
     the Nyquist resolution ``2 * pixel_size``.
     """
-    from localet_core.fsc import compute_fsc
+    from localet_core.validation.fsc import compute_fsc
 
     result = compute_fsc(_t(recon).float(), _t(truth).float(), pixel_size=pixel_size,
                          mask=None if mask is None else _t(mask).float())

@@ -39,10 +39,10 @@ import numpy as np
 import torch
 
 from localet_core.errors import InputError, LocaletError, PathLike
-from localet_core.geometry import TiltGeometry
-from localet_core.model import LocalizedNet, ModelConfig
-from localet_core.patches import normalise_views, sample_patches
-from localet_core.wbp import filter_views, prepare_views
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.network.model import LocalizedNet, ModelConfig
+from localet_core.network.patches import normalise_views, sample_patches
+from localet_core.reconstruction.wbp import filter_views, prepare_views
 
 
 class TrainingDiverged(LocaletError):
@@ -292,20 +292,12 @@ def train(
     """
     from tqdm import tqdm
 
-    from localet_core.device import resolve_device
-    from localet_core.modelfile import package_version, save_model
+    from localet_core.device import distributed_context, resolve_device
+    from localet_core.network.modelfile import package_version, save_model
 
     tc = train_config
-    rank, world = 0, 1
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() and str(device) != "cpu" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if str(device) in ("auto", "cuda") and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = resolve_device(device)
+    rank, world = distributed_context(device)
     out = Path(os.fspath(out_dir))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +309,7 @@ def train(
     torch.manual_seed(_seed(tc.seed, 0))  # initial weights: the same on every rank
     model = LocalizedNet(model_config).to(device)
     if init_model is not None:
-        from localet_core.modelfile import load_model
+        from localet_core.network.modelfile import load_model
 
         start, _ = load_model(init_model)
         if start.config != model_config:

@@ -1,4 +1,4 @@
-"""Reporting an :class:`~localet_core.fsc.FSCResult`: STAR table, PNG plot, text summary.
+"""Reporting an :class:`~localet_core.validation.fsc.FSCResult`: STAR table, PNG plot, text summary.
 
 These take a finished result, so any way of getting two volumes (two files, or two half
 reconstructions from odd/even stacks or alternate tilts) reports the same way::
@@ -42,7 +42,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from localet_core.errors import InputError, PathLike
-from localet_core.fsc import CRITERIA, REGIONS, FSCResult
+from localet_core.validation.fsc import CRITERIA, REGIONS, FSCResult
 from localet_core.io.atomic import atomic_output
 
 __all__ = ["fsc_tables", "write_fsc_star", "plot_fsc", "format_fsc_summary"]

@@ -22,7 +22,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from localet_core.geometry import TiltGeometry
+from localet_core.reconstruction.geometry import TiltGeometry
 
 KERNELS = ("auto", "sparse", "grid_sample")
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from localet_core.errors import InputError
-from localet_core.fsc import FSCResult, compute_fsc, split_alternate_tilts
-from localet_core.geometry import TiltGeometry
+from localet_core.validation.fsc import FSCResult, compute_fsc, split_alternate_tilts
+from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.io import TiltStack
 
 #: ``reconstruct(stack (n_views, ny, nx), geometry) -> volume (nz, ny, nx)``

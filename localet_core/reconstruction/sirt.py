@@ -3,7 +3,7 @@
     x <- x + relaxation * C * Bp( R * (b - Pj(x)) )
 
 with ``Pj`` the projector (the exact adjoint of the unweighted back-projection ``Bp`` of
-:mod:`localet_core.backprojection`, so both share one interpolation model), ``R`` the inverse
+:mod:`localet_core.reconstruction.backprojection`, so both share one interpolation model), ``R`` the inverse
 ray sums ``1 / Pj(1)`` and ``C`` the inverse voxel sums ``1 / Bp(1)``. Each view is mean-subtracted
 first: a constant offset per view is inconsistent with any finite slab and would leave streaks.
 
@@ -17,12 +17,13 @@ from typing import Callable, Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from localet_core.backprojection import backproject_grid_sample, choose_kernel, to_separable_layout
+from localet_core.reconstruction.backprojection import backproject_grid_sample, choose_kernel, to_separable_layout
 from localet_core.device import memory_budget, resolve_device
 from localet_core.errors import InputError
-from localet_core.geometry import TiltGeometry
-from localet_core.projector import SeparableOperators, project_general
-from localet_core.wbp import assemble_slabs, prepare_views, rows_per_slab
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.projector import SeparableOperators, project_general
+from localet_core.pipeline import Slab, assemble_slabs
+from localet_core.reconstruction.wbp import prepare_views, rows_per_slab
 
 
 def _safe_reciprocal(t: torch.Tensor) -> torch.Tensor:
@@ -71,7 +72,7 @@ def iter_sirt_slabs(
     relaxation: float = 1.0,
     device: Union[str, torch.device] = "auto",
     budget: Optional[int] = None,
-) -> Iterator[Tuple[int, int, np.ndarray]]:
+) -> Iterator[Slab]:
     """SIRT reconstruction yielded as ``(y0, y1, slab)`` numpy float32 slabs ``(nz, rows, nx)``.
 
     Args:

@@ -15,14 +15,14 @@ commutes with whole-pixel shifts. Per slab of output rows:
    pixels beyond the detector (zero input outside it), because a voxel projecting just off the
    detector still has patch samples on it: that keeps the identity exact at the borders;
 2. back-project the K channels at once with the shared kernels of
-   :mod:`localet_core.backprojection` (the sparse kernel reuses the interpolation indices and
+   :mod:`localet_core.reconstruction.backprojection` (the sparse kernel reuses the interpolation indices and
    weights for every channel; ``detector_origin`` / ``col_origin`` place the extended images);
 3. add the first-layer bias and run the per-voxel layers on ``(voxels, K)`` as large matrix
    products, in float32 or bfloat16.
 
 Output units: the network's (trained against normalised references, see
-:mod:`localet_core.training`); the input stack is normalised by
-:func:`localet_core.patches.prepare_network_views`.
+:mod:`localet_core.network.training`); the input stack is normalised by
+:func:`localet_core.network.patches.prepare_network_views`.
 """
 from __future__ import annotations
 
@@ -33,17 +33,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.backprojection import (
+from localet_core.reconstruction.backprojection import (
     backproject_grid_sample,
     backproject_separable,
     choose_kernel,
     separable_matrix,
 )
-from localet_core.geometry import TiltGeometry
-from localet_core.model import LocalizedNet
-from localet_core.patches import sample_patches
-
-Slab = Tuple[int, int, np.ndarray]
+from localet_core.device import memory_budget
+from localet_core.pipeline import Slab, distribute_slabs, slab_ranges
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.network.model import LocalizedNet
+from localet_core.network.patches import prepare_network_views, sample_patches
 
 #: The sparse kernel slows 2-3x when a slab holds more than about this many (row x channel)
 #: columns (k=32: 4 rows 11.3 s, 16 rows 18.2 s for 512x512x128; the output leaves the cache).
@@ -51,11 +51,6 @@ SPARSE_ROW_CHANNELS = 128
 #: Voxels per chunk of the per-voxel layers (bounds the hidden activations' memory).
 HEAD_CHUNK = 1 << 18
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def slab_ranges(ny: int, rows: int) -> List[Tuple[int, int]]:
-    """``[(y0, y1), ...]`` covering ``0..ny`` in steps of ``rows``."""
-    return [(y0, min(ny, y0 + rows)) for y0 in range(0, ny, max(1, rows))]
 
 
 def _band(geometry: TiltGeometry, y0: int, y1: int, height: int, halo: int) -> Tuple[int, int]:
@@ -214,3 +209,43 @@ def iter_direct_slabs(
                 patches = sample_patches(images, geometry, grid[a:a + batch], cfg.patch_size, cfg.step)
                 out[a:a + batch] = model(patches, angles, weights).float()
             yield y0, y1, out.view(nz, y1 - y0, nx).cpu().numpy()
+
+
+def iter_model_slabs(
+    stack: np.ndarray,
+    geometry: TiltGeometry,
+    model: LocalizedNet,
+    device: torch.device,
+    budget: Optional[int] = None,
+    precision: str = "fp32",
+    form: str = "fast",
+) -> Iterator[Slab]:
+    """Network reconstruction of a raw ``stack`` ``(n_views, ny, nx)`` as ``(y0, y1, (nz, rows,
+    nx) float32)`` slabs in order, in the network's units.
+
+    Under torchrun every rank must iterate this to the end; only rank 0 yields (the others
+    compute their share of the slabs and send them, see
+    :func:`localet_core.pipeline.distribute_slabs`).
+
+    Args:
+        budget: working-set bytes (default: half the free memory of ``device``, capped).
+        precision: ``fp32`` or ``bf16`` for the per-voxel layers (fast form).
+        form: ``fast`` (factorised, exact) or ``direct`` (patch by patch, for checks).
+    """
+    model = model.to(device).eval()
+    images, _ = prepare_network_views(stack, geometry, model.config.ramp(), device)
+    budget = memory_budget(device, budget)
+    if form == "direct":
+        ranges = slab_ranges(geometry.output_shape[1], 1)
+
+        def compute(y0: int, y1: int) -> np.ndarray:
+            return next(iter_direct_slabs(model, images, geometry, budget, [(y0, y1)]))[2]
+    else:
+        fast = FastForm(model, images, geometry, precision)
+        ranges = slab_ranges(geometry.output_shape[1], fast.rows_per_slab(budget))
+
+        def compute(y0: int, y1: int) -> np.ndarray:
+            with torch.no_grad():
+                return fast.slab(y0, y1).cpu().numpy()
+
+    yield from distribute_slabs(ranges, compute, geometry.output_shape, device)

@@ -1,4 +1,4 @@
-"""Forward projection: the exact adjoint of :mod:`localet_core.backprojection` (unit weights).
+"""Forward projection: the exact adjoint of :mod:`localet_core.reconstruction.backprojection` (unit weights).
 
 Sharing one interpolation model between projector and back-projector keeps SIRT consistent and
 lets the simulator make data in the very geometry the reconstruction assumes. The projector is
@@ -13,8 +13,8 @@ from typing import Union
 import numpy as np
 import torch
 
-from localet_core.backprojection import backproject_grid_sample, choose_kernel, separable_matrix
-from localet_core.geometry import TiltGeometry
+from localet_core.reconstruction.backprojection import backproject_grid_sample, choose_kernel, separable_matrix
+from localet_core.reconstruction.geometry import TiltGeometry
 
 
 class SeparableOperators:

@@ -20,12 +20,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from localet_core.errors import InputError, PathLike
-from localet_core.model import LocalizedNet, ModelConfig
+from localet_core.network.model import LocalizedNet, ModelConfig
 
 FORMAT = "localet-model"
 FORMAT_VERSION = 1
 DEFAULT_MODEL = "localet-default"
-MODELS_DIR = Path(__file__).parent / "data" / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
 
 def package_version() -> str:

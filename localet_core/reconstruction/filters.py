@@ -66,6 +66,10 @@ class RampFilter:
         return out
 
 
+#: eTomo's default RADIAL 0.35,0.035 (cycles/pixel): what users compare against.
+ETOMO_RADIAL = RampFilter(cutoff=0.35, falloff=0.035)
+
+
 def padded_size(n: int) -> int:
     """An FFT-friendly length of at least ``2 n`` (zero-padding by the full width keeps the ramp's
     long tails from wrapping around)."""

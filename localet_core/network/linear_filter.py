@@ -15,9 +15,9 @@ from typing import Sequence
 
 import torch
 
-from localet_core.model import LocalizedNet, ModelConfig, angular_basis
-from localet_core.patches import prepare_network_views, sample_patches
-from localet_core.training import PairSpec, load_pair
+from localet_core.network.model import LocalizedNet, ModelConfig, angular_basis
+from localet_core.network.patches import prepare_network_views, sample_patches
+from localet_core.network.training import PairSpec, load_pair
 
 
 def linear_config(patch_size: int = 9, step: int = 1, n_angle_basis: int = 6) -> ModelConfig:

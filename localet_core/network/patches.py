@@ -6,13 +6,13 @@ filtered view sampled around the voxel's projection ``r_theta`` (from
 ``step * (i - (P - 1) / 2)`` detector pixels along rows (i) and columns (j).
 
 * Sampling is bilinear with zeros outside the detector, the same values as
-  :func:`localet_core.backprojection.backproject_grid_sample` (``align_corners=False``,
+  :func:`localet_core.reconstruction.backprojection.backproject_grid_sample` (``align_corners=False``,
   normalised coordinate ``(2 c + 1) / n - 1``), so a 1x1 patch summed over views with the view
   weights is the weighted back-projection itself.
 * Offsets lie on the binned raw detector grid. With an ``.xf`` the patch axes therefore follow the
   raw image's rows and columns, not the aligned frame (a rotation of the patch by the .xf is a
   possible refinement); with an odd ``P`` and an integer ``step`` every offset is a whole number
-  of pixels, which makes the fast form (:mod:`localet_core.inference`) exact.
+  of pixels, which makes the fast form (:mod:`localet_core.network.inference`) exact.
 
 Network inputs are normalised before filtering (:func:`prepare_network_views`): the used, binned
 views are shifted to zero mean and scaled to unit standard deviation (over all their pixels), so
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.filters import RampFilter
-from localet_core.geometry import TiltGeometry
-from localet_core.wbp import filter_views, prepare_views
+from localet_core.reconstruction.filters import RampFilter
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.wbp import filter_views, prepare_views
 
 
 def sample_patches(

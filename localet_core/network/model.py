@@ -11,7 +11,7 @@
   MLP over the concatenated patches) would tie the model to one scheme.
 * Because the first layer is linear in the patches and the kernels depend on the view only
   through its angle, it factorises exactly into k filtered back-projections
-  (:mod:`localet_core.inference`).
+  (:mod:`localet_core.network.inference`).
 * ``h_fbp`` is an optional fixed channel: the centre pixel with kernel 1, i.e. the weighted
   back-projection itself; ``g`` is a learned gain, so the MLP learns a correction to FBP.
 
@@ -44,7 +44,7 @@ class ModelConfig:
         activation: ``gelu``, ``relu`` or ``identity``.
         fbp_residual: add a fixed FBP channel with a learned gain to the output.
         filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
-            (:class:`localet_core.filters.RampFilter`).
+            (:class:`localet_core.reconstruction.filters.RampFilter`).
     """
 
     patch_size: int = 9
@@ -87,7 +87,7 @@ class ModelConfig:
         return cls(**d)
 
     def ramp(self):
-        from localet_core.filters import RampFilter
+        from localet_core.reconstruction.filters import RampFilter
 
         return RampFilter(window=self.filter_window, cutoff=self.filter_cutoff, falloff=self.filter_falloff)
 

@@ -12,7 +12,7 @@ from typing import Callable, Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from localet_core.backprojection import (
+from localet_core.reconstruction.backprojection import (
     backproject_grid_sample,
     backproject_separable,
     choose_kernel,
@@ -20,10 +20,9 @@ from localet_core.backprojection import (
     to_separable_layout,
 )
 from localet_core.device import memory_budget, resolve_device
-from localet_core.filters import RampFilter, bin_images, ramp_filter_oblique, ramp_filter_rows
-from localet_core.geometry import TiltGeometry
-
-Slab = Tuple[int, int, np.ndarray]
+from localet_core.reconstruction.filters import RampFilter, bin_images, ramp_filter_oblique, ramp_filter_rows
+from localet_core.pipeline import Slab, assemble_slabs, slab_ranges
+from localet_core.reconstruction.geometry import TiltGeometry
 
 #: Slices per block of the sparse kernel's row order (see :func:`separable_matrix`): measured
 #: on 1024^2 detectors, blocks of 16 cut the image traffic 16-fold.
@@ -85,7 +84,7 @@ def iter_backprojection_slabs(
     Args:
         images: ``(n_used, ny_b, nx_b[, C])`` images from :func:`prepare_views` (or channels).
         weights: ``(n_used,)`` per-view weights.
-        kernel: ``auto``, ``sparse`` or ``grid_sample`` (see :mod:`localet_core.backprojection`).
+        kernel: ``auto``, ``sparse`` or ``grid_sample`` (see :mod:`localet_core.reconstruction.backprojection`).
         budget: bytes for the working set (default: half the free memory of the device).
 
     Yields:
@@ -100,12 +99,10 @@ def iter_backprojection_slabs(
         z_block = Z_BLOCK if nz >= 2 * Z_BLOCK else 1
         matrix = separable_matrix(geometry, weights, device=device, dtype=images.dtype, z_block=z_block)
         layout = to_separable_layout(images)
-        for y0 in range(0, ny, rows):
-            y1 = min(ny, y0 + rows)
+        for y0, y1 in slab_ranges(ny, rows):
             yield y0, y1, backproject_separable(matrix, layout, (y0, y1), nz, z_block)
     else:
-        for y0 in range(0, ny, rows):
-            y1 = min(ny, y0 + rows)
+        for y0, y1 in slab_ranges(ny, rows):
             yield y0, y1, backproject_grid_sample(geometry, images, weights, (y0, y1))
 
 
@@ -153,14 +150,3 @@ def weighted_backprojection(
     """
     return assemble_slabs(geometry.output_shape,
                           iter_wbp_slabs(stack, geometry, ramp, device, kernel, budget), on_slab)
-
-
-def assemble_slabs(shape: Tuple[int, int, int], slabs: Iterator[Slab],
-                   on_slab: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
-    """Gather ``(y0, y1, slab (nz, y1 - y0, nx))`` slabs into one ``shape`` float32 volume."""
-    volume = np.empty(shape, dtype=np.float32)
-    for y0, y1, slab in slabs:
-        volume[:, y0:y1] = slab
-        if on_slab is not None:
-            on_slab(y0, y1)
-    return volume

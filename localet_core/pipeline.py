@@ -1,0 +1,114 @@
+"""The slab pipeline every reconstruction method shares: row ranges -> slabs -> volume or file.
+
+A reconstruction is produced as *slabs* of output rows along Y (the tilt axis): ``(y0, y1,
+slab)`` with ``slab`` a float32 numpy array ``(nz, y1 - y0, nx)``, yielded in increasing ``y0``
+and covering ``0..ny`` exactly once. Slabs can be gathered in memory (:func:`assemble_slabs`),
+streamed into an MRC file (:func:`write_slabs`, atomic: the file appears only once complete) or
+shared among torchrun processes (:func:`distribute_slabs`: rank 0 receives every slab in order).
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from localet_core.errors import PathLike
+
+if TYPE_CHECKING:
+    from localet_core.reconstruction.geometry import TiltGeometry
+
+#: ``(y0, y1, slab (nz, y1 - y0, nx) float32)``
+Slab = Tuple[int, int, np.ndarray]
+
+
+def slab_ranges(ny: int, rows: int) -> List[Tuple[int, int]]:
+    """``[(y0, y1), ...]`` covering ``0..ny`` in steps of ``rows`` (at least 1)."""
+    return [(y0, min(ny, y0 + rows)) for y0 in range(0, ny, max(1, rows))]
+
+
+def assemble_slabs(shape: Tuple[int, int, int], slabs: Iterable[Slab],
+                   on_slab: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Gather slabs into one ``shape`` ``(nz, ny, nx)`` float32 volume; ``on_slab(y0, y1)`` is
+    called after each (progress)."""
+    volume = np.empty(shape, dtype=np.float32)
+    for y0, y1, slab in slabs:
+        volume[:, y0:y1] = slab
+        if on_slab is not None:
+            on_slab(y0, y1)
+    return volume
+
+
+def write_slabs(
+    path: PathLike,
+    geometry: "TiltGeometry",
+    slabs: Iterable[Slab],
+    progress: Optional[bool] = None,
+    description: str = "reconstructing",
+) -> None:
+    """Stream slabs covering ``geometry.output_shape`` ``(nz, ny, nx)`` into the MRC file
+    ``path`` with the output voxel size; the file appears only once every slab is written.
+
+    Args:
+        progress: show a progress bar with ETA on stderr (default: when stderr is a terminal).
+    """
+    from tqdm import tqdm
+
+    from localet_core.io import VolumeWriter
+
+    shape = geometry.output_shape
+    if progress is None:
+        progress = sys.stderr.isatty()
+    with VolumeWriter(path, shape=shape, voxel_size=geometry.voxel_size) as writer, \
+            tqdm(total=shape[1], unit="row", desc=description, disable=not progress,
+                 file=sys.stderr, leave=False) as bar:
+        for y0, y1, slab in slabs:
+            writer[:, y0:y1, :] = slab
+            bar.update(y1 - y0)
+
+
+def distribute_slabs(
+    ranges: Sequence[Tuple[int, int]],
+    compute: Callable[[int, int], np.ndarray],
+    shape: Tuple[int, int, int],
+    device=None,
+) -> Iterator[Slab]:
+    """Compute ``compute(y0, y1) -> (nz, y1 - y0, nx)`` over ``ranges``, shared among torchrun
+    processes: slab ``i`` is computed by rank ``i % world``; rank 0 receives the others' slabs
+    and yields every slab in order, the other ranks yield nothing. A single process simply
+    computes and yields each slab. Every rank must iterate the result to the end.
+
+    Args:
+        shape: the whole output ``(nz, ny, nx)`` (for the receive buffers).
+        device: where the slabs are sent from (NCCL needs CUDA tensors; gloo uses the CPU).
+    """
+    from localet_core.device import distributed_context
+
+    rank, world = distributed_context()
+    if world == 1:
+        for y0, y1 in ranges:
+            yield y0, y1, compute(y0, y1)
+        return
+    import torch
+    import torch.distributed as dist
+
+    comm_device = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    for i, (y0, y1) in enumerate(ranges):
+        owner = i % world
+        if owner == rank:
+            slab = compute(y0, y1)
+            if rank == 0:
+                yield y0, y1, slab
+            else:
+                dist.send(torch.from_numpy(slab).to(comm_device), dst=0)
+        elif rank == 0:
+            buf = torch.empty((shape[0], y1 - y0, shape[2]), dtype=torch.float32, device=comm_device)
+            dist.recv(buf, src=owner)
+            yield y0, y1, buf.cpu().numpy()
+
+
+def is_writer() -> bool:
+    """Whether this process writes outputs (rank 0, or the only process)."""
+    from localet_core.device import distributed_context
+
+    return distributed_context()[0] == 0
