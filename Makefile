@@ -5,11 +5,11 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; pip must never resolve another one (it would pull CUDA packages).
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test lint bench clean venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
@@ -19,8 +19,12 @@ $(VENV)/.installed: setup.py
 demo: venv
 	$(VENV)/bin/localet demo -o demo_out
 
+# the test paths (tests/, localet_scipion/tests/) and markers are in pyproject.toml
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
 
 bench: venv
 	$(PY) benchmarks/bench_backprojection.py

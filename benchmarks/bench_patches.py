@@ -9,18 +9,14 @@ Patch sampling is the hot loop of `localet train` (one call per step). Both give
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from localet_core.reconstruction.geometry import TiltGeometry  # noqa: E402
-from localet_core.network.patches import sample_patches  # noqa: E402
+from localet_core.network.patches import sample_patches
+from localet_core.reconstruction.geometry import TiltGeometry
 
 
 def grid_sample_patches(images, geometry, voxels, p, step):

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -10,7 +10,6 @@ target scheme itself, and with the best constant prediction (the median).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from localet_core.io import write_tlt, write_volume
+from localet_core.network.model import ModelConfig
+from localet_core.network.training import (PairSpec, TrainConfig, _loss, _predict, augmented_views, load_pair,
+                                           train)
+from localet_core.simulate.blobs import blob_projections, blob_volume
 
-from localet_core.io import write_tlt, write_volume  # noqa: E402
-from localet_core.network.model import ModelConfig  # noqa: E402
-from localet_core.network.training import PairSpec, TrainConfig, _loss, _predict, augmented_views, load_pair, train  # noqa: E402
-from phantoms import blob_projections, blob_volume  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEMES = {"A -60..60/3": np.arange(-60, 61, 3.0), "B -54..54/2": np.arange(-54, 55, 2.0),
            "C -45..45/3": np.arange(-45, 46, 3.0)}

@@ -1,7 +1,7 @@
 """Scipion plugin for localet: tomogram reconstruction with localized supervised learning.
 
 Scipion finds this package through the ``pyworkflow.plugin`` entry point declared in
-``setup.py``. Boxes (protocols) live in :mod:`localet_scipion.protocols`, the trained-model object
+``pyproject.toml``. Boxes (protocols) live in :mod:`localet_scipion.protocols`, the trained-model object
 in :mod:`localet_scipion.objects`. Nothing here imports torch: each protocol step runs the
 ``localet`` command line through ``runJob``, possibly inside another environment
 (``LOCALET_ENV_ACTIVATION``) or on a cluster node (Scipion's ``hosts.conf`` queues).
@@ -16,7 +16,8 @@ from pyworkflow.utils import Environ
 from localet_scipion.constants import (LOCALET, LOCALET_CUDA_LIB, LOCALET_ENV_ACTIVATION,
                                        LOCALET_PROGRAM)
 
-__version__ = "0.1.0"
+from localet_core import __version__  # noqa: E402,F401  (torch-free: localet_core imports lazily)
+
 _logo = None
 _references = ["kishore2025localized"]
 

@@ -181,7 +181,6 @@ def main() -> None:
     pairs2 = merge_pairs(args.work, [g[0] for g in BROAD_GROUPS], args.work / "pairs_stage2.star")
     train(pairs2, run2, ["--init", str(run1 / "localet-default.safetensors"), *FINETUNE], args.steps)
 
-    sys.path.insert(0, str(REPO))
     from localet_core.network.modelfile import load_model, save_model
 
     _, card1 = load_model(run1 / "localet-default.safetensors")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from localet_core.io import write_tlt, write_xf
-from phantoms import blob_projections, rotation_xf
+from localet_core.simulate.blobs import blob_projections, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 6.0)
 BLOBS = [(8.0, -4.0, 5.0, 1.0), (-9.0, 6.0, -4.0, 0.7)]

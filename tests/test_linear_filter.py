@@ -12,7 +12,7 @@ from localet_core.network.inference import iter_model_slabs
 from localet_core.pipeline import assemble_slabs
 from localet_core.network.training import PairSpec
 from localet_core.reconstruction.wbp import iter_backprojection_slabs, weighted_backprojection
-from phantoms import blob_projections, blob_volume
+from localet_core.simulate.blobs import blob_projections, blob_volume
 
 ANGLES = np.arange(-60.0, 61.0, 4.0)
 SHAPE = (16, 24, 32)

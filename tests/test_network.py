@@ -16,7 +16,7 @@ from localet_core.network.model import LocalizedNet, ModelConfig
 from localet_core.network.modelfile import load_model, save_model
 from localet_core.network.patches import prepare_network_views, sample_patches
 from localet_core.reconstruction.wbp import prepare_views, weighted_backprojection
-from phantoms import blob_projections, rotation_xf
+from localet_core.simulate.blobs import blob_projections, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 6.0)
 

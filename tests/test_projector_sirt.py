@@ -7,7 +7,7 @@ from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.projector import forward_project
 from localet_core.reconstruction.sirt import sirt
 from localet_core.reconstruction.wbp import weighted_backprojection
-from phantoms import blob_projections, blob_volume, rotation_xf
+from localet_core.simulate.blobs import blob_projections, blob_volume, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 6.0)
 

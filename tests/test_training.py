@@ -16,7 +16,7 @@ from localet_core.io import write_tlt, write_volume
 from localet_core.network.model import ModelConfig
 from localet_core.network.modelfile import load_model
 from localet_core.network.training import PairSpec, TrainConfig, TrainingDiverged, read_pairs_star, train
-from phantoms import blob_projections, blob_volume
+from localet_core.simulate.blobs import blob_projections, blob_volume
 
 ANGLES = np.arange(-60.0, 61.0, 4.0)
 SHAPE = (12, 16, 24)  # reference (nz, ny, nx)

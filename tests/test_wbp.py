@@ -7,7 +7,7 @@ import torch
 from localet_core.reconstruction.filters import RampFilter, ramp_filter_rows
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import weighted_backprojection
-from phantoms import blob_projections, blob_volume, peak_position, rotation_xf
+from localet_core.simulate.blobs import blob_projections, blob_volume, peak_position, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 3.0)
 

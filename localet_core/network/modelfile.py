@@ -29,12 +29,10 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
 
 def package_version() -> str:
-    try:
-        from importlib.metadata import version
+    """The installed localet version (recorded in model cards)."""
+    from localet_core import __version__
 
-        return version("localet")
-    except Exception:  # not installed (running from a checkout)
-        return "unknown"
+    return __version__
 
 
 def resolve_model_path(name_or_path: PathLike) -> Path:

@@ -1,5 +1,6 @@
-"""Analytic test phantoms: 3D Gaussian blobs and their exact projections, written straight from
-IMOD's conventions (docs/geometry.md) and independent of localet_core's geometry code."""
+"""Analytic phantoms: 3D Gaussian blobs and their exact projections, written straight from
+IMOD's conventions (docs/geometry.md) and independent of localet_core's geometry code, so tests
+and benchmarks can check the geometry against them."""
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
