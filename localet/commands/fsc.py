@@ -9,10 +9,8 @@ from typing import NamedTuple, Optional, Tuple
 
 import click
 
+from localet_core.contracts.tolerances import same_pixel_size
 from localet_core.errors import InputError
-
-# Relative disagreement between pixel sizes that we still call equal.
-_PIXEL_TOLERANCE = 0.005
 
 
 class _Volume(NamedTuple):
@@ -78,7 +76,7 @@ def _pixel_size(option: Optional[float], a: Tuple[Path, _Volume], b: Tuple[Path,
         if not math.isfinite(option) or option <= 0:
             raise InputError("--pixel-size", f"must be a positive number of Angstrom, got {option:g}")
         for path, size in headers:
-            if abs(size - option) > _PIXEL_TOLERANCE * option:
+            if not same_pixel_size(size, option):
                 click.echo(f"Warning: {path}: header pixel size {size:g} A differs from "
                            f"--pixel-size {option:g} A; using --pixel-size", err=True)
         return option, "--pixel-size"
@@ -86,7 +84,7 @@ def _pixel_size(option: Optional[float], a: Tuple[Path, _Volume], b: Tuple[Path,
         raise InputError(a[0], "has no pixel size in its header; give --pixel-size")
     if len(headers) == 2:
         (pa, sa), (pb, sb) = headers
-        if abs(sa - sb) > _PIXEL_TOLERANCE * max(sa, sb):
+        if not same_pixel_size(sa, sb):
             raise InputError(pb, f"pixel size {sb:g} A differs from {pa} ({sa:g} A); the volumes "
                                  "must have the same sampling (give --pixel-size to override the headers)")
     return headers[0][1], "header"

@@ -39,6 +39,7 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     optimistic for self-supervised ones trained on the same halves (see docs/fsc.md).
     """
     from localet.commands.fsc import _check_output, report_fsc
+    from localet_core.contracts.naming import saved_half_name
     from localet_core.device import parse_memory, resolve_device
     from localet_core.io import read_stack, write_volume
     from localet_core.methods import make_method
@@ -61,7 +62,7 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     half1, half2, how = reconstruct_halves(series.data, series.geometry, recon.volume, *halves)
     if save_halves:
         for i, half in enumerate((half1, half2), start=1):
-            write_volume(f"{save_halves}_half{i}.mrc", half, series.geometry.voxel_size)
+            write_volume(saved_half_name(save_halves, i), half, series.geometry.voxel_size)
     result = half_set_fsc(half1, half2, series.geometry)
     report_fsc(result, f"of {method} half tomograms ({how})", "stack", output, plot,
                names=(f"{stack} half 1", f"{stack} half 2"), title=f"{Path(stack).name}: {how} ({method})")

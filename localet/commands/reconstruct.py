@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
@@ -14,12 +13,6 @@ Examples:
   localet reconstruct TS_01.ali --tlt TS_01.tlt --odd TS_01_odd.ali --even TS_01_even.ali --model my -o TS_01_rec.mrc
   torchrun --nproc_per_node 2 -m localet reconstruct TS_01.ali --tlt TS_01.tlt --model my -o TS_01_rec.mrc
 """
-
-
-def half_output(output: str, half: str) -> str:
-    """``OUT.mrc`` -> ``OUT_odd.mrc`` (next to the full volume)."""
-    p = Path(output)
-    return str(p.with_name(f"{p.stem}_{half}{p.suffix or '.mrc'}"))
 
 
 @click.command("reconstruct", epilog=EPILOG)
@@ -42,11 +35,12 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     Inputs and the output grid are exactly those of `localet fbp` (IMOD conventions). Values
     are in the network's units: references normalised to zero mean and unit standard deviation.
     """
+    from localet_core.contracts.model_card import fit_warnings
+    from localet_core.contracts.naming import HALVES, half_name
     from localet_core.device import parse_memory, resolve_device
     from localet_core.errors import InputError
     from localet_core.io import read_stack
     from localet_core.methods import Localet
-    from localet_core.network.modelfile import fit_warnings
     from localet_core.pipeline import is_writer, write_slabs
     from localet_core.tiltseries import load_tilt_series
 
@@ -61,13 +55,13 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     for warning in fit_warnings(card, geometry.voxel_size):
         click.echo(f"Warning: {warning}", err=True)
     jobs = [(series.data, output, "reconstruct")]
-    for half, path in (("odd", odd), ("even", even)):
+    for half, path in zip(HALVES, (odd, even)):
         if path is not None:
             data = read_stack(path).data
             if data.shape != series.data.shape:
                 raise InputError(path, f"has shape {data.shape[::-1]} (x, y, views) but the full "
                                        f"stack has {series.data.shape[::-1]}")
-            jobs.append((data, half_output(output, half), half))
+            jobs.append((data, half_name(output, half), half))
     writer = is_writer()
     for data, out, label in jobs:
         slabs = recon.slabs(data, geometry)

@@ -8,24 +8,31 @@ version, or whose tensors do not match the card's architecture are refused with 
 :class:`InputError` naming the file.
 
 Shipped models live in ``localet_core/data/models/NAME.safetensors``; ``load_model`` accepts such a
-name or a path.
+name or a path. The format (metadata keys, version, shipped models, reading a card without
+torch, the fit warnings) is :mod:`localet_core.contracts.model_card`.
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 
+from localet_core.contracts.model_card import (
+    DEFAULT_MODEL,
+    FORMAT,
+    FORMAT_VERSION,
+    MODELS_DIR,
+    SUFFIX,
+    card_from_metadata,
+    fit_warnings,  # noqa: F401  (also importable from here)
+    model_file,
+    shipped_model_path,
+)
 from localet_core.errors import InputError, PathLike
 from localet_core.network.model import LocalizedNet, ModelConfig
-
-FORMAT = "localet-model"
-FORMAT_VERSION = 1
-DEFAULT_MODEL = "localet-default"
-MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
 
 def package_version() -> str:
@@ -39,10 +46,10 @@ def resolve_model_path(name_or_path: PathLike) -> Path:
     """A shipped model name (``localet-default``) or a path (with or without ``.safetensors``)."""
     text = os.fspath(name_or_path)
     candidates = [Path(text).expanduser()]
-    if not text.endswith(".safetensors"):
-        candidates.append(Path(text + ".safetensors").expanduser())
+    if not text.endswith(SUFFIX):
+        candidates.append(Path(text + SUFFIX).expanduser())
     if os.sep not in text and "/" not in text:
-        candidates.append(MODELS_DIR / (text if text.endswith(".safetensors") else text + ".safetensors"))
+        candidates.append(shipped_model_path(text))
     for c in candidates:
         if c.is_file():
             return c
@@ -61,9 +68,7 @@ def save_model(path: PathLike, model: LocalizedNet, card: Dict[str, Any]) -> Pat
 
     from localet_core.io import atomic_output
 
-    path = Path(os.fspath(path))
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
+    path = model_file(path)
     card = dict(card)
     card.update(format=FORMAT, format_version=FORMAT_VERSION, config=model.config.to_dict(),
                 package_version=card.get("package_version", package_version()),
@@ -88,13 +93,8 @@ def load_model(name_or_path: PathLike, device: str = "cpu") -> Tuple[LocalizedNe
     except Exception as exc:  # safetensors raises several types for damaged files
         raise InputError(path, f"is not a readable model file ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
-    if metadata.get("format") != FORMAT:
-        raise InputError(path, "is a safetensors file but not a localet model (no model card)")
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise InputError(path, f"has model format version {metadata.get('format_version')!r}; this "
-                               f"localet reads version {FORMAT_VERSION} (upgrade localet?)")
+    card = card_from_metadata(metadata, path)
     try:
-        card = json.loads(metadata["card"])
         config = ModelConfig.from_dict(card["config"])
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(path, f"has an invalid model card ({exc})") from None
@@ -112,24 +112,3 @@ def load_model(name_or_path: PathLike, device: str = "cpu") -> Tuple[LocalizedNe
             raise InputError(path, f"weight {k} contains NaN or infinite values")
     model.load_state_dict(tensors)
     return model.to(device).eval(), card
-
-
-def fit_warnings(card: Dict[str, Any], voxel_size: Optional[float]) -> List[str]:
-    """Warnings when the data lie outside what a model was trained on (one line each).
-
-    Args:
-        card: the model card (``pixel_size_A``: the voxel sizes of its training data).
-        voxel_size: the reconstruction's voxel size in Angstrom (pixel size x binning), if known.
-    """
-    sizes = [float(s) for s in card.get("pixel_size_A") or [] if s]
-    if not sizes:
-        return []
-    lo, hi = min(sizes), max(sizes)
-    if voxel_size is None:
-        return [f"the stack has no pixel size; the model was trained at {lo:g}-{hi:g} A per voxel"]
-    if 0.7 * lo <= voxel_size <= 1.4 * hi:
-        return []
-    advice = ""
-    if voxel_size < lo:
-        advice = f"; try --bin {max(2, round(((lo + hi) / 2) / voxel_size))}"
-    return [f"voxel size {voxel_size:g} A is outside the model's training range {lo:g}-{hi:g} A{advice}"]

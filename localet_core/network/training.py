@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from localet_core.contracts.pairs import PairSpec, read_pairs_star  # noqa: F401  (read_pairs_star: re-exported)
 from localet_core.errors import InputError, LocaletError, PathLike
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.network.model import LocalizedNet, ModelConfig
@@ -47,63 +48,6 @@ from localet_core.reconstruction.wbp import filter_views, prepare_views
 
 class TrainingDiverged(LocaletError):
     """The loss became NaN/infinite or grew far beyond its best value."""
-
-
-@dataclass(frozen=True)
-class PairSpec:
-    """Files of one training pair (paths as given; ``split`` is ``train`` or ``val``)."""
-
-    stack: str
-    tlt: str
-    reference: str
-    xf: Optional[str] = None
-    odd: Optional[str] = None
-    even: Optional[str] = None
-    exclude: Optional[str] = None
-    split: str = "train"
-
-
-STAR_COLUMNS = ("stack", "tlt", "reference", "xf", "odd", "even", "exclude", "split")
-
-
-def read_pairs_star(path: PathLike) -> List[PairSpec]:
-    """Pairs from a STAR table with columns ``stack tlt reference`` and optional ``xf odd even
-    exclude split`` (a leading ``_`` or ``rln`` prefix is accepted). Relative paths are relative
-    to the STAR file's folder."""
-    import starfile
-
-    p = Path(os.fspath(path))
-    try:
-        table = starfile.read(p, always_dict=True)
-    except Exception as exc:
-        raise InputError(p, f"cannot be read as a STAR file ({exc})") from None
-    if not table:
-        raise InputError(p, "holds no data block")
-    df = next(iter(table.values()))
-    cols = {c.lower().lstrip("_").removeprefix("rln"): c for c in getattr(df, "columns", [])}
-    missing = [c for c in ("stack", "tlt", "reference") if c not in cols]
-    if missing:
-        raise InputError(p, f"lacks the column(s) {', '.join(missing)} (needs stack, tlt, reference)")
-    pairs = []
-    for _, row in df.iterrows():
-        values: Dict[str, Any] = {}
-        for name in STAR_COLUMNS:
-            if name in cols:
-                v = row[cols[name]]
-                if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) in ("", "None", "-"):
-                    continue
-                v = str(v)
-                if name not in ("split", "exclude") and not os.path.isabs(v):
-                    v = str(p.parent / v)
-                values[name] = v
-        split = values.get("split", "train").lower()
-        if split not in ("train", "val"):
-            raise InputError(p, f"split must be train or val, got {split!r}")
-        values["split"] = split
-        pairs.append(PairSpec(**values))
-    if not pairs:
-        raise InputError(p, "lists no pairs")
-    return pairs
 
 
 @dataclass(frozen=True)

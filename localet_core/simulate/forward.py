@@ -194,6 +194,7 @@ def simulate_series(config: SimulationConfig, seed: int) -> SimulatedSeries:
 def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: float) -> Dict[str, Path]:
     """Write ``NAME.st``, ``.tlt``, (``.xf``), ``_odd.st``/``_even.st``, ``_truth.mrc``,
     ``_mask.mrc`` and ``.json`` into ``out_dir``; returns the paths by role."""
+    from localet_core.contracts.naming import HALVES, half_name
     from localet_core.io import atomic_output, write_tlt, write_volume, write_xf
 
     out_dir = Path(out_dir)
@@ -209,7 +210,7 @@ def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: 
         paths["xf"] = out_dir / f"{name}.xf"
         write_xf(paths["xf"], series.xf)
     if series.odd is not None:
-        paths["odd"], paths["even"] = out_dir / f"{name}_odd.st", out_dir / f"{name}_even.st"
+        paths["odd"], paths["even"] = (Path(half_name(paths["stack"], half)) for half in HALVES)
         write_volume(paths["odd"], series.odd, voxel_size)
         write_volume(paths["even"], series.even, voxel_size)
     with atomic_output(paths["params"]) as tmp:
@@ -218,21 +219,15 @@ def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: 
 
 
 def write_pairs_star(path: Path, rows: Sequence[Dict[str, Path]], val_fraction: float = 0.1) -> None:
-    """A STAR list of (stack, tlt, reference, [xf, odd, even], split) for ``localet train``;
-    the last ``val_fraction`` of the rows (at least one when there are two or more) are held out."""
-    import pandas as pd
-    import starfile
-
-    from localet_core.io import atomic_output
+    """A ``pairs.star`` table (:mod:`localet_core.contracts.pairs`) of the series ``rows`` (the
+    paths :func:`write_series` returns, in the table's folder) for ``localet train``; the last
+    ``val_fraction`` of the rows (at least one when there are two or more) are held out."""
+    from localet_core.contracts.pairs import PairSpec
+    from localet_core.contracts.pairs import write_pairs_star as write_table
 
     n_val = max(1 if len(rows) > 1 else 0, int(round(len(rows) * val_fraction)))
-    table = []
-    for i, r in enumerate(rows):
-        row = {"stack": r["stack"].name, "tlt": r["tlt"].name, "reference": r["reference"].name}
-        for key in ("xf", "odd", "even"):
-            if key in r:
-                row[key] = r[key].name
-        row["split"] = "val" if i >= len(rows) - n_val else "train"
-        table.append(row)
-    with atomic_output(path) as tmp:
-        starfile.write({"pairs": pd.DataFrame(table)}, tmp, overwrite=True)
+    pairs = [PairSpec(stack=r["stack"].name, tlt=r["tlt"].name, reference=r["reference"].name,
+                      **{key: r[key].name for key in ("xf", "odd", "even") if key in r},
+                      split="val" if i >= len(rows) - n_val else "train")
+             for i, r in enumerate(rows)]
+    write_table(path, pairs)

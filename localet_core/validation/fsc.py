@@ -43,6 +43,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from localet_core.contracts.fsc_star import CRITERIA, REGIONS
 from localet_core.errors import InputError
 
 __all__ = [
@@ -62,14 +63,8 @@ __all__ = [
     "split_alternate_tilts",
 ]
 
-#: Resolution criteria, in the order they are reported: fixed thresholds 0.143 and 0.5
-#: (Rosenthal & Henderson 2003 use 0.143 for half sets; 0.5 is the older conservative one)
-#: and the half-bit information curve of van Heel & Schatz (2005).
-CRITERIA: Tuple[str, ...] = ("0.143", "0.5", "half-bit")
-
-#: Fourier regions: every voxel, outside the missing wedge (measured), inside it (not
-#: measured). The wedge regions exist only when a tilt range is given.
-REGIONS: Tuple[str, ...] = ("all", "outside_wedge", "inside_wedge")
+# CRITERIA (resolution criteria) and REGIONS (all, outside/inside the missing wedge) are the
+# labels of the FSC STAR table: localet_core.contracts.fsc_star defines them.
 
 # Fourier voxels processed at once (bounds the float64 temporaries to a few tens of MB).
 _CHUNK_VOXELS = 1 << 22

@@ -11,27 +11,9 @@ reconstructions from odd/even stacks or alternate tilts) reports the same way::
 Every file is written under a temporary name in the destination directory and renamed onto
 the requested name only when complete, so a failure never leaves a partial file.
 
-STAR file (read it with ``starfile.read``; RELION-style labels where RELION has one, labels
-starting with ``loc`` are localet's own):
-
-``data_general`` (one row)
-    ``rlnFinalResolution`` (Angstrom, whole volume at 0.143), ``locPixelSize`` (Angstrom),
-    ``locBoxZ``, ``locBoxY``, ``locBoxX`` (voxels), ``locMasked`` (0/1), ``locTiltMin``,
-    ``locTiltMax`` (degrees, nan without a tilt range), ``locVolumeA``, ``locVolumeB``
-    (names, when given).
-``data_fsc`` (one row per shell)
-    ``rlnSpectralIndex`` (shell i), ``locFrequency`` (cycles/pixel, i / max box size),
-    ``rlnResolution`` (spatial frequency in 1/Angstrom, as in RELION),
-    ``rlnAngstromResolution`` (Angstrom, inf for shell 0), ``rlnFourierShellCorrelation``
-    (whole volume), ``locShellVoxels`` (Fourier voxels in the shell, full sphere),
-    ``locHalfBitThreshold``; with a tilt range also ``locFscOutsideWedge``,
-    ``locShellVoxelsOutsideWedge``, ``locFscInsideWedge``, ``locShellVoxelsInsideWedge``
-    (FSC is nan in a shell with no voxel of that region).
-``data_resolution`` (one row per region and criterion)
-    ``locRegion`` (all, outside_wedge, inside_wedge), ``locCriterion`` (0.143, 0.5,
-    half-bit), ``locFrequency`` (cycles/pixel), ``rlnAngstromResolution`` (Angstrom),
-    ``locCrossed`` (1; 0 when the curve never drops below the criterion: the resolution is
-    better than Nyquist and the value given is the Nyquist bound, 2 x pixel size).
+STAR file: three blocks (``data_general``, ``data_fsc``, ``data_resolution``), laid out in
+:mod:`localet_core.contracts.fsc_star`, which names every block and column (the Scipion plugin
+reads the table back through the same names).
 """
 from __future__ import annotations
 
@@ -41,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from localet_core.contracts import fsc_star as star
 from localet_core.errors import InputError, PathLike
 from localet_core.validation.fsc import CRITERIA, REGIONS, FSCResult
 from localet_core.io.atomic import atomic_output
@@ -49,7 +32,6 @@ __all__ = ["fsc_tables", "write_fsc_star", "plot_fsc", "format_fsc_summary"]
 
 _REGION_LABEL = {"all": "whole volume", "outside_wedge": "outside wedge",
                  "inside_wedge": "inside wedge"}
-_STAR_SUFFIX = {"all": "", "outside_wedge": "OutsideWedge", "inside_wedge": "InsideWedge"}
 
 
 def _require_pixel_size(result: FSCResult) -> float:
@@ -64,42 +46,42 @@ def _regions(result: FSCResult) -> Sequence[str]:
 
 def fsc_tables(result: FSCResult, names: Optional[Sequence[str]] = None) -> dict:
     """The STAR blocks as pandas DataFrames: ``{"general", "fsc", "resolution"}`` (see the
-    module docstring for the columns). Needs ``result.pixel_size``."""
+    columns in :mod:`localet_core.contracts.fsc_star`). Needs ``result.pixel_size``."""
     import pandas as pd
 
     px = _require_pixel_size(result)
     freq = result.frequency.numpy()
     with np.errstate(divide="ignore"):
         angstrom = np.where(freq > 0, px / np.where(freq > 0, freq, 1.0), np.inf)
-    fsc = {"rlnSpectralIndex": np.arange(len(freq), dtype=np.int64),
-           "locFrequency": freq,
-           "rlnResolution": freq / px,
-           "rlnAngstromResolution": angstrom,
-           "rlnFourierShellCorrelation": result.fsc.numpy(),
-           "locShellVoxels": result.n_voxels.numpy().round().astype(np.int64),
-           "locHalfBitThreshold": result.threshold("half-bit").numpy()}
+    fsc = {star.SHELL: np.arange(len(freq), dtype=np.int64),
+           star.FREQUENCY: freq,
+           star.SPATIAL_FREQUENCY: freq / px,
+           star.ANGSTROM: angstrom,
+           star.FSC: result.fsc.numpy(),
+           star.SHELL_VOXELS: result.n_voxels.numpy().round().astype(np.int64),
+           star.HALF_BIT: result.threshold("half-bit").numpy()}
     for region in _regions(result)[1:]:
         curve, count = result.curves[region]
-        fsc[f"locFsc{_STAR_SUFFIX[region]}"] = curve.numpy()
-        fsc[f"locShellVoxels{_STAR_SUFFIX[region]}"] = count.numpy().round().astype(np.int64)
-    rows = [{"locRegion": r.region, "locCriterion": r.criterion, "locFrequency": r.frequency,
-             "rlnAngstromResolution": r.angstrom, "locCrossed": int(r.crossed)}
+        fsc[star.region_fsc_column(region)] = curve.numpy()
+        fsc[star.region_voxels_column(region)] = count.numpy().round().astype(np.int64)
+    rows = [{star.REGION: r.region, star.CRITERION: r.criterion, star.FREQUENCY: r.frequency,
+             star.ANGSTROM: r.angstrom, star.CROSSED: int(r.crossed)}
             for r in (result.resolutions[(reg, c)] for reg in _regions(result) for c in CRITERIA)]
     tilt = result.tilt_range or (math.nan, math.nan)
-    general = {"rlnFinalResolution": result.resolutions[("all", "0.143")].angstrom,
-               "locPixelSize": px,
-               "locBoxZ": result.shape[0], "locBoxY": result.shape[1], "locBoxX": result.shape[2],
-               "locMasked": int(result.masked),
-               "locTiltMin": tilt[0], "locTiltMax": tilt[1]}
+    general = {star.FINAL_RESOLUTION: result.resolutions[("all", "0.143")].angstrom,
+               star.PIXEL_SIZE: px,
+               star.BOX_Z: result.shape[0], star.BOX_Y: result.shape[1], star.BOX_X: result.shape[2],
+               star.MASKED: int(result.masked),
+               star.TILT_MIN: tilt[0], star.TILT_MAX: tilt[1]}
     if names is not None:
-        general["locVolumeA"], general["locVolumeB"] = (os.fspath(n) for n in names)
-    return {"general": pd.DataFrame([general]), "fsc": pd.DataFrame(fsc),
-            "resolution": pd.DataFrame(rows)}
+        general[star.VOLUME_A], general[star.VOLUME_B] = (os.fspath(n) for n in names)
+    return {star.BLOCK_GENERAL: pd.DataFrame([general]), star.BLOCK_FSC: pd.DataFrame(fsc),
+            star.BLOCK_RESOLUTION: pd.DataFrame(rows)}
 
 
 def write_fsc_star(path: PathLike, result: FSCResult,
                    names: Optional[Sequence[str]] = None) -> None:
-    """Write the FSC result as a STAR file (three blocks, see the module docstring),
+    """Write the FSC result as a STAR file (three blocks, see :mod:`localet_core.contracts.fsc_star`),
     atomically. ``names``: the two volumes' file names, recorded in ``data_general``."""
     import starfile
 
