@@ -1,4 +1,10 @@
-"""Names shared by the localet Scipion plugin (variables, outputs, file names)."""
+"""Names shared by the localet Scipion plugin (variables, outputs, file names).
+
+The names localet itself defines (half-map suffixes, the shipped model) come from
+:mod:`localet_core.contracts`, so the plugin and the CLI cannot drift apart.
+"""
+from localet_core.contracts.model_card import DEFAULT_MODEL
+from localet_core.contracts.naming import EVEN, ODD, VOLUME_SUFFIX  # noqa: F401  (ODD, EVEN: for the boxes)
 
 # Plugin variables (set them in scipion.conf / the environment)
 #: Shell command that activates the environment holding localet and torch, e.g.
@@ -26,8 +32,6 @@ METHOD_WBP = 2
 METHOD_CHOICES = ["localet pretrained", "localet trained model", "WBP (localet fbp)"]
 
 #: Name of the model shipped with localet (``localet reconstruct --model``).
-PRETRAINED_MODEL = "localet-default"
+PRETRAINED_MODEL = DEFAULT_MODEL
 
-ODD = "odd"
-EVEN = "even"
-MRC = ".mrc"
+MRC = VOLUME_SUFFIX

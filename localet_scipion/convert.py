@@ -1,17 +1,17 @@
 """Conversions between Scipion objects and the files the localet CLI reads and writes.
 
-Only file formats live here (IMOD .tlt/.xf through :mod:`localet_core.io`, STAR tables, the
-safetensors header): everything numerical stays in localet. No torch import.
+Only conversions live here: the file formats and names are localet's contracts
+(:mod:`localet_core.contracts`: pairs.star, model cards, output names, the FSC table) and IMOD
+.tlt/.xf go through :mod:`localet_core.io`; everything numerical stays in localet. No torch
+import.
 """
-import json
 import os
 import shlex
-import struct
 from typing import Dict, List, Optional
 
 import numpy as np
 
-NONE = "-"  # a missing value in the STAR tables we write
+from localet_core.contracts import fsc_star
 
 
 def quote(path) -> str:
@@ -108,12 +108,6 @@ def tiltSeriesArgs(files: Dict[str, object], stack: Optional[str] = None) -> str
     return args
 
 
-def halfName(output: str, half: str) -> str:
-    """``OUT.mrc`` -> ``OUT_odd.mrc`` (the names `localet reconstruct --odd/--even` writes)."""
-    root, ext = os.path.splitext(output)
-    return f"{root}_{half}{ext or '.mrc'}"
-
-
 # ------------------------------------------------------------------------------ STAR tables
 def readStarBlock(path: str, block: str) -> List[Dict[str, str]]:
     """Rows of the loop ``data_<block>`` of a STAR file as dicts of strings (column names
@@ -124,26 +118,16 @@ def readStarBlock(path: str, block: str) -> List[Dict[str, str]]:
     return [row._asdict() for row in table]
 
 
-def writePairsStar(path: str, pairs: List[Dict[str, Optional[str]]]) -> None:
-    """The ``localet train --pairs`` table: columns stack tlt reference xf odd even exclude."""
-    columns = ("stack", "tlt", "reference", "xf", "odd", "even", "exclude")
-    lines = ["data_pairs", "", "loop_"] + [f"_{c}" for c in columns]
-    for pair in pairs:
-        lines.append("  ".join(str(pair.get(c) or NONE) for c in columns))
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
 def fscCurve(starPath: str):
     """(frequencies in 1/A, FSC values) of the whole-volume curve of a `localet fsc` table,
     without the DC term."""
-    rows = readStarBlock(starPath, "fsc")
+    rows = readStarBlock(starPath, fsc_star.BLOCK_FSC)
     x, y = [], []
     for row in rows:
-        if int(float(row["rlnSpectralIndex"])) == 0:
+        if int(float(row[fsc_star.SHELL])) == 0:
             continue
-        x.append(float(row["rlnResolution"]))
-        y.append(float(row["rlnFourierShellCorrelation"]))
+        x.append(float(row[fsc_star.SPATIAL_FREQUENCY]))
+        y.append(float(row[fsc_star.FSC]))
     return x, y
 
 
@@ -151,31 +135,7 @@ def fscResolutions(starPath: str) -> Dict[str, Dict[str, float]]:
     """{region: {criterion: resolution in A}} from the ``resolution`` block (region ``all``,
     ``outside_wedge``, ``inside_wedge``; criterion ``0.143``, ``0.5``, ``half-bit``)."""
     out: Dict[str, Dict[str, float]] = {}
-    for row in readStarBlock(starPath, "resolution"):
-        out.setdefault(row["locRegion"], {})[row["locCriterion"]] = float(row["rlnAngstromResolution"])
+    for row in readStarBlock(starPath, fsc_star.BLOCK_RESOLUTION):
+        out.setdefault(row[fsc_star.REGION], {})[row[fsc_star.CRITERION]] = float(row[fsc_star.ANGSTROM])
     return out
 
-
-# ------------------------------------------------------------------------------ model files
-def readModelCard(path: str) -> dict:
-    """The JSON card stored in a localet ``.safetensors`` file's metadata ({} when it has none).
-    Raises ValueError when the file is not a safetensors file."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{path} is not a safetensors file (too short)")
-        (size,) = struct.unpack("<Q", head)
-        if size <= 0 or size > 100 * 1024 * 1024:
-            raise ValueError(f"{path} is not a safetensors file (bad header size)")
-        try:
-            header = json.loads(f.read(size).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ValueError(f"{path} is not a safetensors file (unreadable header)") from None
-    meta = header.get("__metadata__") or {}
-    card = meta.get("card")
-    if card:
-        try:
-            return json.loads(card)
-        except json.JSONDecodeError:
-            return {"card": card}
-    return {k: v for k, v in meta.items()}

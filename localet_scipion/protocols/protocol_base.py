@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 class ProtLocaletBase(EMProtocol, ProtTomoBase):
     """Base of the localet protocols (not a box)."""
 
-    _label = None
+    _label = None  # pyworkflow's mark of a base class: Protocol.isBase() hides it from the GUI lists
 
     @staticmethod
     def _addComputeParams(form, threads=1):

@@ -10,6 +10,8 @@ from pyworkflow.object import String
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import redStr
 
+from localet_core.contracts.naming import plot_name
+from localet_core.contracts.tolerances import same_pixel_size
 from localet_scipion import Plugin, convert
 from localet_scipion.constants import OUTPUT_FSCS
 from localet_scipion.protocols.protocol_base import ProtLocaletBase
@@ -100,7 +102,7 @@ class ProtLocaletFsc(ProtLocaletBase):
     def fscStep(self, tsId, a, b, tilt, sampling):
         star = self._starName(tsId)
         args = (f"{convert.quote(a)} {convert.quote(b)} --pixel-size {sampling:g} -o {convert.quote(star)}"
-                f" --plot {convert.quote(star[:-5] + '.png')}")
+                f" --plot {convert.quote(plot_name(star))}")
         if tilt:
             args += f" --tlt {tilt[0]:g},{tilt[1]:g}"
         try:
@@ -152,7 +154,7 @@ class ProtLocaletFsc(ProtLocaletBase):
                 errors.append("Choose the reference tomograms.")
             elif not set(tomos.getTSIds()) & set(refs.getTSIds()):
                 errors.append("No tsId is shared by the tomograms and the reference tomograms.")
-            elif abs(refs.getSamplingRate() - tomos.getSamplingRate()) > 0.005 * tomos.getSamplingRate():
+            elif not same_pixel_size(refs.getSamplingRate(), tomos.getSamplingRate()):
                 errors.append(f"Sampling differs: {tomos.getSamplingRate():.3f} A vs "
                               f"{refs.getSamplingRate():.3f} A in the reference.")
         return errors

@@ -5,7 +5,7 @@ import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
 from pyworkflow.utils import copyFile
 
-from localet_scipion import convert
+from localet_core.contracts.model_card import read_model_card
 from localet_scipion.constants import OUTPUT_MODEL
 from localet_scipion.objects import LocaletModel
 
@@ -28,7 +28,7 @@ class ProtLocaletImportModel(EMProtocol):
 
     def importStep(self):
         source = os.path.abspath(self.modelFile.get())
-        card = convert.readModelCard(source)  # refuses files that are not safetensors
+        card = read_model_card(source)  # refuses files that are not safetensors
         dest = self._getExtraPath(os.path.basename(source))
         copyFile(source, dest)
         model = LocaletModel(filename=dest)
@@ -41,7 +41,7 @@ class ProtLocaletImportModel(EMProtocol):
         if not path or not os.path.isfile(path):
             return ["The model file does not exist."]
         try:
-            convert.readModelCard(path)
+            read_model_card(path)
         except (OSError, ValueError) as exc:
             return [str(exc)]
         return []

@@ -10,6 +10,8 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import Message, redStr
 from tomo.objects import SetOfTiltSeries, SetOfTomograms, Tomogram
 
+from localet_core.contracts.model_card import fit_warnings, read_model_card, shipped_model_path
+from localet_core.contracts.naming import half_name
 from localet_scipion import convert
 from localet_scipion.constants import (EVEN, METHOD_CHOICES, METHOD_PRETRAINED, METHOD_TRAINED,
                                        METHOD_WBP, ODD, OUTPUT_FAILED_TS, OUTPUT_TOMOGRAMS,
@@ -120,7 +122,7 @@ class ProtLocaletReconstruct(ProtLocaletBase):
                 if halves:
                     for half in (ODD, EVEN):
                         self._runLocalet("fbp", f"{convert.tiltSeriesArgs(files, files[half])}{grid} "
-                                                f"-o {convert.quote(convert.halfName(output, half))}")
+                                                f"-o {convert.quote(half_name(output, half))}")
             else:
                 args = f"{convert.tiltSeriesArgs(files)}{grid} --model {self._modelArg()}"
                 if halves:
@@ -136,7 +138,7 @@ class ProtLocaletReconstruct(ProtLocaletBase):
         output = self._outputName(tsId)
         files = [output]
         if self.doOddEven.get():
-            files += [convert.halfName(output, ODD), convert.halfName(output, EVEN)]
+            files += [half_name(output, ODD), half_name(output, EVEN)]
         return files
 
     def createOutputStep(self):
@@ -207,13 +209,27 @@ class ProtLocaletReconstruct(ProtLocaletBase):
             warnings.append("The tilt series carry no alignment and are not marked as "
                             "interpolated: they will be reconstructed as they are. Align them "
                             "first (IMOD, AreTomo...) unless the stacks are already aligned.")
-        if inSet is not None and inSet.getSamplingRate() and self.method.get() != METHOD_WBP:
+        card = self._modelCard()
+        if inSet is not None and inSet.getSamplingRate() and card is not None:
             voxel = inSet.getSamplingRate() * self.binning.get()
-            if voxel < 5 or voxel > 20:
-                warnings.append(f"The tomogram voxel will be {voxel:.2f} A. localet networks "
-                                "are trained on binned tomograms (about 7-15 A per voxel); "
-                                "adjust the binning if the result looks off.")
+            # "Tomogram voxel size 2.5 A is outside the model's training range 8-16 A; try Binning = 4."
+            warnings += [f"Tomogram {warning}." for warning in fit_warnings(card, voxel, binning_option="Binning =")]
         return warnings
+
+    def _modelCard(self):
+        """The card of the model this run will use (the shipped one or the chosen model's file);
+        None for WBP, or when the file is missing or unreadable."""
+        if self.method.get() == METHOD_WBP:
+            return None
+        if self.method.get() == METHOD_TRAINED:
+            model = self.inputModel.get()
+            path = model.getFileName() if model is not None else None
+        else:
+            path = shipped_model_path(PRETRAINED_MODEL)
+        try:
+            return read_model_card(path) if path else None
+        except (OSError, ValueError):
+            return None
 
     def _summary(self):
         summary = []

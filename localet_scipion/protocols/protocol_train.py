@@ -4,6 +4,9 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.utils import Message
 
+from localet_core.contracts.model_card import model_file, read_model_card
+from localet_core.contracts.pairs import PairSpec, write_pairs_star
+from localet_core.contracts.tolerances import same_pixel_size
 from localet_scipion import convert
 from localet_scipion.constants import OUTPUT_MODEL
 from localet_scipion.objects import LocaletModel
@@ -63,7 +66,7 @@ class ProtLocaletTrain(ProtLocaletBase):
         return os.path.abspath(self._getExtraPath("training"))
 
     def _modelFile(self):
-        return os.path.join(self._outDir(), f"{MODEL_NAME}.safetensors")
+        return str(model_file(os.path.join(self._outDir(), MODEL_NAME)))  # what `train --name` writes
 
     def convertInputStep(self):
         tsIds, refs = self._matched()
@@ -71,10 +74,10 @@ class ProtLocaletTrain(ProtLocaletBase):
         for tsId in tsIds:
             ts = self._findTs(self.inputSetOfTiltSeries.get(), tsId)
             files = convert.tiltSeriesFiles(ts, self._getExtraPath(tsId))
-            pairs.append({"stack": files["stack"], "tlt": files["tlt"], "reference": refs[tsId],
-                          "xf": files["xf"], "odd": files["odd"], "even": files["even"],
-                          "exclude": files["exclude"]})
-        convert.writePairsStar(self._pairsStar(), pairs)
+            pairs.append(PairSpec(stack=files["stack"], tlt=files["tlt"], reference=refs[tsId],
+                                  xf=files["xf"], odd=files["odd"], even=files["even"],
+                                  exclude=files["exclude"]))
+        write_pairs_star(self._pairsStar(), pairs)
 
     def trainStep(self):
         args = (f"--pairs {convert.quote(self._pairsStar())} -o {convert.quote(self._outDir())} "
@@ -89,7 +92,7 @@ class ProtLocaletTrain(ProtLocaletBase):
             raise FileNotFoundError(f"localet train wrote no {path}: see the log")
         model = LocaletModel(filename=path)
         model.setModelName(f"{MODEL_NAME} (run {self.getObjId()})")
-        model.setCard(convert.readModelCard(path))
+        model.setCard(read_model_card(path))
         model.setTrainedOn(self._matched()[0])
         if self.initModel.get() is not None:
             model.setInitModel(self.initModel.get().getModelName())
@@ -107,7 +110,7 @@ class ProtLocaletTrain(ProtLocaletBase):
         if not tsIds:
             errors.append("No tsId is shared by the tilt series and the reference tomograms.")
         voxel = tsSet.getSamplingRate() * self.binning.get()
-        if abs(refs.getSamplingRate() - voxel) > 0.01 * voxel:
+        if not same_pixel_size(refs.getSamplingRate(), voxel):
             errors.append(f"The references have {refs.getSamplingRate():.3f} A/voxel but the tilt "
                           f"series binned by {self.binning.get()} give {voxel:.3f} A: set the "
                           "binning so they match.")
