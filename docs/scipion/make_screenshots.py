@@ -8,17 +8,26 @@ and saves PNGs next to this script. Needs an X server: run it under Xvfb, e.g.
 
 and ImageMagick's `import` for the captures.
 """
+import importlib.util
 import os
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tests"))
-import scipion_env  # noqa: E402
 
-ROOT = scipion_env.setup()
+
+def _scipion_env():
+    """localet_scipion/tests/scipion_env.py, loaded from its path: importing it as a module of
+    localet_scipion would import pyworkflow before the environment is set."""
+    spec = importlib.util.spec_from_file_location(
+        "scipion_env", os.path.join(REPO, "localet_scipion", "tests", "scipion_env.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROOT = _scipion_env().setup()  # before the first pyworkflow import
 
 from pyworkflow.project import Manager  # noqa: E402
 

@@ -4,6 +4,11 @@ Simulated IMOD folders (localet_scipion.tests.simulate) are imported with tomo's
 with the plugin's own import (which attaches .xf, odd/even stacks and excluded views), then run
 through the localet boxes; volumes are compared with the `localet` CLI run directly on the same
 files. Needs scipion-pyworkflow, scipion-em and scipion-em-tomo (the `scipion` extra).
+
+Run by pytest (``pytest localet_scipion/tests``: the repository's conftest.py sets the Scipion
+environment up first, see scipion_env.py) or by Scipion's runner
+(``scipion3 tests localet_scipion.tests.test_protocols.TestLocaletScipion``). Plain unittest, so
+that Scipion's runner needs no pytest.
 """
 import json
 import os
@@ -11,23 +16,17 @@ import shutil
 import subprocess
 import sys
 import time
+import unittest
 
+import mrcfile
 import numpy as np
-import pytest
+from pyworkflow.tests import BaseTest, setupTestProject
 
-import scipion_env
+from localet_scipion.constants import METHOD_PRETRAINED, METHOD_TRAINED, METHOD_WBP
+from localet_scipion.tests import scipion_env
+from localet_scipion.tests.simulate import rotation_xf, write_series
 
-ROOT = scipion_env.setup()  # before the first pyworkflow import
-
-pytest.importorskip("pyworkflow")
-pytest.importorskip("pwem")
-pytest.importorskip("tomo")
-
-import mrcfile  # noqa: E402
-from pyworkflow.tests import BaseTest, setupTestProject  # noqa: E402
-
-from localet_scipion.constants import METHOD_PRETRAINED, METHOD_TRAINED, METHOD_WBP  # noqa: E402
-from localet_scipion.tests.simulate import rotation_xf, write_series  # noqa: E402
+ROOT = scipion_env.setup()  # a no-op (but for the scratch folder) once pyworkflow is configured
 
 THICKNESS = 16
 PIXEL = 10.0
@@ -163,6 +162,51 @@ class TestLocaletScipion(BaseTest):
         self.assertIn(f"localet plugin at {os.path.join(scipion_env.REPO, 'localet_scipion')}", log)
         self.assertIn("-m localet fbp", log)  # the command is logged
 
+    def test_protocol_list_hides_the_base(self):
+        """The boxes the GUI offers (its search and 'all protocols' view keep the classes that
+        pass isAFinalProtocol) are the five localet boxes; the base class is not among them."""
+        from pwem import Domain
+        from pyworkflow.gui.project.utils import isAFinalProtocol
+
+        from localet_scipion.protocols.protocol_base import ProtLocaletBase
+        protocols = Domain.getProtocols()
+        ours = {k: v for k, v in protocols.items() if v.__module__.startswith("localet_scipion.")}
+        offered = sorted(k for k, v in ours.items() if isAFinalProtocol(v, k))
+        self.assertEqual(offered, ["ProtLocaletFsc", "ProtLocaletImportModel", "ProtLocaletImportTs",
+                                   "ProtLocaletReconstruct", "ProtLocaletTrain"])
+        self.assertNotIn("ProtLocaletBase", protocols)
+        self.assertTrue(ProtLocaletBase.isBase())
+        names = " ".join(f"{k} {ours[k].getClassLabel()}".lower() for k in offered)
+        self.assertNotIn("protlocaletbase", names)
+        self.assertNotIn("none", names)
+
+    def test_plugin_import_is_torch_free(self):
+        """Every protocol subprocess of a Scipion project imports the plugins: no torch there."""
+        code = ("import sys, localet_scipion, localet_scipion.protocols, localet_scipion.objects, "
+                "localet_scipion.convert, localet_scipion.constants; print('torch' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=os.environ.copy())
+        self.assertEqual(out.returncode, 0, out.stderr[-2000:])
+        self.assertEqual(out.stdout.strip(), "False")
+
+    def test_reconstruct_warns_outside_the_models_training_range(self):
+        """The voxel-size warning comes from the model's card (the shipped model: 8-16 A)."""
+        from localet_core.contracts.model_card import read_model_card, shipped_model_path, training_range
+        from localet_scipion.protocols import ProtLocaletReconstruct
+        lo, hi = training_range(read_model_card(shipped_model_path()))
+
+        def warnings(**kwargs):
+            prot = self.newProtocol(ProtLocaletReconstruct, thickness=THICKNESS, **kwargs)
+            prot.inputSetOfTiltSeries.set(self.importPlain())
+            prot.inputSetOfTiltSeries.setExtended("outputTiltSeries")
+            return [w for w in prot.warnings() if "training range" in w]
+
+        far = int(np.ceil(1.5 * hi / PIXEL))  # binned voxel well above the model's range
+        self.assertEqual(warnings(method=METHOD_PRETRAINED, binning=1), [])
+        (warning,) = warnings(method=METHOD_PRETRAINED, binning=far)
+        self.assertIn(f"{far * PIXEL:g} A is outside the model's training range {lo:g}-{hi:g} A", warning)
+        self.assertEqual(warnings(method=METHOD_WBP, binning=far), [])
+
     def test_wbp_from_tomo_import_equals_cli(self):
         prot = self.wbpPlain()
         tomos = self._tomos(prot)
@@ -216,8 +260,8 @@ class TestLocaletScipion(BaseTest):
             self.assertAlmostEqual(float(m.voxel_size.x), 2 * PIXEL, places=3)
 
     def test_fsc_half_maps_and_reference(self):
+        from localet_scipion.convert import fscCurve, fscResolutions
         from localet_scipion.protocols import ProtLocaletFsc
-        from localet_scipion.convert import fscResolutions
 
         halves = self.newProtocol(ProtLocaletFsc, mode=0)
         halves.inputTomograms.set(self.wbpHalves())
@@ -233,7 +277,6 @@ class TestLocaletScipion(BaseTest):
         star = os.path.join(ROOT, "cli_fsc.star")
         subprocess.run([sys.executable, "-m", "localet", "fsc", odd, even, "--pixel-size", str(PIXEL),
                         "--tlt", "-60,60", "-o", star], check=True, capture_output=True)
-        from localet_scipion.convert import fscCurve
         np.testing.assert_allclose(np.array(fscCurve(star)), np.array([list(map(float, x)), list(map(float, y))]))
         self.assertIn("TS_A: 0.143:", halves.resolutions.get())
         self.assertIn("inside the wedge", halves.resolutions.get())
@@ -263,8 +306,8 @@ class TestLocaletScipion(BaseTest):
         open(bad, "w").write("not a model")
         self.assertTrue(self.newProtocol(ProtLocaletImportModel, modelFile=bad).validate())
 
-    @pytest.mark.skipif(not _pretrained_shipped(), reason="`localet reconstruct` or its pretrained "
-                        "model is not in this checkout yet; the WBP method is tested instead")
+    @unittest.skipIf(not _pretrained_shipped(), "`localet reconstruct` or its pretrained model is not "
+                     "in this checkout yet; the WBP method is tested instead")
     def test_pretrained_with_halves_then_fsc(self):
         from localet_scipion.protocols import ProtLocaletFsc
         prot = self.reconstruct("pretrained", self.importImod(), method=METHOD_PRETRAINED, doOddEven=True)
@@ -281,8 +324,8 @@ class TestLocaletScipion(BaseTest):
         self.launchProtocol(fsc)
         self.assertEqual(fsc.FSCs.getSize(), 2)
 
-    @pytest.mark.skipif(not (_cli_has("train") and _cli_has("reconstruct")),
-                        reason="`localet train`/`reconstruct` are not in this checkout yet")
+    @unittest.skipIf(not (_cli_has("train") and _cli_has("reconstruct")),
+                     "`localet train`/`reconstruct` are not in this checkout yet")
     def test_train_then_reconstruct_with_trained_model(self):
         from localet_scipion.protocols import ProtLocaletTrain
         train = self.newProtocol(ProtLocaletTrain, steps=20, useGpu=False)
