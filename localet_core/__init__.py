@@ -50,7 +50,7 @@ _EXPORTS: Dict[str, str] = {
     "ModelConfig": "localet_core.network.model",
     "TrainConfig": "localet_core.network.training",
     "train": "localet_core.network.training",
-    "read_pairs_star": "localet_core.network.training",
+    "read_pairs_star": "localet_core.contracts.pairs",
     # validation
     "compute_fsc": "localet_core.validation.fsc",
     "reconstruct_halves": "localet_core.validation.halfset",

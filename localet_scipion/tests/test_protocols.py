@@ -327,7 +327,7 @@ class TestLocaletScipion(BaseTest):
     @unittest.skipIf(not (_cli_has("train") and _cli_has("reconstruct")),
                      "`localet train`/`reconstruct` are not in this checkout yet")
     def test_train_then_reconstruct_with_trained_model(self):
-        from localet_scipion.protocols import ProtLocaletTrain
+        from localet_scipion.protocols import ProtLocaletReconstruct, ProtLocaletTrain
         train = self.newProtocol(ProtLocaletTrain, steps=20, useGpu=False)
         train.inputSetOfTiltSeries.set(self.importImod())
         train.inputSetOfTiltSeries.setExtended("TiltSeries")
@@ -335,6 +335,14 @@ class TestLocaletScipion(BaseTest):
         train.inputReferences.setExtended("Tomograms")
         self.launchProtocol(train)
         self.assertEqual(sorted(train.Model.getTrainedOn()), ["TS_A", "TS_B"])
+        # the voxel-size warning reads the trained model's own card (trained at PIXEL A)
+        binned = self.newProtocol(ProtLocaletReconstruct, method=METHOD_TRAINED, thickness=THICKNESS,
+                                  binning=2)
+        binned.inputSetOfTiltSeries.set(self.importImod())
+        binned.inputSetOfTiltSeries.setExtended("TiltSeries")
+        binned.inputModel.set(train)
+        binned.inputModel.setExtended("Model")
+        self.assertIn(f"training range {PIXEL:g}-{PIXEL:g} A", " ".join(binned.warnings()))
         rec = self.reconstruct("trained", self.importImod(), model=train, method=METHOD_TRAINED,
                                doOddEven=True)
         self.assertEqual(rec.Tomograms.getSize(), 2)
