@@ -5,7 +5,7 @@ then memory-mapped with :mod:`mrcfile` in permissive mode and copied to float32 
 time, rejecting NaN/Inf. Every problem is one :class:`~localet_core.errors.InputError` line that
 names the file.
 
-Array conventions (see ``geometry.md``):
+Array conventions (see ``docs/geometry.md``):
 
 * a tilt series is ``float32`` of shape ``(n_views, ny, nx)`` = (view, row, column), in stack
   order (the order of the ``.tlt`` file);

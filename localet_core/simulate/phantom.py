@@ -1,6 +1,6 @@
 """Cellular phantoms: an ice slab with membranes, filaments, macromolecules and gold beads.
 
-Conventions (see ``/work/shared/notes/geometry.md``): volumes are numpy order ``V[z, y, x]``, Z
+Conventions (see ``docs/geometry.md``): volumes are numpy order ``V[z, y, x]``, Z
 along the beam, the tilt axis along Y. Voxel centres sit at ``(i - (n - 1) / 2) * voxel_size``
 (A) on each axis.
 
