@@ -33,6 +33,7 @@ Shape3 = Tuple[int, int, int]
 
 
 def check_shape3(shape: Sequence[int], source: str = "shape") -> Shape3:
+    """``shape`` as three positive ints ``(nz, ny, nx)``; :class:`InputError` naming ``source``."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(source, f"expected a 3-D shape (nz, ny, nx), got {shape}")

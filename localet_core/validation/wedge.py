@@ -17,6 +17,8 @@ __all__ = ["missing_wedge_mask", "check_tilt_range", "wedge_mask_xz"]
 
 
 def check_tilt_range(tilt_min: float, tilt_max: float) -> Tuple[float, float]:
+    """``(tilt_min, tilt_max)`` in degrees as floats, ``-90 < min <= max < 90`` (else
+    :class:`InputError`)."""
     lo, hi = float(tilt_min), float(tilt_max)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InputError("tilt range", f"angles must be finite numbers, got [{lo}, {hi}]")
