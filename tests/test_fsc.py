@@ -14,10 +14,10 @@ from localet_core.validation.fsc import (
     compute_fsc,
     crossing_frequency,
     half_bit_threshold,
-    missing_wedge_mask,
     shell_correlation,
     split_alternate_tilts,
 )
+from localet_core.validation.wedge import missing_wedge_mask
 
 RNG_SEED = 1234
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.validation.fsc import hermitian_weights, missing_wedge_mask
+from localet_core.validation.fourier import hermitian_weights
+from localet_core.validation.wedge import missing_wedge_mask
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
