@@ -104,6 +104,10 @@ def _check_pair(a: TensorLike, b: TensorLike, mask: Optional[TensorLike]
             raise InputError("mask", "is zero everywhere")
         m = m.to(dtype)
         a, b = a * m, b * m
+    for name, v in (("volume A", a), ("volume B", b)):
+        if not bool((v != v.reshape(-1)[0]).any()):
+            raise InputError(name, "has no variance (every voxel is the same"
+                             + (" inside the mask" if m is not None else "") + "): there is nothing to correlate")
     return a, b, m
 
 
@@ -198,21 +202,37 @@ def half_bit_threshold(n_voxels: torch.Tensor) -> torch.Tensor:
         return (0.2071 + 1.9102 / s) / (1.2071 + 0.9102 / s)
 
 
+#: Rules of the resolutions localet reports (:func:`compute_fsc`, the demo, the prior-proof
+#: estimate): shells with fewer Fourier voxels than this are not searched (near the origin a
+#: shell holds a handful of voxels and its correlation is noise) ...
+MIN_SHELL_VOXELS = 100
+#: ... and a drop below the criterion counts only once the curve has been at or above it for
+#: this many consecutive shells (a noisy dip at the start is not a resolution).
+BAND = 3
+
+
 def crossing_frequency(frequency: torch.Tensor, fsc: torch.Tensor,
-                       threshold: Union[float, torch.Tensor]) -> Tuple[float, bool]:
+                       threshold: Union[float, torch.Tensor],
+                       n_voxels: Optional[torch.Tensor] = None, band: int = 0,
+                       min_shell_voxels: int = 0) -> Tuple[float, bool]:
     """Frequency where an FSC curve first drops below a threshold.
 
-    The search starts at shell 1: the origin's own value is only a sign, so it is taken as an
-    FSC of 1 against the threshold of the first non-empty shell (a curve already below the
-    threshold at shell 1 thus crosses between the origin and shell 1). Empty shells (nan) are
-    skipped. Between the last shell at or
-    above the threshold and the first one below it, ``fsc - threshold`` is interpolated
-    linearly in frequency.
+    Empty shells (nan) are skipped; between the last shell at or above the threshold and the
+    first one below it, ``fsc - threshold`` is interpolated linearly in frequency.
+
+    With the defaults (``band=0``) the search starts at shell 1 and the origin counts as an FSC
+    of 1 against the threshold of the first non-empty shell (a curve already below the threshold
+    at shell 1 thus crosses between the origin and shell 1). With the reporting rules
+    (``band=BAND, min_shell_voxels=MIN_SHELL_VOXELS`` and ``n_voxels``): the search starts at the
+    first shell holding at least ``min_shell_voxels`` Fourier voxels; drops below the threshold
+    before the curve has been at or above it for ``band`` consecutive shells are ignored; a curve
+    that never gets there falls back to the plain rule (its first drop from the origin).
 
     Args:
         frequency: shell frequencies (cycles/pixel), increasing, shell 0 at 0.
         fsc: the curve, same length.
         threshold: a number, or a per-shell curve (e.g. :func:`half_bit_threshold`).
+        n_voxels: Fourier voxels per shell (needed with ``min_shell_voxels``).
 
     Returns:
         ``(frequency, crossed)``: the crossing in cycles/pixel and True; or ``(0.5, False)``
@@ -222,19 +242,38 @@ def crossing_frequency(frequency: torch.Tensor, fsc: torch.Tensor,
     c = torch.as_tensor(fsc, dtype=torch.float64)
     t = torch.as_tensor(threshold, dtype=torch.float64).expand(c.shape)
     diff = (c - t).tolist()
-    tl = t.tolist()
-    # the origin: FSC 1 against the threshold of the first non-empty shell
-    t_first = next((tl[i] for i in range(1, len(tl)) if math.isfinite(diff[i])), 0.0)
-    prev_f, prev_d = 0.0, 1.0 - t_first
-    for i in range(1, len(diff)):
+    start = 1
+    if min_shell_voxels > 0:
+        if n_voxels is None:
+            raise ValueError("min_shell_voxels needs n_voxels")
+        counts = torch.as_tensor(n_voxels, dtype=torch.float64).tolist()
+        start = next((i for i in range(1, len(counts)) if counts[i] >= min_shell_voxels), len(counts))
+    if band <= 0:
+        tl = t.tolist()
+        # the origin: FSC 1 against the threshold of the first non-empty shell
+        t_first = next((tl[i] for i in range(start, len(tl)) if math.isfinite(diff[i])), 0.0)
+        prev_f, prev_d, run = 0.0, 1.0 - t_first, band
+    else:
+        prev_f, prev_d, run = None, None, 0
+    established = False
+    for i in range(start, len(diff)):
         d = diff[i]
         if not math.isfinite(d):
             continue
         fi = float(f[i])
-        if d < 0:
+        if d >= 0:
+            run += 1
+            established = established or run >= band
+        elif run >= band:
             frac = prev_d / (prev_d - d) if prev_d - d > 0 else 0.0
             return prev_f + frac * (fi - prev_f), True
+        else:
+            run = 0
         prev_f, prev_d = fi, d
+    if band > 0 and not established:
+        # never at or above the threshold for a band of shells: the plain first drop from the
+        # origin (a low frequency: nothing is resolved), not a crossing far out
+        return crossing_frequency(f, c, t)
     return 0.5, False
 
 
@@ -369,7 +408,8 @@ def compute_fsc(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] = None,
     resolutions = {}
     for name, (curve, count) in curves.items():
         for crit in CRITERIA:
-            f, crossed = crossing_frequency(frequency, curve, _threshold(crit, count))
+            f, crossed = crossing_frequency(frequency, curve, _threshold(crit, count), count,
+                                            BAND, MIN_SHELL_VOXELS)
             resolutions[(name, crit)] = Resolution(name, crit, f, crossed, p)
     return FSCResult(shape=shape, pixel_size=p, frequency=frequency, curves=curves,
                      resolutions=resolutions, tilt_range=rng, masked=m is not None)

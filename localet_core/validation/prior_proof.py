@@ -53,26 +53,18 @@ import numpy as np
 import torch
 
 from localet_core.errors import InputError
-from localet_core.validation.fsc import compute_fsc
+from localet_core.validation.fsc import BAND, MIN_SHELL_VOXELS, compute_fsc, crossing_frequency
 
 #: Below this half-set FSC of the WBP reference there is too little signal to divide by.
 MIN_REFERENCE_FSC = 0.05
 #: The criterion on ``C_est`` equivalent to a half-set FSC of 0.143 (see the module doc).
 THRESHOLD = 0.5
-#: Shells with fewer Fourier voxels than this (near the origin) are not used for the
-#: resolution: their correlations are too noisy to start a crossing search from.
-MIN_SHELL_VOXELS = 100
 #: The resolution is read where the one-sided lower bound ``C_est - CONFIDENCE_Z * sigma``
 #: drops below the threshold: a figure the data support with about 84 % confidence. Measured
 #: on simulated series (benchmarks/bench_validation.py), ``C_est`` itself runs 0.05-0.1 above
 #: the true correlation with the specimen in mid shells, because the signal WBP sees is the
 #: CTF-modulated image of the specimen, not the specimen.
 CONFIDENCE_Z = 1.0
-#: The curve must have been above the threshold for this many consecutive estimable shells
-#: before a drop below it counts as the crossing (a noisy dip in the first shells is not a
-#: resolution); after that, the first shell below the threshold is the crossing.
-BAND = 3
-
 
 @dataclass(frozen=True)
 class PriorProofCurve:
@@ -186,9 +178,11 @@ def curve_resolution(frequency: np.ndarray, values: np.ndarray, n_voxels: np.nda
                      min_shell_voxels: int = MIN_SHELL_VOXELS) -> EstimatedResolution:
     """The resolution of a per-shell correlation curve (nan = no estimate), e.g. ``C_est`` or a
     map's true FSC against a ground truth: from the first shell with at least
-    ``min_shell_voxels`` Fourier voxels, the crossing of :func:`first_crossing`; when the curve
+    ``min_shell_voxels`` Fourier voxels, the first crossing of ``threshold``; when the curve
     stops (nan) before a crossing, the last shell before the gap, flagged ``"no signal"``:
-    nothing better can be claimed."""
+    nothing better can be claimed. The search rules are those of every resolution localet
+    reports (:func:`localet_core.validation.fsc.crossing_frequency` with ``BAND`` and
+    ``MIN_SHELL_VOXELS``)."""
     f = np.asarray(frequency, dtype=np.float64)
     c = np.asarray(values, dtype=np.float64)
     n = np.asarray(n_voxels, dtype=np.float64)
@@ -196,35 +190,11 @@ def curve_resolution(frequency: np.ndarray, values: np.ndarray, n_voxels: np.nda
     if start is None or not np.isfinite(c[start]):
         return EstimatedResolution(math.nan, "none", pixel_size)
     stop = next((i for i in range(start, len(f)) if not np.isfinite(c[i])), len(f))
-    crossing = first_crossing(f[:stop], c[:stop], threshold, start, band)
-    if crossing is not None:
+    crossing, crossed = crossing_frequency(torch.from_numpy(f[:stop]), torch.from_numpy(c[:stop]), threshold,
+                                           torch.from_numpy(n[:stop]), band, min_shell_voxels)
+    if crossed:
         return EstimatedResolution(crossing, "crossed", pixel_size)
     return EstimatedResolution(float(f[stop - 1]), "no signal" if stop < len(f) else "nyquist", pixel_size)
-
-
-def first_crossing(frequency: np.ndarray, curve: np.ndarray, threshold: float, start: int = 1,
-                   band: int = BAND) -> Optional[float]:
-    """Frequency where ``curve`` first drops below ``threshold``, or None if it never does.
-
-    Rules: shells before ``start`` are ignored (too few samples); dips below the threshold
-    before the curve has been above it for ``band`` consecutive shells are ignored (a noisy
-    start is not a resolution); if the curve never gets above it for ``band`` shells, the
-    crossing is at ``frequency[start]``. The crossing is interpolated linearly between the last
-    shell above and the first below.
-    """
-    run = 0
-    for i in range(start, len(curve)):
-        if curve[i] >= threshold:
-            run += 1
-        elif run >= band:
-            prev_f, prev_c = frequency[i - 1], curve[i - 1]
-            frac = (prev_c - threshold) / (prev_c - curve[i]) if prev_c > curve[i] else 0.0
-            return float(prev_f + frac * (frequency[i] - prev_f))
-        else:
-            run = 0
-    if run >= band or run == len(curve) - start:  # above to the end
-        return None
-    return float(frequency[start])
 
 
 def prior_proof_fsc(half_1: np.ndarray, half_2: np.ndarray, reference_1: np.ndarray,
