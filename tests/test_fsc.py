@@ -14,10 +14,10 @@ from localet_core.validation.fsc import (
     compute_fsc,
     crossing_frequency,
     half_bit_threshold,
-    missing_wedge_mask,
     shell_correlation,
     split_alternate_tilts,
 )
+from localet_core.validation.wedge import missing_wedge_mask
 
 RNG_SEED = 1234
 
@@ -514,3 +514,23 @@ def test_shell_correlation_over_a_fourier_region_matches_wedge_split():
         torch.testing.assert_close(fsc, result.curves[region][0], equal_nan=True)
     with pytest.raises(InputError, match="rfft grid"):
         shell_correlation(a, b, fourier_region=torch.ones(shape, dtype=torch.bool))
+
+
+def test_constant_volume_is_an_error_not_a_resolution():
+    a = torch.randn(16, 20, 24)
+    with pytest.raises(InputError, match="volume B: has no variance"):
+        compute_fsc(a, torch.zeros(16, 20, 24), pixel_size=10.0)
+
+
+def test_a_noisy_first_shell_is_not_the_resolution():
+    """The demo's "FSC = 0.5 at 320 A": a dip in the first shells, then a curve above the
+    criterion to high resolution, must report the real drop."""
+    f = torch.arange(33, dtype=torch.float64) / 64
+    c = torch.full((33,), 0.9, dtype=torch.float64)
+    c[1], c[2] = 0.45, 0.3
+    c[20:] = 0.1
+    n = torch.full((33,), 500.0, dtype=torch.float64)
+    freq, crossed = crossing_frequency(f, c, 0.5, n, band=3, min_shell_voxels=100)
+    assert crossed and 19 / 64 < freq < 20 / 64
+    # the plain rule (no band) takes the dip
+    assert crossing_frequency(f, c, 0.5)[0] < 2 / 64

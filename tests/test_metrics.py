@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from localet_core.validation.fsc import missing_wedge_mask
+from localet_core.validation.wedge import missing_wedge_mask
 from localet_core.validation.metrics import affine_fit, pearson, psnr, ssim, wedge_correlation
 
 

@@ -7,8 +7,8 @@ from localet_core.io.atomic import atomic_output
 from localet_core.io.imod import (parse_view_list, read_exclude_list, read_tlt, read_xf,
                                   write_tlt, write_xf)
 from localet_core.io.mdoc import MdocInfo, read_mdoc
-from localet_core.io.mrc import (IncompleteVolumeError, TiltStack, Volume, VolumeWriter,
-                                 read_stack, read_volume, write_volume)
+from localet_core.io.mrc_read import TiltStack, Volume, read_stack, read_volume
+from localet_core.io.mrc_write import IncompleteVolumeError, VolumeWriter, write_volume
 
 __all__ = [
     "atomic_output",

@@ -1,6 +1,6 @@
 """IMOD text files: tilt angles (.tlt/.rawtlt), transforms (.xf) and view lists.
 
-Conventions (see ``geometry.md``):
+Conventions (see ``docs/geometry.md``):
 
 * ``.tlt``: one tilt angle per line, in degrees, in stack order (line k = view k).
 * ``.xf``: one line per view, ``a11 a12 a21 a22 dx dy``, mapping raw-image coordinates to

@@ -23,7 +23,6 @@ model; the summary records a checksum of every rank's final weights.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -41,6 +40,8 @@ import torch
 from localet_core.contracts.pairs import PairSpec, read_pairs_star  # noqa: F401  (read_pairs_star: re-exported)
 from localet_core.errors import InputError, LocaletError, PathLike
 from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.network.checkpoint import (CHECKPOINT_NAME, LOG_NAME, load_checkpoint,
+                                             save_checkpoint, write_log_csv)
 from localet_core.network.model import LocalizedNet, ModelConfig
 from localet_core.network.patches import normalise_views, sample_patches
 from localet_core.reconstruction.wbp import filter_views, prepare_views
@@ -205,12 +206,6 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(
     pairs: Sequence[PairSpec],
     out_dir: PathLike,
@@ -233,11 +228,15 @@ def train(
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         stop_after: stop (checkpointed) after this step, as if interrupted (tests, time slots).
         progress: tqdm bar on stderr (default: when stderr is a terminal).
+
+    The steps: load the pairs, build (or resume) the model and optimiser, fix the validation
+    set, run the optimisation steps (validating, logging and checkpointing as configured),
+    then write the model (with its card, once every step is done), the log and the summary.
     """
     from tqdm import tqdm
 
     from localet_core.device import distributed_context, resolve_device
-    from localet_core.network.modelfile import package_version, save_model
+    from localet_core.network.modelfile import save_model
 
     tc = train_config
     device = resolve_device(device)
@@ -250,69 +249,21 @@ def train(
     if not train_pairs:
         raise InputError("--pair", "no training pair given (all are split=val)")
 
-    torch.manual_seed(_seed(tc.seed, 0))  # initial weights: the same on every rank
-    model = LocalizedNet(model_config).to(device)
-    if init_model is not None:
-        from localet_core.network.modelfile import load_model
-
-        start, _ = load_model(init_model)
-        if start.config != model_config:
-            raise InputError(init_model, "has another architecture than the one asked for")
-        model.load_state_dict(start.state_dict())
+    model = _initial_model(model_config, tc.seed, device, init_model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start_step, log_rows = 0, []
-    ckpt_path = out / "checkpoint.pt"
+    ckpt_path = out / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
-        try:
-            state = torch.load(ckpt_path, map_location=device, weights_only=True)
-            if state.get("model_config") != json.dumps(model_config.to_dict(), sort_keys=True):
-                raise InputError(ckpt_path, "was written with another model architecture; "
-                                            "use the same options or another --out-dir")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(ckpt_path, f"cannot be resumed from ({type(exc).__name__}: {exc})") from None
-        start_step, log_rows = int(state["step"]), [list(r) for r in state["log"]]
+        start_step, log_rows = load_checkpoint(ckpt_path, model, optimizer, model_config, device)
     net: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    val_sets = _validation_sets(val_pairs, model_config, tc, device)
 
-    # fixed validation set: unaugmented views, fixed voxels
-    val_sets = []
-    for i, p in enumerate(val_pairs):
-        images, geometry = augmented_views(p, model_config, tc, 0, i, 0, device, augment=False)
-        gen = torch.Generator().manual_seed(_seed(tc.seed, 2, i))
-        vox = _random_voxels(p.reference.shape, tc.val_voxels, gen)
-        val_sets.append((images, geometry, vox, p.reference[vox[:, 0], vox[:, 1], vox[:, 2]].to(device)))
-
-    def validate() -> float:
-        if not val_sets:
-            return float("nan")
-        model.eval()
-        total = 0.0
-        with torch.no_grad():
-            for images, geometry, vox, target in val_sets:
-                pred = torch.cat([_predict(model, images, geometry, vox[a:a + 4096], model_config)
-                                  for a in range(0, vox.shape[0], 4096)])
-                total += float(_loss(pred, target, tc.loss))
-        model.train()
-        return total / len(val_sets)
-
-    def checkpoint(step: int) -> None:
-        if rank != 0:
-            return
-        _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "step": step, "log": log_rows,
-                            "model_config": json.dumps(model_config.to_dict(), sort_keys=True)}, ckpt_path)
-        _write_csv(out / "log.csv", log_rows)
-
-    cache: Dict[int, Tuple[torch.Tensor, TiltGeometry]] = {}
-    cache_round = -1
-    ema, best_ema = None, float("inf")
+    views = _AugmentedViews(train_pairs, model_config, tc, rank, device)
+    guard = _DivergenceGuard(tc, start_step)
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
     t0 = time.perf_counter()
     if progress is None:
@@ -321,49 +272,162 @@ def train(
                disable=not progress or rank != 0, file=sys.stderr)
     model.train()
     for step in range(start_step, end):
-        round_ = step // tc.refresh_every
-        if round_ != cache_round:
-            cache = {i: augmented_views(p, model_config, tc, round_, i, rank, device)
-                     for i, p in enumerate(train_pairs)}
-            cache_round = round_
-        gen = torch.Generator().manual_seed(_seed(tc.seed, 3, step, rank))
-        index = int(torch.randint(len(train_pairs), (1,), generator=gen))
-        pair = train_pairs[index]
-        images, geometry = cache[index]
-        vox = _random_voxels(pair.reference.shape, tc.batch_size, gen)
-        target = pair.reference[vox[:, 0], vox[:, 1], vox[:, 2]].to(device)
-        lr = tc.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss = _loss(_predict(net, images, geometry, vox, model_config), target, tc.loss)
-        loss.backward()
-        value = loss.detach()
-        if world > 1:  # every rank sees the same mean loss, so all stop together on NaN
-            import torch.distributed as dist
-
-            dist.all_reduce(value)
-            value = value / world
-        value = float(value)
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"training loss became {value} at step {step + 1} (lr {lr:.3g}); "
-                                   "lower --lr, or check the pairs for NaN/empty references")
-        optimizer.step()
-        ema = value if ema is None else 0.9 * ema + 0.1 * value
-        best_ema = min(best_ema, ema)
-        if step - start_step >= 10 and ema > tc.divergence_factor * best_ema:
-            raise TrainingDiverged(f"training diverged at step {step + 1}: loss {ema:.3g} is over "
-                                   f"{tc.divergence_factor:g}x its best {best_ema:.3g}; lower --lr "
-                                   f"(now {tc.lr:g})")
-        val = validate() if ((step + 1) % tc.val_every == 0 or step + 1 == tc.steps) else float("nan")
+        value, lr = _optimisation_step(net, optimizer, train_pairs, views, step, model_config, tc,
+                                       rank, world, device)
+        guard.check(step, value)
+        val = (_validate(model, val_sets, model_config, tc.loss)
+               if ((step + 1) % tc.val_every == 0 or step + 1 == tc.steps) else float("nan"))
         log_rows.append([step + 1, value, lr, val, time.perf_counter() - t0])
         bar.update(1)
         bar.set_postfix(loss=f"{value:.4f}", val=f"{val:.4f}" if math.isfinite(val) else "-")
-        if (step + 1) % tc.checkpoint_every == 0 or step + 1 == end:
-            checkpoint(step + 1)
+        if ((step + 1) % tc.checkpoint_every == 0 or step + 1 == end) and rank == 0:
+            save_checkpoint(out, model, optimizer, step + 1, log_rows, model_config)
     bar.close()
 
-    done = end
+    summary = _summary(end, log_rows, _rank_checksums(model, world), world, model_config, tc,
+                       device, time.perf_counter() - t0)
+    if rank == 0:
+        if end >= tc.steps:
+            card = _model_card(model_name, end, model_config, tc, train_pairs, val_pairs, summary,
+                               init_model)
+            summary["model_file"] = str(save_model(out / model_name, model, card))
+        write_log_csv(out / LOG_NAME, log_rows)
+        tmp = out / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        os.replace(tmp, out / "summary.json")
+    return summary
+
+
+# --------------------------------------------------------------------------- the steps of train()
+
+def _initial_model(model_config: ModelConfig, seed: int, device: torch.device,
+                   init_model: Optional[PathLike]) -> LocalizedNet:
+    """A new model, its weights drawn from ``seed`` (the same on every rank), or those of
+    ``init_model`` (fine-tuning; :class:`InputError` if its architecture differs)."""
+    torch.manual_seed(_seed(seed, 0))  # initial weights: the same on every rank
+    model = LocalizedNet(model_config).to(device)
+    if init_model is not None:
+        from localet_core.network.modelfile import load_model
+
+        start, _ = load_model(init_model)
+        if start.config != model_config:
+            raise InputError(init_model, "has another architecture than the one asked for")
+        model.load_state_dict(start.state_dict())
+    return model
+
+
+ValSet = Tuple[torch.Tensor, TiltGeometry, torch.Tensor, torch.Tensor]
+
+
+def _validation_sets(val_pairs: Sequence[Pair], model_config: ModelConfig, tc: TrainConfig,
+                     device: torch.device) -> List[ValSet]:
+    """The fixed validation set of each pair: unaugmented views, their geometry, ``val_voxels``
+    fixed voxels ``(n, 3)`` (z, y, x indices) and their targets ``(n,)`` on ``device``."""
+    val_sets = []
+    for i, p in enumerate(val_pairs):
+        images, geometry = augmented_views(p, model_config, tc, 0, i, 0, device, augment=False)
+        gen = torch.Generator().manual_seed(_seed(tc.seed, 2, i))
+        vox = _random_voxels(p.reference.shape, tc.val_voxels, gen)
+        val_sets.append((images, geometry, vox, p.reference[vox[:, 0], vox[:, 1], vox[:, 2]].to(device)))
+    return val_sets
+
+
+def _validate(model: torch.nn.Module, val_sets: Sequence[ValSet], model_config: ModelConfig,
+              loss: str) -> float:
+    """Mean validation loss over the pairs (NaN without validation pairs); the model is left
+    in training mode."""
+    if not val_sets:
+        return float("nan")
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for images, geometry, vox, target in val_sets:
+            pred = torch.cat([_predict(model, images, geometry, vox[a:a + 4096], model_config)
+                              for a in range(0, vox.shape[0], 4096)])
+            total += float(_loss(pred, target, loss))
+    model.train()
+    return total / len(val_sets)
+
+
+class _AugmentedViews:
+    """The training pairs' augmented views of the current round, redrawn every
+    ``refresh_every`` steps (a round's views depend only on the seed, round, pair and rank)."""
+
+    def __init__(self, pairs: Sequence[Pair], model_config: ModelConfig, tc: TrainConfig,
+                 rank: int, device: torch.device) -> None:
+        self.pairs, self.model_config, self.tc, self.rank, self.device = pairs, model_config, tc, rank, device
+        self.round = -1
+        self.cache: Dict[int, Tuple[torch.Tensor, TiltGeometry]] = {}
+
+    def at(self, step: int, index: int) -> Tuple[torch.Tensor, TiltGeometry]:
+        """Views ``(n_used, ny, nx)`` and geometry of pair ``index`` at ``step``."""
+        round_ = step // self.tc.refresh_every
+        if round_ != self.round:
+            self.cache = {i: augmented_views(p, self.model_config, self.tc, round_, i, self.rank, self.device)
+                          for i, p in enumerate(self.pairs)}
+            self.round = round_
+        return self.cache[index]
+
+
+def _optimisation_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       pairs: Sequence[Pair], views: _AugmentedViews, step: int,
+                       model_config: ModelConfig, tc: TrainConfig, rank: int, world: int,
+                       device: torch.device) -> Tuple[float, float]:
+    """One AdamW step on ``batch_size`` random voxels of one random pair.
+
+    Returns:
+        ``(loss, lr)``: the loss before the step (averaged over the ranks) and the learning rate.
+
+    Raises:
+        TrainingDiverged: the loss is NaN or infinite (then no step is taken).
+    """
+    gen = torch.Generator().manual_seed(_seed(tc.seed, 3, step, rank))
+    index = int(torch.randint(len(pairs), (1,), generator=gen))
+    pair = pairs[index]
+    images, geometry = views.at(step, index)
+    vox = _random_voxels(pair.reference.shape, tc.batch_size, gen)
+    target = pair.reference[vox[:, 0], vox[:, 1], vox[:, 2]].to(device)
+    lr = tc.lr_at(step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss = _loss(_predict(net, images, geometry, vox, model_config), target, tc.loss)
+    loss.backward()
+    value = loss.detach()
+    if world > 1:  # every rank sees the same mean loss, so all stop together on NaN
+        import torch.distributed as dist
+
+        dist.all_reduce(value)
+        value = value / world
+    value = float(value)
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training loss became {value} at step {step + 1} (lr {lr:.3g}); "
+                               "lower --lr, or check the pairs for NaN/empty references")
+    optimizer.step()
+    return value, lr
+
+
+class _DivergenceGuard:
+    """Raises :class:`TrainingDiverged` once the loss's moving average (EMA, 0.9) exceeds
+    ``divergence_factor`` times its best value, from 10 steps after the (re)start on."""
+
+    def __init__(self, tc: TrainConfig, start_step: int) -> None:
+        self.tc, self.start_step = tc, start_step
+        self.ema: Optional[float] = None
+        self.best = float("inf")
+
+    def check(self, step: int, value: float) -> None:
+        tc = self.tc
+        self.ema = value if self.ema is None else 0.9 * self.ema + 0.1 * value
+        self.best = min(self.best, self.ema)
+        if step - self.start_step >= 10 and self.ema > tc.divergence_factor * self.best:
+            raise TrainingDiverged(f"training diverged at step {step + 1}: loss {self.ema:.3g} is over "
+                                   f"{tc.divergence_factor:g}x its best {self.best:.3g}; lower --lr "
+                                   f"(now {tc.lr:g})")
+
+
+def _rank_checksums(model: torch.nn.Module, world: int) -> List[str]:
+    """:func:`weights_checksum` of every rank's model, in rank order (collective under DDP)."""
     checksums = [weights_checksum(model)]
     if world > 1:
         import torch.distributed as dist
@@ -371,44 +435,53 @@ def train(
         gathered: List[Any] = [None] * world
         dist.all_gather_object(gathered, checksums[0])
         checksums = gathered
+    return checksums
+
+
+def _summary(done: int, log_rows: List[List[float]], checksums: List[str], world: int,
+             model_config: ModelConfig, tc: TrainConfig, device: torch.device,
+             seconds: float) -> Dict[str, Any]:
+    """The run's ``summary.json``: steps, losses (the final one a mean of the last 20 steps),
+    the ranks' checksums, the configurations, device and wall time (s)."""
     vals = [r[3] for r in log_rows if math.isfinite(r[3])]
-    summary = {
+    return {
         "steps_done": done, "steps": tc.steps, "finished": done >= tc.steps,
         "first_loss": log_rows[0][1] if log_rows else None,
         "final_loss": float(np.mean([r[1] for r in log_rows[-20:]])) if log_rows else None,
         "final_val_loss": vals[-1] if vals else None, "best_val_loss": min(vals) if vals else None,
         "world_size": world, "rank_checksums": checksums, "ranks_in_sync": len(set(checksums)) == 1,
         "train_config": dataclasses.asdict(tc), "model_config": model_config.to_dict(),
-        "device": str(device), "seconds": time.perf_counter() - t0,
+        "device": str(device), "seconds": seconds,
     }
-    if rank == 0:
-        if done >= tc.steps:
-            card = {
-                "name": model_name,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "input_normalisation": "binned used views: (x - mean) / std (population) over all "
-                                       "their pixels, then ramp filter",
-                "output_units": ("reference volume normalised to zero mean, unit std" if tc.reference_clip is None
-                                 else f"reference volume minus its median, over the std of its 0.5-99.5 percentile "
-                                      f"range, clamped to +-{tc.reference_clip:g}"),
-                "patch_size": model_config.patch_size, "step": model_config.step,
-                "training_data": [dataclasses.asdict(p.spec) for p in train_pairs],
-                "validation_data": [dataclasses.asdict(p.spec) for p in val_pairs],
-                "pixel_size_A": sorted({p.geometry.voxel_size for p in train_pairs if p.geometry.voxel_size}),
-                "binning": tc.binning,
-                "tilt_schemes": _unique([_scheme(p.geometry) for p in train_pairs]),
-                "steps": done, "train_config": dataclasses.asdict(tc),
-                "metrics": {"final_train_loss": summary["final_loss"], "final_val_loss": summary["final_val_loss"],
-                            "best_val_loss": summary["best_val_loss"], "loss": tc.loss},
-                "package_version": package_version(),
-                "initialised_from": None if init_model is None else os.fspath(init_model),
-            }
-            summary["model_file"] = str(save_model(out / model_name, model, card))
-        _write_csv(out / "log.csv", log_rows)
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, out / "summary.json")
-    return summary
+
+
+def _model_card(model_name: str, done: int, model_config: ModelConfig, tc: TrainConfig,
+                train_pairs: Sequence[Pair], val_pairs: Sequence[Pair], summary: Dict[str, Any],
+                init_model: Optional[PathLike]) -> Dict[str, Any]:
+    """The card saved with the model: units of its input and output, the data, pixel sizes
+    (A), binning and tilt schemes it was trained on, its settings and final metrics."""
+    from localet_core.network.modelfile import package_version
+
+    return {
+        "name": model_name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "input_normalisation": "binned used views: (x - mean) / std (population) over all "
+                               "their pixels, then ramp filter",
+        "output_units": ("reference volume normalised to zero mean, unit std" if tc.reference_clip is None
+                         else f"reference volume minus its median, over the std of its 0.5-99.5 percentile "
+                              f"range, clamped to +-{tc.reference_clip:g}"),
+        "patch_size": model_config.patch_size, "step": model_config.step,
+        "training_data": [dataclasses.asdict(p.spec) for p in train_pairs],
+        "validation_data": [dataclasses.asdict(p.spec) for p in val_pairs],
+        "pixel_size_A": sorted({p.geometry.voxel_size for p in train_pairs if p.geometry.voxel_size}),
+        "binning": tc.binning,
+        "tilt_schemes": _unique([_scheme(p.geometry) for p in train_pairs]),
+        "steps": done, "train_config": dataclasses.asdict(tc),
+        "metrics": {"final_train_loss": summary["final_loss"], "final_val_loss": summary["final_val_loss"],
+                    "best_val_loss": summary["best_val_loss"], "loss": tc.loss},
+        "package_version": package_version(),
+        "initialised_from": None if init_model is None else os.fspath(init_model),
+    }
 
 
 def _unique(items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -426,13 +499,3 @@ def _scheme(geometry: TiltGeometry) -> Dict[str, Any]:
     a = np.sort(geometry.used_angles)
     return {"n_views": int(a.size), "min_deg": float(a[0]), "max_deg": float(a[-1]),
             "mean_step_deg": float(np.diff(a).mean()) if a.size > 1 else 0.0}
-
-
-def _write_csv(path: Path, rows: List[List[float]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "loss", "lr", "val_loss", "seconds"])
-        for r in rows:
-            w.writerow([int(r[0])] + [("" if isinstance(x, float) and math.isnan(x) else f"{x:.6g}") for x in r[1:]])
-    os.replace(tmp, path)

@@ -7,12 +7,12 @@ The projector (line integrals at the tilt angles) lives elsewhere; see
 from .optics import (apply_ctf, attenuate, ctf_2d, critical_exposure, dose_symmetric_order,
                      electron_wavelength, exposure_filter, image_intensity, interaction_constant,
                      poisson_noise, prior_dose)
-from .phantom import FAMILIES, OBJECT_TYPES, Phantom, make_phantom
+from .phantom import FAMILIES, OBJECT_TYPES, Phantom, PhantomConfig, make_phantom, phantom_config
 from .templates import (available_templates, ice_potential, load_template, lowpass_template,
                         place_template, random_rotation, rotate_resample, template_metadata)
 
 __all__ = [
-    "Phantom", "make_phantom", "FAMILIES", "OBJECT_TYPES",
+    "Phantom", "PhantomConfig", "make_phantom", "phantom_config", "FAMILIES", "OBJECT_TYPES",
     "available_templates", "template_metadata", "ice_potential", "load_template",
     "lowpass_template", "random_rotation", "rotate_resample", "place_template",
     "electron_wavelength", "interaction_constant", "ctf_2d", "apply_ctf", "critical_exposure",

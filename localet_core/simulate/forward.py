@@ -146,9 +146,8 @@ def simulate_series(config: SimulationConfig, seed: int) -> SimulatedSeries:
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     angles = config.angles
     max_tilt = float(np.abs(angles).max())
-    phantom_kwargs = {} if config.thickness_nm is None else {"thickness_nm": config.thickness_nm}
     phantom = make_phantom(config.shape, config.voxel_size, seed=seed, family=config.family,
-                           tilt_max_deg=max_tilt, **phantom_kwargs)
+                           tilt_max_deg=max_tilt, thickness_nm=config.thickness_nm)
     nz, ny, nx = config.shape
     potential = phantom.volume + phantom.ice
     projections = phantom.crop(project_oversampled(potential, angles)) * config.voxel_size  # V*A

@@ -1,6 +1,6 @@
 """Cellular phantoms: an ice slab with membranes, filaments, macromolecules and gold beads.
 
-Conventions (see ``/work/shared/notes/geometry.md``): volumes are numpy order ``V[z, y, x]``, Z
+Conventions (see ``docs/geometry.md``): volumes are numpy order ``V[z, y, x]``, Z
 along the beam, the tilt axis along Y. Voxel centres sit at ``(i - (n - 1) / 2) * voxel_size``
 (A) on each axis.
 
@@ -21,6 +21,7 @@ volume and keeping the central ``nx`` detector columns gives the FOV's tilt seri
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -32,38 +33,125 @@ import torch
 from .templates import available_templates, ice_potential, output_size, place_template, \
     quantise_scale, random_rotation, template_metadata
 
-__all__ = ["Phantom", "make_phantom", "FAMILIES", "OBJECT_TYPES"]
+__all__ = ["Phantom", "PhantomConfig", "make_phantom", "phantom_config", "FAMILIES", "OBJECT_TYPES"]
 
 OBJECT_TYPES = ("sheet", "vesicle", "microtubule", "actin", "bead", "particle")
 
+Count = Union[int, Tuple[int, int]]
+Range = Union[float, Tuple[float, float]]
+
+
+def _as_tuple(value: Any) -> Any:
+    """Lists (e.g. from JSON) as tuples, so a config stays hashable; anything else as given."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """What a phantom holds, as values or ``(lo, hi)`` ranges drawn per seed.
+
+    The defaults are the ``"default"`` preset (:data:`FAMILIES`). Counts are ints or inclusive
+    ``(lo, hi)`` ranges; other ranges are uniform.
+
+    Attributes:
+        family: the preset's name, recorded in ``Phantom.params``.
+        templates: template ids (see :func:`available_templates`) for the crowded particles.
+        object_types: subset of :data:`OBJECT_TYPES` to include.
+        n_sheets, n_vesicles, n_microtubules, n_actin, n_beads: counts of the analytic objects.
+        crowding: target fraction of slab voxels covered by particles.
+        template_scale: size factor of each particle, drawn log-uniformly from ``(lo, hi)``
+            (a single value is ``(value, value)``; 1 keeps the molecules' true sizes).
+        mix_templates: draw each specimen's template probabilities from a Dirichlet(1) (some
+            specimens nearly pure) instead of using a uniform mix.
+        thickness_nm: ice thickness, nm; None: uniform in (0.05, 0.085) of ``nz * voxel_size``
+            (A), i.e. (0.5, 0.85) of the box height.
+        slab_tilt_deg: tilt of the slab normal away from Z (deg), random azimuth.
+        vesicle_radius_nm, bead_diameter_nm: sizes, nm.
+        overlap_tolerance: largest fraction of an object's voxels that may overlap earlier
+            objects (or, for particles and beads, lie outside the slab).
+        max_failures: consecutive rejections after which a template is no longer tried.
+
+    Raises:
+        ValueError: an unknown template or object type, or a template scale not > 0 with
+            lo <= hi.
+    """
+
+    family: str = "default"
+    templates: Tuple[str, ...] = ("4v5d", "3jb9", "4v1w")
+    object_types: Tuple[str, ...] = OBJECT_TYPES
+    n_sheets: Count = (0, 1)
+    n_vesicles: Count = (0, 3)
+    n_microtubules: Count = (0, 2)
+    n_actin: Count = (0, 4)
+    n_beads: Count = (0, 3)
+    crowding: Range = (0.05, 0.2)
+    template_scale: Range = (1.0, 1.0)
+    mix_templates: bool = False
+    thickness_nm: Optional[Range] = None
+    slab_tilt_deg: Range = (0.0, 3.0)
+    vesicle_radius_nm: Range = (15.0, 60.0)
+    bead_diameter_nm: Range = (5.0, 10.0)
+    overlap_tolerance: float = 0.02
+    max_failures: int = 30
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _as_tuple(getattr(self, f.name)))
+        object.__setattr__(self, "templates", tuple(self.templates))
+        object.__setattr__(self, "object_types", tuple(self.object_types))
+        known = available_templates()
+        for t in self.templates:
+            if t.lower() not in known:
+                raise ValueError(f"unknown template {t!r}; available: {', '.join(known)}")
+        for o in self.object_types:
+            if o not in OBJECT_TYPES:
+                raise ValueError(f"unknown object type {o!r}; choose from {', '.join(OBJECT_TYPES)}")
+        scale = self.template_scale
+        scale = (float(scale), float(scale)) if not isinstance(scale, (tuple, list)) else \
+            (float(scale[0]), float(scale[1]))
+        if not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"template_scale must be > 0 with lo <= hi, got {scale}")
+        object.__setattr__(self, "template_scale", scale)
+
+
 # Presets. "default" is the training family; "shifted" uses other templates, object types and
 # crowding, for a test set that is not drawn from the training distribution.
-FAMILIES: Dict[str, Dict[str, Any]] = {
-    "default": dict(templates=("4v5d", "3jb9", "4v1w"),
-                    object_types=("sheet", "vesicle", "microtubule", "actin", "bead", "particle"),
-                    n_sheets=(0, 1), n_vesicles=(0, 3), n_microtubules=(0, 2), n_actin=(0, 4),
-                    n_beads=(0, 3), crowding=(0.05, 0.2)),
+FAMILIES: Dict[str, PhantomConfig] = {
+    "default": PhantomConfig(),
     # training breadth: the default family's templates with more membranes, filaments and
     # crowding (the shifted test family's templates stay unseen)
-    "diverse": dict(templates=("4v5d", "3jb9", "4v1w"),
-                    object_types=("sheet", "vesicle", "microtubule", "actin", "bead", "particle"),
-                    n_sheets=(0, 2), n_vesicles=(0, 4), n_microtubules=(0, 2), n_actin=(0, 8),
-                    n_beads=(0, 3), crowding=(0.05, 0.3)),
-    "shifted": dict(templates=("6z6u", "6qt9"),
-                    object_types=("sheet", "vesicle", "actin", "particle"),
-                    n_sheets=(1, 2), n_vesicles=(1, 4), n_microtubules=0, n_actin=(2, 8),
-                    n_beads=0, crowding=(0.1, 0.3)),
+    "diverse": PhantomConfig(family="diverse", n_sheets=(0, 2), n_vesicles=(0, 4), n_actin=(0, 8),
+                             crowding=(0.05, 0.3)),
+    "shifted": PhantomConfig(family="shifted", templates=("6z6u", "6qt9"),
+                             object_types=("sheet", "vesicle", "actin", "particle"),
+                             n_sheets=(1, 2), n_vesicles=(1, 4), n_microtubules=0, n_actin=(2, 8),
+                             n_beads=0, crowding=(0.1, 0.3)),
     # training breadth in size: the diverse preset with every particle enlarged or shrunk by a
     # log-uniform factor (0.5-3x: 15-90 nm ribosome-like bodies, 7-40 nm ferritin-like shells),
     # and each specimen its own mix of the templates (Dirichlet weights: some specimens are
     # nearly pure), so the learned prior is not tied to three molecular sizes and one mixture.
     # Still the default templates.
-    "broad": dict(templates=("4v5d", "3jb9", "4v1w"),
-                  object_types=("sheet", "vesicle", "microtubule", "actin", "bead", "particle"),
-                  n_sheets=(0, 2), n_vesicles=(0, 4), n_microtubules=(0, 2), n_actin=(0, 8),
-                  n_beads=(0, 2), crowding=(0.05, 0.3), template_scale=(0.5, 3.0),
-                  mix_templates=True),
+    "broad": PhantomConfig(family="broad", n_sheets=(0, 2), n_vesicles=(0, 4), n_actin=(0, 8),
+                           n_beads=(0, 2), crowding=(0.05, 0.3), template_scale=(0.5, 3.0),
+                           mix_templates=True),
 }
+
+
+def phantom_config(family: Union[str, PhantomConfig] = "default", **overrides: Any) -> PhantomConfig:
+    """A preset (its name in :data:`FAMILIES`, or a config) with the ``overrides`` that are not
+    None (:class:`PhantomConfig` field names).
+
+    Raises:
+        ValueError: an unknown family, or an invalid value (see :class:`PhantomConfig`).
+    """
+    if isinstance(family, PhantomConfig):
+        base = family
+    elif family in FAMILIES:
+        base = FAMILIES[family]
+    else:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
 
 # Excess potentials over ice (V) and sizes (A) of the analytic objects.
 PROTEIN_EXCESS_V = 1.0      # packed protein relative to vitreous ice (templates give ~0.7-1.2)
@@ -73,10 +161,6 @@ GOLD_EXCESS_V = 25.0        # gold's mean inner potential (~30 V) minus ice
 BILAYER = ((-19.0, 4.0, 1.6), (19.0, 4.0, 1.6), (0.0, 7.0, -0.5))
 MT_R_IN, MT_R_OUT = 85.0, 125.0   # microtubule wall radii, A (25 nm outer diameter)
 ACTIN_R = 35.0                     # actin filament radius, A (7 nm diameter)
-
-Count = Union[int, Tuple[int, int]]
-Range = Union[float, Tuple[float, float]]
-
 
 @dataclass
 class Phantom:
@@ -419,18 +503,19 @@ def _single_threaded(fn):
 
 @_single_threaded
 def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0,
-                 seed: int = 0, *, family: str = "default",
-                 thickness_nm: Optional[Range] = None, slab_tilt_deg: Range = (0.0, 3.0),
+                 seed: int = 0, *, family: Union[str, PhantomConfig] = "default",
+                 tilt_max_deg: Optional[float] = None,
+                 thickness_nm: Optional[Range] = None, slab_tilt_deg: Optional[Range] = None,
                  templates: Optional[Sequence[str]] = None,
                  object_types: Optional[Sequence[str]] = None,
                  crowding: Optional[Range] = None,
                  template_scale: Optional[Range] = None,
                  n_sheets: Optional[Count] = None, n_vesicles: Optional[Count] = None,
-                 vesicle_radius_nm: Range = (15.0, 60.0),
+                 vesicle_radius_nm: Optional[Range] = None,
                  n_microtubules: Optional[Count] = None, n_actin: Optional[Count] = None,
-                 n_beads: Optional[Count] = None, bead_diameter_nm: Range = (5.0, 10.0),
-                 tilt_max_deg: Optional[float] = None, overlap_tolerance: float = 0.02,
-                 max_failures: int = 30) -> Phantom:
+                 n_beads: Optional[Count] = None, bead_diameter_nm: Optional[Range] = None,
+                 overlap_tolerance: Optional[float] = None,
+                 max_failures: Optional[int] = None) -> Phantom:
     """Simulate a cellular specimen in a tilted vitreous-ice slab.
 
     Args:
@@ -438,60 +523,50 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
         voxel_size: A per voxel (templates are resampled to it; 5-20 A is sensible).
         seed: everything random derives from it (numpy for geometry, a torch.Generator for
             rotations), so the same arguments give the same phantom.
-        family: a preset from :data:`FAMILIES` ("default" for training, "shifted" for a test set
-            with other templates and object types); explicit arguments override it.
-        thickness_nm: ice thickness, nm, or a (lo, hi) range; default (0.5, 0.85) of nz*voxel.
-        slab_tilt_deg: tilt of the slab normal away from Z (deg), random azimuth.
-        templates: template ids (see :func:`available_templates`) for the crowded particles.
-        object_types: subset of :data:`OBJECT_TYPES` to include.
-        crowding: target fraction of slab voxels covered by particles (or a range).
-        template_scale: size factor of each particle, drawn log-uniformly from ``(lo, hi)``
-            (or fixed); default the preset's, else 1 (the molecules' true sizes).
-        n_sheets, n_vesicles, n_microtubules, n_actin, n_beads: counts (int or (lo, hi)).
-        vesicle_radius_nm, bead_diameter_nm: sizes, nm (value or range).
+        family: a preset name from :data:`FAMILIES` ("default" for training, "shifted" for a
+            test set with other templates and object types) or a :class:`PhantomConfig`.
         tilt_max_deg: if given, pad X by ceil((thickness/2) tan(tilt_max) / voxel_size) voxels on
             each side (see the module docstring); ``Phantom.crop`` returns the field of view.
-        overlap_tolerance: largest fraction of an object's voxels that may overlap earlier
-            objects (or, for particles and beads, lie outside the slab).
-        max_failures: consecutive rejections after which a template is no longer tried.
+        thickness_nm, slab_tilt_deg, templates, object_types, crowding, template_scale,
+            n_sheets, n_vesicles, vesicle_radius_nm, n_microtubules, n_actin, n_beads,
+            bead_diameter_nm, overlap_tolerance, max_failures: override the preset's
+            :class:`PhantomConfig` field of that name (None: the preset's value).
 
     Returns:
         A :class:`Phantom`; ``params`` records every resolved parameter and the placed objects.
 
+    Raises:
+        ValueError: an unknown family, template or object type, or a bad template scale.
+
     Runs with one torch thread (restored afterwards): see :func:`_single_threaded`.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
-    preset = FAMILIES[family]
+    config = phantom_config(
+        family, thickness_nm=thickness_nm, slab_tilt_deg=slab_tilt_deg, templates=templates,
+        object_types=object_types, crowding=crowding, template_scale=template_scale,
+        n_sheets=n_sheets, n_vesicles=n_vesicles, vesicle_radius_nm=vesicle_radius_nm,
+        n_microtubules=n_microtubules, n_actin=n_actin, n_beads=n_beads,
+        bead_diameter_nm=bead_diameter_nm, overlap_tolerance=overlap_tolerance,
+        max_failures=max_failures)
+    return _generate(config, shape, voxel_size, seed, tilt_max_deg)
+
+
+def _generate(config: PhantomConfig, shape: Sequence[int], voxel_size: float, seed: int,
+              tilt_max_deg: Optional[float]) -> Phantom:
+    """:func:`make_phantom` from a resolved config (the draws, in a fixed order, from ``seed``)."""
+    c = config
     nz, ny, nx = (int(s) for s in shape)
     v = float(voxel_size)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed))
 
-    templates = tuple(preset["templates"] if templates is None else templates)
-    known = available_templates()
-    for t in templates:
-        if t.lower() not in known:
-            raise ValueError(f"unknown template {t!r}; available: {', '.join(known)}")
-    object_types = tuple(preset["object_types"] if object_types is None else object_types)
-    for o in object_types:
-        if o not in OBJECT_TYPES:
-            raise ValueError(f"unknown object type {o!r}; choose from {', '.join(OBJECT_TYPES)}")
+    templates, object_types, scale = c.templates, c.object_types, c.template_scale
 
-    scale = preset.get("template_scale", 1.0) if template_scale is None else template_scale
-    scale = (float(scale), float(scale)) if not isinstance(scale, (tuple, list)) else \
-        (float(scale[0]), float(scale[1]))
-    if not 0 < scale[0] <= scale[1]:
-        raise ValueError(f"template_scale must be > 0 with lo <= hi, got {scale}")
-
-    def count(name: str, value: Optional[Count], kind: str) -> int:
-        if kind not in object_types:
-            return 0
-        return _draw(rng, preset[name] if value is None else value, True)
+    def count(value: Count, kind: str) -> int:
+        return _draw(rng, value, True) if kind in object_types else 0
 
     thickness = 10.0 * _draw(rng, (0.05 * nz * v, 0.085 * nz * v)
-                             if thickness_nm is None else thickness_nm, False)  # A
-    tilt = math.radians(_draw(rng, slab_tilt_deg, False))
+                             if c.thickness_nm is None else c.thickness_nm, False)  # A
+    tilt = math.radians(_draw(rng, c.slab_tilt_deg, False))
     azimuth = rng.uniform(0, 2 * math.pi)
     normal = np.array([math.cos(tilt), math.sin(tilt) * math.sin(azimuth),
                        math.sin(tilt) * math.cos(azimuth)])  # (z, y, x)
@@ -512,39 +587,38 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
     v_ice = ice_potential()
     ice = (v_ice * slab_soft).float()
 
-    cv = _Canvas(full, v, slab_mask, slab_soft, overlap_tolerance)
+    cv = _Canvas(full, v, slab_mask, slab_soft, c.overlap_tolerance)
     counts = {
-        "n_sheets": count("n_sheets", n_sheets, "sheet"),
-        "n_vesicles": count("n_vesicles", n_vesicles, "vesicle"),
-        "n_microtubules": count("n_microtubules", n_microtubules, "microtubule"),
-        "n_actin": count("n_actin", n_actin, "actin"),
-        "n_beads": count("n_beads", n_beads, "bead"),
+        "n_sheets": count(c.n_sheets, "sheet"),
+        "n_vesicles": count(c.n_vesicles, "vesicle"),
+        "n_microtubules": count(c.n_microtubules, "microtubule"),
+        "n_actin": count(c.n_actin, "actin"),
+        "n_beads": count(c.n_beads, "bead"),
     }
-    crowd = _draw(rng, preset["crowding"] if crowding is None else crowding, False) \
-        if "particle" in object_types else 0.0
+    crowd = _draw(rng, c.crowding, False) if "particle" in object_types else 0.0
     tries = 5  # each analytic object gets a few chances to find room
     for _ in range(counts["n_sheets"]):
         any(_add_sheet(cv, rng) for _ in range(tries))
     for _ in range(counts["n_microtubules"]):
         any(_add_filament(cv, rng, "microtubule") for _ in range(tries))
     for _ in range(counts["n_vesicles"]):
-        any(_add_vesicle(cv, rng, vesicle_radius_nm) for _ in range(tries))
+        any(_add_vesicle(cv, rng, c.vesicle_radius_nm) for _ in range(tries))
     for _ in range(counts["n_actin"]):
         any(_add_filament(cv, rng, "actin") for _ in range(tries))
     for _ in range(counts["n_beads"]):
-        any(_add_bead(cv, rng, bead_diameter_nm, slab_centre, normal, thickness)
+        any(_add_bead(cv, rng, c.bead_diameter_nm, slab_centre, normal, thickness)
             for _ in range(tries))
     # Dirichlet(1) weights: a uniform draw over all mixtures of the templates
-    mix = rng.dirichlet(np.ones(len(templates))) if preset.get("mix_templates") and crowd > 0 else None
+    mix = rng.dirichlet(np.ones(len(templates))) if c.mix_templates and crowd > 0 else None
     slab_voxels = int(slab_mask.sum())
-    reached = _add_particles(cv, rng, gen, templates, crowd, slab_voxels, max_failures,
+    reached = _add_particles(cv, rng, gen, templates, crowd, slab_voxels, c.max_failures,
                              slab_centre, normal, thickness, scale, mix) \
         if crowd > 0 else 0.0
 
     # nothing outside the slab (vacuum); particles are inside already, membranes are clipped
     volume = cv.volume * slab_soft
     params: Dict[str, Any] = {
-        "seed": int(seed), "family": family, "shape": [nz, ny, nx], "voxel_size_A": v,
+        "seed": int(seed), "family": c.family, "shape": [nz, ny, nx], "voxel_size_A": v,
         "padded_shape": list(full), "pad_x": pad_x, "tilt_max_deg": tilt_max_deg,
         "thickness_nm": round(thickness / 10.0, 3),
         "slab_tilt_deg": round(math.degrees(tilt), 3),
@@ -554,11 +628,11 @@ def make_phantom(shape: Sequence[int] = (64, 128, 128), voxel_size: float = 10.0
         "object_types": list(object_types), "crowding_target": round(crowd, 4),
         "crowding_reached": round(reached, 4), "template_scale": list(scale),
         "template_weights": None if mix is None else mix.round(4).tolist(),
-        "overlap_tolerance": overlap_tolerance,
-        "vesicle_radius_nm": vesicle_radius_nm if not isinstance(vesicle_radius_nm, tuple)
-        else list(vesicle_radius_nm),
-        "bead_diameter_nm": bead_diameter_nm if not isinstance(bead_diameter_nm, tuple)
-        else list(bead_diameter_nm),
+        "overlap_tolerance": c.overlap_tolerance,
+        "vesicle_radius_nm": c.vesicle_radius_nm if not isinstance(c.vesicle_radius_nm, tuple)
+        else list(c.vesicle_radius_nm),
+        "bead_diameter_nm": c.bead_diameter_nm if not isinstance(c.bead_diameter_nm, tuple)
+        else list(c.bead_diameter_nm),
         **counts,
         "units": "V (excess potential over ice); lengths in A unless named _nm",
         "objects": cv.objects,

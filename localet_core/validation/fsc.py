@@ -1,23 +1,14 @@
 """Fourier Shell Correlation (FSC) between two volumes, split by the missing wedge.
 
-Conventions (all functions below):
+Conventions: volumes ``V[z, y, x]`` and the rfft Fourier grid, its frequencies (cycles/pixel),
+shells and Hermitian weights are those of :mod:`localet_core.validation.fourier`; the missing
+wedge is :func:`~localet_core.validation.wedge.missing_wedge_mask`. In addition:
 
-* Volumes are real tensors ``V[z, y, x]`` of any shape ``(nz, ny, nx)`` (not necessarily a
-  cube), oriented as IMOD's ``tilt -RotateBy90``: Z along the beam, the tilt axis along Y.
-* Fourier grids are the ``torch.fft.rfftn`` half grid, shape ``(nz, ny, nx // 2 + 1)``, unless
-  a function says otherwise. Frequencies are in cycles per pixel along each axis,
-  ``kz / nz``, ``ky / ny``, ``kx / nx`` with integer ``k`` from ``torch.fft.fftfreq`` order,
-  so the radius ``|k| = sqrt((kz/nz)^2 + (ky/ny)^2 + (kx/nx)^2)`` is physical for an
-  isotropic pixel, whatever the box shape.
-* Shells have width ``1 / N`` cycles/pixel with ``N = max(nz, ny, nx)``: shell ``i`` holds the
-  frequencies with ``round(|k| N) == i``, for ``i = 0 .. N // 2`` (shell ``N // 2`` is the one
-  at Nyquist, 0.5 cycles/pixel); the corners of the box beyond it are left out. Shell ``i``
-  is reported at frequency ``i / N`` cycles/pixel, i.e. a resolution of
-  ``pixel_size * N / i`` Angstrom.
-* Sums are accumulated in float64. Each rfft coefficient stands for itself and its Friedel
-  mate, so it is weighted 2, except the self-conjugate planes ``kx = 0`` and (even ``nx``)
-  ``kx = nx / 2``, weighted 1. Voxel counts per shell are therefore those of the full
-  Fourier sphere, which is the ``n`` the half-bit criterion needs.
+* Shell ``i`` is reported at frequency ``i / N`` cycles/pixel (``N = max(nz, ny, nx)``), i.e. a
+  resolution of ``pixel_size * N / i`` Angstrom.
+* Sums are accumulated in float64, each rfft coefficient weighted by its Hermitian weight, so
+  the voxel counts per shell are those of the full Fourier sphere, which is the ``n`` the
+  half-bit criterion needs.
 * An empty shell (possible in a wedge region near the origin) has FSC ``nan`` and count 0.
 
 The FSC of shell ``i`` is ``Re(sum A conj(B)) / sqrt(sum |A|^2 sum |B|^2)`` over the shell.
@@ -27,11 +18,11 @@ removes noise from the solvent and so raises the FSC, but it also correlates the
 volumes through the mask's own shape (a sharp mask does so most): a masked FSC is an
 optimistic figure, and must always be reported together with the mask used.
 
-Missing wedge: see :func:`missing_wedge_mask`. The wedge-split FSCs are the same sums taken
-only over the Fourier voxels inside, or only outside, the missing wedge of the tilt range: the
-outside curve measures agreement where the microscope measured data; the inside curve
-measures agreement where any content was inferred (by a prior, a network, or iterative
-reconstruction) or is absent. High inside-wedge FSC means the two volumes fill the wedge
+Missing wedge: see :func:`~localet_core.validation.wedge.missing_wedge_mask`. The wedge-split
+FSCs are the same sums taken only over the Fourier voxels inside, or only outside, the missing
+wedge of the tilt range: the outside curve measures agreement where the microscope measured
+data; the inside curve measures agreement where any content was inferred (by a prior, a
+network, or iterative reconstruction) or is absent. High inside-wedge FSC means the two volumes fill the wedge
 *consistently*; it does not prove that the filling is correct.
 """
 from __future__ import annotations
@@ -45,17 +36,14 @@ import torch
 
 from localet_core.contracts.fsc_star import CRITERIA, REGIONS
 from localet_core.errors import InputError
+from localet_core.validation.fourier import Shape3, axis_freqs, hermitian_weights, n_shells
+from localet_core.validation.wedge import check_tilt_range, wedge_mask_xz
 
 __all__ = [
     "CRITERIA",
     "REGIONS",
     "FSCResult",
     "Resolution",
-    "fourier_radius",
-    "n_shells",
-    "shell_index",
-    "hermitian_weights",
-    "missing_wedge_mask",
     "shell_correlation",
     "half_bit_threshold",
     "crossing_frequency",
@@ -69,140 +57,7 @@ __all__ = [
 # Fourier voxels processed at once (bounds the float64 temporaries to a few tens of MB).
 _CHUNK_VOXELS = 1 << 22
 
-Shape3 = Tuple[int, int, int]
 TensorLike = Union[torch.Tensor, np.ndarray]
-
-
-# --------------------------------------------------------------------------------------------
-# Frequency grids
-# --------------------------------------------------------------------------------------------
-def _shape3(shape: Sequence[int], source: str = "shape") -> Shape3:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise InputError(source, f"expected a 3-D shape (nz, ny, nx), got {shape}")
-    return shape  # type: ignore[return-value]
-
-
-def _axis_freqs(shape: Shape3, rfft: bool = True) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Frequencies (cycles/pixel, float64) along z, y, x, broadcastable to the Fourier grid."""
-    nz, ny, nx = shape
-    fz = torch.fft.fftfreq(nz, dtype=torch.float64).view(nz, 1, 1)
-    fy = torch.fft.fftfreq(ny, dtype=torch.float64).view(1, ny, 1)
-    fx = (torch.fft.rfftfreq(nx, dtype=torch.float64) if rfft
-          else torch.fft.fftfreq(nx, dtype=torch.float64))
-    return fz, fy, fx.view(1, 1, -1)
-
-
-def fourier_radius(shape: Sequence[int], rfft: bool = True) -> torch.Tensor:
-    """Radial spatial frequency of every Fourier voxel.
-
-    Args:
-        shape: real-space shape ``(nz, ny, nx)``.
-        rfft: the ``rfftn`` half grid ``(nz, ny, nx//2+1)`` (default) or the full ``fftn`` grid.
-
-    Returns:
-        float64 tensor on the Fourier grid, ``sqrt((kz/nz)^2 + (ky/ny)^2 + (kx/nx)^2)`` in
-        cycles/pixel (0 at the origin, 0.5 at Nyquist along an axis).
-    """
-    fz, fy, fx = _axis_freqs(_shape3(shape), rfft)
-    return torch.sqrt(fz * fz + fy * fy + fx * fx)
-
-
-def n_shells(shape: Sequence[int]) -> int:
-    """Number of shells, ``max(shape) // 2 + 1`` (shell 0 is the origin)."""
-    return max(_shape3(shape)) // 2 + 1
-
-
-def shell_index(shape: Sequence[int], rfft: bool = True) -> torch.Tensor:
-    """Shell of every Fourier voxel: ``round(|k| * max(shape))`` (int64).
-
-    Values run from 0 (origin) to beyond ``max(shape) // 2`` in the corners of the box; the
-    FSC uses only shells ``0 .. max(shape) // 2`` (up to Nyquist).
-    """
-    shape = _shape3(shape)
-    return torch.floor(fourier_radius(shape, rfft) * max(shape) + 0.5).to(torch.int64)
-
-
-def hermitian_weights(shape: Sequence[int]) -> torch.Tensor:
-    """Weight of each ``rfftn`` column for sums over the full Fourier sphere.
-
-    Returns:
-        float64 tensor of shape ``(1, 1, nx//2+1)``: 2 for columns whose Friedel mates are
-        missing from the half grid, 1 for ``kx = 0`` and, for even ``nx``, ``kx = nx/2``.
-    """
-    nx = _shape3(shape)[2]
-    w = torch.full((nx // 2 + 1,), 2.0, dtype=torch.float64)
-    w[0] = 1.0
-    if nx % 2 == 0:
-        w[-1] = 1.0
-    return w.view(1, 1, -1)
-
-
-def _check_tilt_range(tilt_min: float, tilt_max: float) -> Tuple[float, float]:
-    lo, hi = float(tilt_min), float(tilt_max)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise InputError("tilt range", f"angles must be finite numbers, got [{lo}, {hi}]")
-    if not (-90.0 < lo <= hi < 90.0):
-        raise InputError("tilt range", f"need -90 < min <= max < 90 degrees, got [{lo:g}, {hi:g}]")
-    return lo, hi
-
-
-def _wedge_mask_xz(shape: Shape3, tilt_min: float, tilt_max: float, rfft: bool) -> torch.Tensor:
-    """:func:`missing_wedge_mask` on the (kz, kx) plane only: bool ``(nz, 1, nkx)``."""
-    lo, hi = _check_tilt_range(tilt_min, tilt_max)
-    fz, _, fx = _axis_freqs(shape, rfft)
-    fz, fx = fz.view(-1, 1), fx.view(1, -1)
-    measured = torch.zeros(fz.shape[0], fx.shape[1], dtype=torch.bool)
-    # A Nyquist frequency (-0.5 along an even axis) is also +0.5: a voxel there counts as
-    # measured if either alias is, which keeps the mask Friedel-symmetric on the full grid
-    # and Hermitian-consistent on the rfft grid.
-    for gz in (fz, torch.where(fz == -0.5, -fz, fz)):
-        for gx in (fx, torch.where(fx.abs() == 0.5, -fx, fx)):
-            # A view at angle theta measures the (kx, kz) directions +-(cos theta, -sin theta),
-            # the line through the origin at angle -theta from the kx axis. The tilt angle
-            # whose plane holds (kx, kz) is thus theta = -atan(kz / kx), folded into (-90, 90].
-            theta = torch.rad2deg(torch.atan2(-gz, gx))  # in (-180, 180]
-            theta = torch.where(theta > 90.0, theta - 180.0, theta)
-            theta = torch.where(theta <= -90.0, theta + 180.0, theta)
-            eps = 1e-9
-            measured |= (theta >= lo - eps) & (theta <= hi + eps)
-    measured |= (fx == 0) & (fz == 0)  # the ky axis lies in every view's plane
-    return (~measured).unsqueeze(1)
-
-
-def missing_wedge_mask(shape: Sequence[int], tilt_min: float, tilt_max: float,
-                       rfft: bool = True) -> torch.Tensor:
-    """Fourier voxels that a single-axis tilt series over ``[tilt_min, tilt_max]`` never measures.
-
-    Geometry: the volume is ``V[z, y, x]`` with Z along the beam and the tilt axis along Y. A
-    view at tilt angle ``theta`` (degrees) projects along the beam direction
-    ``(sin theta, 0, cos theta)`` in (x, y, z); by the Fourier slice theorem it measures the
-    central plane perpendicular to it, spanned by ``(cos theta, 0, -sin theta)`` and
-    ``(0, 1, 0)`` in (kx, ky, kz). A frequency ``(kz, ky, kx)`` is thus measured iff the tilt
-    angle ``-atan(kz / kx)`` of the plane through it (folded into (-90, 90]; the direction,
-    not its sign, matters by Friedel symmetry) lies in ``[tilt_min, tilt_max]``. For a
-    symmetric range ``+-a`` this is ``|atan2(kz, |kx|)| <= a``. Directions use physical
-    frequencies ``kz/nz`` and ``kx/nx``, so non-cubic boxes are handled. The whole ky axis
-    (``kx = kz = 0``, origin included) is measured; ``ky`` itself never matters. Boundaries
-    are inclusive. A Nyquist frequency of an even axis stands for both +0.5 and -0.5; such a
-    voxel is measured if either alias is, so the mask is Friedel-symmetric (full grid) and
-    consistent with the Hermitian symmetry of the rfft grid.
-
-    Args:
-        shape: real-space shape ``(nz, ny, nx)``.
-        tilt_min, tilt_max: tilt range in degrees, ``-90 < tilt_min <= tilt_max < 90``.
-        rfft: return the ``rfftn`` half grid ``(nz, ny, nx//2+1)`` (default) or the full
-            ``fftn`` grid ``(nz, ny, nx)``.
-
-    Returns:
-        bool tensor on that grid, True inside the missing wedge (not measured).
-
-    Raises:
-        InputError: the tilt range is not finite or not within (-90, 90) with min <= max.
-    """
-    shape = _shape3(shape)
-    xz = _wedge_mask_xz(shape, tilt_min, tilt_max, rfft)
-    return xz.expand(shape[0], shape[1], xz.shape[2]).clone()
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,6 +99,10 @@ def _check_pair(a: TensorLike, b: TensorLike, mask: Optional[TensorLike]
             raise InputError("mask", "is zero everywhere")
         m = m.to(dtype)
         a, b = a * m, b * m
+    for name, v in (("volume A", a), ("volume B", b)):
+        if not bool((v != v.reshape(-1)[0]).any()):
+            raise InputError(name, "has no variance (every voxel is the same"
+                             + (" inside the mask" if m is not None else "") + "): there is nothing to correlate")
     return a, b, m
 
 
@@ -257,7 +116,7 @@ def _shell_sums(fa: torch.Tensor, fb: torch.Tensor, shape: Shape3,
     nz, ny, _ = shape
     ns = n_shells(shape)
     big_n = max(shape)
-    fz, fy, fx = _axis_freqs(shape, True)
+    fz, fy, fx = axis_freqs(shape, True)
     hw = hermitian_weights(shape)
     out = [tuple(torch.zeros(ns, dtype=torch.float64) for _ in range(4)) for _ in regions_xz]
     step = max(1, _CHUNK_VOXELS // max(1, ny * fa.shape[2]))
@@ -297,7 +156,8 @@ def shell_correlation(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] =
         mask: optional real-space soft mask of the same shape, values in [0, 1], applied to
             both volumes (raises the FSC, see the module notes).
         fourier_region: optional bool tensor on the rfft grid ``(nz, ny, nx//2+1)``, e.g.
-            :func:`missing_wedge_mask` or its negation; only voxels where it is True count.
+            :func:`~localet_core.validation.wedge.missing_wedge_mask` or its negation; only
+            voxels where it is True count.
 
     Returns:
         ``(fsc, n_voxels)``: float64 tensors of length ``max(shape)//2 + 1``; shell ``i`` is at
@@ -337,21 +197,37 @@ def half_bit_threshold(n_voxels: torch.Tensor) -> torch.Tensor:
         return (0.2071 + 1.9102 / s) / (1.2071 + 0.9102 / s)
 
 
+#: Rules of the resolutions localet reports (:func:`compute_fsc`, the demo, the prior-proof
+#: estimate): shells with fewer Fourier voxels than this are not searched (near the origin a
+#: shell holds a handful of voxels and its correlation is noise) ...
+MIN_SHELL_VOXELS = 100
+#: ... and a drop below the criterion counts only once the curve has been at or above it for
+#: this many consecutive shells (a noisy dip at the start is not a resolution).
+BAND = 3
+
+
 def crossing_frequency(frequency: torch.Tensor, fsc: torch.Tensor,
-                       threshold: Union[float, torch.Tensor]) -> Tuple[float, bool]:
+                       threshold: Union[float, torch.Tensor],
+                       n_voxels: Optional[torch.Tensor] = None, band: int = 0,
+                       min_shell_voxels: int = 0) -> Tuple[float, bool]:
     """Frequency where an FSC curve first drops below a threshold.
 
-    The search starts at shell 1: the origin's own value is only a sign, so it is taken as an
-    FSC of 1 against the threshold of the first non-empty shell (a curve already below the
-    threshold at shell 1 thus crosses between the origin and shell 1). Empty shells (nan) are
-    skipped. Between the last shell at or
-    above the threshold and the first one below it, ``fsc - threshold`` is interpolated
-    linearly in frequency.
+    Empty shells (nan) are skipped; between the last shell at or above the threshold and the
+    first one below it, ``fsc - threshold`` is interpolated linearly in frequency.
+
+    With the defaults (``band=0``) the search starts at shell 1 and the origin counts as an FSC
+    of 1 against the threshold of the first non-empty shell (a curve already below the threshold
+    at shell 1 thus crosses between the origin and shell 1). With the reporting rules
+    (``band=BAND, min_shell_voxels=MIN_SHELL_VOXELS`` and ``n_voxels``): the search starts at the
+    first shell holding at least ``min_shell_voxels`` Fourier voxels; drops below the threshold
+    before the curve has been at or above it for ``band`` consecutive shells are ignored; a curve
+    that never gets there falls back to the plain rule (its first drop from the origin).
 
     Args:
         frequency: shell frequencies (cycles/pixel), increasing, shell 0 at 0.
         fsc: the curve, same length.
         threshold: a number, or a per-shell curve (e.g. :func:`half_bit_threshold`).
+        n_voxels: Fourier voxels per shell (needed with ``min_shell_voxels``).
 
     Returns:
         ``(frequency, crossed)``: the crossing in cycles/pixel and True; or ``(0.5, False)``
@@ -361,19 +237,38 @@ def crossing_frequency(frequency: torch.Tensor, fsc: torch.Tensor,
     c = torch.as_tensor(fsc, dtype=torch.float64)
     t = torch.as_tensor(threshold, dtype=torch.float64).expand(c.shape)
     diff = (c - t).tolist()
-    tl = t.tolist()
-    # the origin: FSC 1 against the threshold of the first non-empty shell
-    t_first = next((tl[i] for i in range(1, len(tl)) if math.isfinite(diff[i])), 0.0)
-    prev_f, prev_d = 0.0, 1.0 - t_first
-    for i in range(1, len(diff)):
+    start = 1
+    if min_shell_voxels > 0:
+        if n_voxels is None:
+            raise ValueError("min_shell_voxels needs n_voxels")
+        counts = torch.as_tensor(n_voxels, dtype=torch.float64).tolist()
+        start = next((i for i in range(1, len(counts)) if counts[i] >= min_shell_voxels), len(counts))
+    if band <= 0:
+        tl = t.tolist()
+        # the origin: FSC 1 against the threshold of the first non-empty shell
+        t_first = next((tl[i] for i in range(start, len(tl)) if math.isfinite(diff[i])), 0.0)
+        prev_f, prev_d, run = 0.0, 1.0 - t_first, band
+    else:
+        prev_f, prev_d, run = None, None, 0
+    established = False
+    for i in range(start, len(diff)):
         d = diff[i]
         if not math.isfinite(d):
             continue
         fi = float(f[i])
-        if d < 0:
+        if d >= 0:
+            run += 1
+            established = established or run >= band
+        elif run >= band:
             frac = prev_d / (prev_d - d) if prev_d - d > 0 else 0.0
             return prev_f + frac * (fi - prev_f), True
+        else:
+            run = 0
         prev_f, prev_d = fi, d
+    if band > 0 and not established:
+        # never at or above the threshold for a band of shells: the plain first drop from the
+        # origin (a low frequency: nothing is resolved), not a crossing far out
+        return crossing_frequency(f, c, t)
     return 0.5, False
 
 
@@ -498,8 +393,8 @@ def compute_fsc(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] = None,
     regions: List[Tuple[str, Optional[torch.Tensor]]] = [("all", None)]
     rng = None
     if tilt_range is not None:
-        rng = _check_tilt_range(*tilt_range)
-        wedge = _wedge_mask_xz(shape, rng[0], rng[1], rfft=True)
+        rng = check_tilt_range(*tilt_range)
+        wedge = wedge_mask_xz(shape, rng[0], rng[1], rfft=True)
         regions += [("outside_wedge", ~wedge), ("inside_wedge", wedge)]
     fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)
     sums = _shell_sums(fa, fb, shape, [r for _, r in regions])
@@ -508,7 +403,8 @@ def compute_fsc(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] = None,
     resolutions = {}
     for name, (curve, count) in curves.items():
         for crit in CRITERIA:
-            f, crossed = crossing_frequency(frequency, curve, _threshold(crit, count))
+            f, crossed = crossing_frequency(frequency, curve, _threshold(crit, count), count,
+                                            BAND, MIN_SHELL_VOXELS)
             resolutions[(name, crit)] = Resolution(name, crit, f, crossed, p)
     return FSCResult(shape=shape, pixel_size=p, frequency=frequency, curves=curves,
                      resolutions=resolutions, tilt_range=rng, masked=m is not None)

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.validation.fsc import hermitian_weights, missing_wedge_mask
+from localet_core.validation.fourier import hermitian_weights
+from localet_core.validation.wedge import missing_wedge_mask
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -116,25 +117,17 @@ def wedge_correlation(recon: ArrayLike, truth: ArrayLike, tilt_range: Tuple[floa
 
 
 def resolution_against_truth(recon: ArrayLike, truth: ArrayLike, pixel_size: float, threshold: float,
-                             mask: Optional[ArrayLike] = None, min_voxels: int = 100) -> float:
-    """Resolution (Angstrom) where the FSC of ``recon`` against ``truth`` first drops below
-    ``threshold`` (e.g. 0.5 or 0.143), linearly interpolated between shells.
-
-    The search starts at the first shell holding at least ``min_voxels`` Fourier voxels: the few
-    lowest shells (a handful of voxels each, dominated by the ice slab's low frequencies that lie
-    in the missing wedge) swing between -1 and 1 and would stop it at once. Never crossing gives
-    the Nyquist resolution ``2 * pixel_size``.
+                             mask: Optional[ArrayLike] = None) -> float:
+    """Resolution (Angstrom) where the FSC of ``recon`` against ``truth`` drops below
+    ``threshold`` (e.g. 0.5 or 0.143), with the crossing rules of every resolution localet
+    reports (:func:`localet_core.validation.fsc.crossing_frequency` with ``BAND`` and
+    ``MIN_SHELL_VOXELS``: the few lowest shells, a handful of voxels each, and a noisy dip at
+    the start do not stop the search). Never crossing gives the Nyquist resolution
+    ``2 * pixel_size``.
     """
-    from localet_core.validation.fsc import compute_fsc
+    from localet_core.validation.fsc import BAND, MIN_SHELL_VOXELS, compute_fsc, crossing_frequency
 
     result = compute_fsc(_t(recon).float(), _t(truth).float(), pixel_size=pixel_size,
                          mask=None if mask is None else _t(mask).float())
-    fsc, n, freq = result.fsc.numpy(), result.n_voxels.numpy(), result.frequency.numpy()
-    start = next((i for i in range(1, fsc.size) if n[i] >= min_voxels), fsc.size)
-    for i in range(start, fsc.size):
-        if not fsc[i] >= threshold:
-            if i == start:
-                return pixel_size / max(freq[i], 1e-12)
-            f = freq[i - 1] + (fsc[i - 1] - threshold) / (fsc[i - 1] - fsc[i]) * (freq[i] - freq[i - 1])
-            return pixel_size / f
-    return 2 * pixel_size
+    f, _ = crossing_frequency(result.frequency, result.fsc, threshold, result.n_voxels, BAND, MIN_SHELL_VOXELS)
+    return pixel_size / max(f, 1e-12)

@@ -1,24 +1,10 @@
-"""MRC tilt-series stacks and volumes.
-
-Reading is done with :mod:`mrcfile` in permissive mode, because IMOD and SerialEM files often
-carry small header quirks (a wrong machine stamp, a missing ``MAP`` ID in very old files,
-labels with odd bytes). Permissive mode alone would also accept broken files silently, so
-every file is first checked here against its own header: the mode must be a real-valued one,
-the dimensions positive, and the file at least as long as the header says. Every problem
-becomes one :class:`~localet_core.errors.InputError` line that names the file.
-
-Array conventions (see ``geometry.md``):
-
-* a tilt series is ``float32`` of shape ``(n_views, ny, nx)`` = (view, row, column), in stack
-  order (the order of the ``.tlt`` file);
-* a volume is ``float32`` of shape ``(nz, ny, nx)``, written as IMOD's ``tilt -RotateBy90``;
-* pixel and voxel sizes are in Angstrom per pixel; origins are the MRC header ``origin``
-  field in Angstrom, as IMOD writes it (IMOD places voxel index ``i`` at ``i * size - origin``).
+"""Writing MRC volumes: float32 (mode 2), block by block, atomically.
 
 Writing always goes through :func:`~localet_core.io.atomic.atomic_output`, so no partial
 file ever appears under the final name. Volumes are written in mode 2 (float32) by
 :class:`VolumeWriter`, which fills a memory-mapped file block by block and keeps the header
-statistics up to date without ever holding a second full-size copy of the volume.
+statistics up to date without ever holding a second full-size copy of the volume. Volumes are
+``(nz, ny, nx)``; voxel sizes in Angstrom, origins (x, y, z) in Angstrom.
 """
 from __future__ import annotations
 
@@ -28,82 +14,25 @@ import errno
 import math
 import operator
 import os
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import mrcfile
 import numpy as np
 from mrcfile import utils as mrc_utils
-from mrcfile.dtypes import HEADER_DTYPE
 
 from localet_core.errors import InputError, PathLike
 from localet_core.io.atomic import atomic_output
-from localet_core.io.files import check_readable_file
+from localet_core.io.mrc_header import check_size_argument
 
-__all__ = [
-    "TiltStack",
-    "Volume",
-    "read_stack",
-    "read_volume",
-    "write_volume",
-    "VolumeWriter",
-    "IncompleteVolumeError",
-]
-
-_HEADER_BYTES = 1024
-# Bytes per voxel of the real-valued modes we read. Mode 0 is int8 or uint8 (IMOD's flag),
-# mode 6 uint16, mode 12 float16; all are converted to float32.
-_REAL_MODE_ITEMSIZE = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
-_COMPLEX_MODES = {3: "complex int16", 4: "complex float32"}
-_OTHER_MODES = {16: "RGB colour", 101: "4-bit packed"}
-# Space groups 401..630 mark a "volume stack" (4D data) in MRC2014.
-_VOLUME_STACK_ISPG = range(401, 631)
+__all__ = ["VolumeWriter", "write_volume", "IncompleteVolumeError"]
 
 # Header statistics are accumulated over pieces of at most this many voxels, so that the
 # float64 temporaries stay small (32 MiB) however large a written block is.
 _STATS_CHUNK = 1 << 22
 # write_volume hands VolumeWriter slabs of about this many voxels (64 MiB of float32).
 _WRITE_SLAB = 1 << 24
-
-
-# --------------------------------------------------------------------------------------------
-# Data classes
-# --------------------------------------------------------------------------------------------
-@dataclass
-class TiltStack:
-    """A tilt series as read from an MRC file.
-
-    Attributes:
-        data: float32 array of shape (n_views, ny, nx) = (view, row, column), in stack order.
-        pixel_size: Angstrom per pixel, or None when neither the header nor the caller set it.
-        path: the file it was read from, or None for an in-memory stack.
-    """
-
-    data: np.ndarray
-    pixel_size: Optional[float] = None
-    path: Optional[Path] = None
-
-    @property
-    def n_views(self) -> int:
-        """Number of views (images) in the stack."""
-        return int(self.data.shape[0])
-
-
-@dataclass
-class Volume:
-    """A 3D map as read from an MRC file.
-
-    Attributes:
-        data: float32 array of shape (nz, ny, nx).
-        voxel_size: Angstrom per voxel (the header's x size), or None when unset.
-        origin: the header ``origin`` field (x, y, z) in Angstrom.
-    """
-
-    data: np.ndarray
-    voxel_size: Optional[float] = None
-    origin: Tuple[float, float, float] = field(default=(0.0, 0.0, 0.0))
 
 
 class IncompleteVolumeError(RuntimeError):
@@ -114,220 +43,6 @@ class IncompleteVolumeError(RuntimeError):
     """
 
 
-# --------------------------------------------------------------------------------------------
-# Header inspection (our own, independent of mrcfile's permissive guesses)
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _HeaderFacts:
-    """What the first 1024 bytes say, decoded with the right byte order."""
-
-    nx: int
-    ny: int
-    nz: int
-    mode: int
-    mz: int
-    ispg: int
-    nsymbt: int
-    has_map_id: bool
-
-
-def _float32_value(x: Any) -> float:
-    """A header float32 as the Python float a person typed (1.35, not 1.3500000238...)."""
-    return float(str(np.float32(x)))
-
-
-def _decode_header(raw: bytes) -> Optional[_HeaderFacts]:
-    """Decode a 1024-byte header, trying the stamped byte order first, then the other one.
-
-    Returns None when neither byte order gives a known mode and positive dimensions: then the
-    file is not an MRC file (or its header is destroyed).
-    """
-    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(())
-    try:
-        stamped = mrc_utils.byte_order_from_machine_stamp(header["machst"])
-    except ValueError:
-        stamped = "<"  # unknown stamp: little-endian is by far the most common
-    other = ">" if stamped == "<" else "<"
-    known_modes = set(_REAL_MODE_ITEMSIZE) | set(_COMPLEX_MODES) | set(_OTHER_MODES)
-    for order in (stamped, other):
-        h = header.view(HEADER_DTYPE.newbyteorder(order))
-        facts = _HeaderFacts(
-            nx=int(h["nx"]), ny=int(h["ny"]), nz=int(h["nz"]), mode=int(h["mode"]),
-            mz=int(h["mz"]), ispg=int(h["ispg"]), nsymbt=int(h["nsymbt"]),
-            has_map_id=bytes(h["map"])[:3] == b"MAP",
-        )
-        if facts.mode in known_modes and min(facts.nx, facts.ny, facts.nz) >= 1 \
-                and facts.nsymbt >= 0:
-            return facts
-    return None
-
-
-def _inspect_mrc(path: Path) -> _HeaderFacts:
-    """Check that ``path`` is a complete MRC file of a real-valued mode; return its header.
-
-    The order of the checks matters for the message: "not an MRC file" before "complex
-    mode" before "truncated".
-    """
-    size = check_readable_file(path)
-    if size < _HEADER_BYTES:
-        raise InputError(path, f"not an MRC file (only {size} bytes, shorter than an MRC header)")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(_HEADER_BYTES)
-    except OSError as exc:
-        raise InputError(path, f"cannot read file ({exc.strerror})") from None
-    facts = _decode_header(raw)
-    if facts is None:
-        raise InputError(path, "not an MRC file (no valid mode and dimensions in the header)")
-    if facts.mode in _COMPLEX_MODES:
-        raise InputError(path, f"has complex data (MRC mode {facts.mode}, "
-                               f"{_COMPLEX_MODES[facts.mode]}); a real-valued image is needed")
-    if facts.mode in _OTHER_MODES:
-        raise InputError(path, f"MRC mode {facts.mode} ({_OTHER_MODES[facts.mode]}) is not "
-                               "supported; convert it with IMOD's newstack -mode 2")
-    # Python ints: nx*ny*nz overflows int32 for large tomograms.
-    n_data = facts.nx * facts.ny * facts.nz * _REAL_MODE_ITEMSIZE[facts.mode]
-    expected = _HEADER_BYTES + facts.nsymbt + n_data
-    if not facts.has_map_id and size != expected:
-        # Without the MAP ID only an exact size match makes us believe the dimensions.
-        raise InputError(path, "not an MRC file (no 'MAP' ID, and the size does not match "
-                               "the header dimensions)")
-    if size < expected:
-        raise InputError(path, f"is truncated: the header ({facts.nx} x {facts.ny} x "
-                               f"{facts.nz}, mode {facts.mode}) needs {expected} bytes but "
-                               f"the file has {size}")
-    if facts.ispg in _VOLUME_STACK_ISPG and facts.mz != facts.nz:
-        raise InputError(path, f"is a volume stack (4D data, space group {facts.ispg}, "
-                               f"nz={facts.nz}, mz={facts.mz}); a single 3D image is needed")
-    return facts
-
-
-@contextlib.contextmanager
-def _open_mrc(path: Path) -> Iterator[Tuple[Any, _HeaderFacts]]:
-    """Open a checked MRC file as a read-only memory map; yields (mrcfile object, facts)."""
-    facts = _inspect_mrc(path)
-    # Permissive: our checks above are the strict part; mrcfile's warnings about quirks we
-    # accept on purpose (old MAP ID, wrong machine stamp, trailing bytes) would only be noise.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            mrc = mrcfile.mmap(path, mode="r", permissive=True)
-        except (ValueError, OSError, OverflowError, ZeroDivisionError) as exc:
-            raise InputError(path, f"cannot be read as an MRC file ({exc})") from None
-    try:
-        if mrc.data is None:
-            reason = "; ".join(str(w.message) for w in caught) or "unknown reason"
-            raise InputError(path, f"cannot read the data block ({reason})")
-        yield mrc, facts
-    finally:
-        mrc.close()
-
-
-def _header_size(mrc: Any) -> Optional[float]:
-    """The x voxel size in Angstrom from cella/mx; None when unset (0), negative or absurd.
-
-    IMOD writes 1.0 when it knows nothing; that is kept as 1.0 (only 0 means "unset").
-    """
-    mx = int(mrc.header.mx)
-    cella_x = float(mrc.header.cella.x)
-    if mx <= 0 or not math.isfinite(cella_x) or cella_x <= 0:
-        return None
-    return _float32_value(cella_x / mx)
-
-
-def _check_size_argument(value: Optional[float], name: str) -> Optional[float]:
-    """Validate a pixel/voxel size given by the caller (Angstrom); None passes through."""
-    if value is None:
-        return None
-    try:
-        size = float(value)
-    except (TypeError, ValueError):
-        raise InputError(name, f"must be a number of Angstrom, got {value!r}") from None
-    if not math.isfinite(size) or size <= 0:
-        raise InputError(name, f"must be a positive number of Angstrom, got {value!r}")
-    return size
-
-
-def _to_float32_checked(path: Path, src: np.ndarray, what: str) -> np.ndarray:
-    """Copy a 3D memory-mapped array to float32 one section at a time, rejecting NaN/Inf.
-
-    Converting section by section keeps the peak memory at one float32 copy. ``what`` names
-    the section in messages ("view" or "Z slice"); numbers are 1-based, as in IMOD.
-    """
-    out = np.empty(src.shape, dtype=np.float32)
-    check = np.issubdtype(src.dtype, np.floating)  # integer modes cannot hold NaN or Inf
-    bad = []
-    for k in range(src.shape[0]):
-        out[k] = src[k]
-        if check and not np.isfinite(out[k]).all():
-            bad.append(k + 1)
-    if bad:
-        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise InputError(path, f"contains NaN or infinite values in {what} {bad[0]}{more}")
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Readers
-# --------------------------------------------------------------------------------------------
-def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
-    """Read a tilt series (.st, .mrc, .mrcs, .ali: the content decides, not the extension).
-
-    Args:
-        path: the MRC file.
-        pixel_size: Angstrom per pixel; overrides the header. When None, the header's x voxel
-            size is used, and a header size of 0 (unset) gives None. A header value of 1.0 is
-            kept as 1.0 (it may be real; IMOD also writes it when it knows nothing).
-
-    Returns:
-        A :class:`TiltStack` with float32 data of shape (n_views, ny, nx). Integer and
-        float16 modes are converted to float32 without rescaling.
-
-    Raises:
-        InputError: missing file, not an MRC file, truncated data, complex or unsupported mode,
-            a single 2D image, a 4D volume stack, NaN/Inf values, or a bad ``pixel_size``.
-    """
-    p = Path(os.fspath(path)).expanduser()
-    override = _check_size_argument(pixel_size, "pixel size")
-    with _open_mrc(p) as (mrc, facts):
-        if facts.nz == 1:
-            raise InputError(p, "is a single 2D image, not a tilt-series stack "
-                                f"({facts.nx} x {facts.ny} pixels, 1 section)")
-        data = mrc.data
-        if data.ndim == 4:  # a volume stack holding exactly one volume (mz == nz)
-            data = data[0]
-        stack = _to_float32_checked(p, data, "view")
-        header_size = _header_size(mrc)
-    return TiltStack(data=stack, pixel_size=override if override is not None else header_size,
-                     path=p)
-
-
-def read_volume(path: PathLike) -> Volume:
-    """Read a 3D map, e.g. a tomogram. A single 2D image is accepted as a volume with nz = 1.
-
-    Returns:
-        A :class:`Volume` with float32 data of shape (nz, ny, nx), the header voxel size in
-        Angstrom (None when unset) and the header origin (x, y, z) in Angstrom.
-
-    Raises:
-        InputError: as :func:`read_stack`, except that nz = 1 is allowed.
-    """
-    p = Path(os.fspath(path)).expanduser()
-    with _open_mrc(p) as (mrc, facts):
-        data = mrc.data.reshape(facts.nz, facts.ny, facts.nx)  # 2D or 4D-with-one -> 3D
-        volume = _to_float32_checked(p, data, "Z slice")
-        origin = mrc.header.origin
-        return Volume(
-            data=volume,
-            voxel_size=_header_size(mrc),
-            origin=(_float32_value(origin.x), _float32_value(origin.y),
-                    _float32_value(origin.z)),
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------
 def _as_numpy(value: Any) -> np.ndarray:
     """Accept numpy arrays, scalars, nested lists and CPU/GPU torch tensors (without
     importing torch)."""
@@ -515,7 +230,7 @@ class VolumeWriter:
         if len(shape) != 3 or min(shape) < 1:
             raise ValueError(f"shape must be three positive sizes (nz, ny, nx), got {shape}")
         self.shape: Tuple[int, int, int] = shape  # type: ignore[assignment]
-        self.voxel_size = _check_size_argument(voxel_size, "voxel size")
+        self.voxel_size = check_size_argument(voxel_size, "voxel size")
         origin = tuple(float(o) for o in origin)
         if len(origin) != 3 or not all(math.isfinite(o) for o in origin):
             raise ValueError(f"origin must be three finite numbers (x, y, z), got {origin}")
