@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from localet_core.errors import InputError, PathLike
-from localet_core.network.model import LocalizedNet, ModelConfig
+from localet_core.config import DEFAULT_MODEL, ModelConfig
+from localet_core.errors import FieldError, InputError, PathLike
+from localet_core.network.model import LocalizedNet
 
 FORMAT = "localet-model"
 FORMAT_VERSION = 1
-DEFAULT_MODEL = "localet-default"
 MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 
 
@@ -49,9 +49,9 @@ def resolve_model_path(name_or_path: PathLike) -> Path:
         if c.is_file():
             return c
     if text == DEFAULT_MODEL:
-        raise InputError("--model", f"the shipped model {DEFAULT_MODEL} is missing from this installation "
-                                    f"(expected in {MODELS_DIR}); reinstall localet or pass --model PATH")
-    raise InputError("--model", f"no model file or shipped model named {text!r}")
+        raise FieldError("model", f"the shipped model {DEFAULT_MODEL} is missing from this installation "
+                                  f"(expected in {MODELS_DIR}); reinstall localet or name a model file")
+    raise FieldError("model", f"no model file or shipped model named {text!r}")
 
 
 def save_model(path: PathLike, model: LocalizedNet, card: Dict[str, Any]) -> Path:
