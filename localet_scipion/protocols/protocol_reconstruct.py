@@ -10,6 +10,7 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import Message, redStr
 from tomo.objects import SetOfTiltSeries, SetOfTomograms, Tomogram
 
+from localet_core.config import OutputOptions  # torch-free: the engine's defaults
 from localet_scipion import convert
 from localet_scipion.constants import (EVEN, METHOD_CHOICES, METHOD_PRETRAINED, METHOD_TRAINED,
                                        METHOD_WBP, ODD, OUTPUT_FAILED_TS, OUTPUT_TOMOGRAMS,
@@ -59,7 +60,7 @@ class ProtLocaletReconstruct(ProtLocaletBase):
         form.addParam("thickness", params.IntParam, default=300, validators=[params.Positive],
                       label="Thickness (voxels)",
                       help="Tomogram size along Z (the beam), in output (binned) voxels.")
-        form.addParam("binning", params.IntParam, default=1, validators=[params.Positive],
+        form.addParam("binning", params.IntParam, default=OutputOptions.binning, validators=[params.Positive],
                       label="Binning",
                       help="Bin the tilt series by this factor before reconstructing: the "
                            "tomogram's voxel size is the tilt series' pixel size times this.")
