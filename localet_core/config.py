@@ -20,12 +20,16 @@ from typing import Any, Dict, Optional, Tuple
 from localet_core.errors import FieldError
 
 # ----------------------------------------------------------------------- output grid
+#: Default specimen thickness used when the user gives none (Angstrom): a typical lamella.
+DEFAULT_THICKNESS_ANGSTROM = 3000.0
+
+
 @dataclass(frozen=True)
 class OutputOptions:
     """IMOD ``tilt``-style output options, in output (binned) pixels and degrees.
 
     ``thickness=None`` picks :func:`~localet_core.reconstruction.geometry.default_thickness`
-    (300 nm, or nx/4 without a pixel size). The values are checked by
+    (:data:`DEFAULT_THICKNESS_ANGSTROM`, or nx/4 without a pixel size). The values are checked by
     :class:`~localet_core.reconstruction.geometry.TiltGeometry`.
     """
 

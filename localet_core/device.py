@@ -48,7 +48,7 @@ def memory_budget(device: torch.device, budget_bytes: Optional[int] = None, frac
     ``fraction`` of the free memory of ``device`` (available RAM, or free VRAM), at most ``cap``."""
     if budget_bytes is not None:
         if budget_bytes <= 0:
-            raise FieldError("memory_budget", "the memory budget must be positive")
+            raise FieldError("memory_budget", f"must be positive, got {budget_bytes} bytes")
         return int(budget_bytes)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

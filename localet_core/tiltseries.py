@@ -79,12 +79,15 @@ def load_tilt_series(
         if isinstance(exclude, (list, tuple)):
             views = list(exclude)
         elif isinstance(exclude, str) and not os.path.exists(os.path.expanduser(exclude)):
-            views = parse_view_list(exclude, source="exclude")  # list text such as "1-3,40"
+            try:
+                views = parse_view_list(exclude, source=None)  # list text such as "1-3,40"
+            except InputError as exc:
+                raise FieldError("exclude", exc.problem) from None
         else:
             views = read_exclude_list(exclude)
         for v in views:
             if not 1 <= v <= stack.n_views:
-                raise InputError("exclude list", f"view {v} is outside 1..{stack.n_views}")
+                raise FieldError("exclude", f"view {v} is outside 1..{stack.n_views}")
         excluded = tuple(v - 1 for v in views)
     for i, a in enumerate(angles):
         if abs(a + output.angle_offset) >= 90.0 and i not in excluded:

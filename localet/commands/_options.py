@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 
 import click
 
+from localet_core import config
 from localet_core.config import OutputOptions
 from localet_core.errors import InputError
 
@@ -159,7 +160,8 @@ def grid_options(fn: Callable) -> Callable:
     """Output grid: IMOD tilt's THICKNESS, WIDTH, SHIFT, OFFSET, XAXISTILT, plus binning."""
     return _apply(fn, [
         click.option("--thickness", type=int, metavar="NZ",
-                     help="THICKNESS: output Z size in output pixels [default: 300 nm, or nx/4 without a pixel size]."),
+                     help=f"THICKNESS: output Z size in output pixels [default: "
+                          f"{config.DEFAULT_THICKNESS_ANGSTROM / 10:g} nm, or nx/4 without a pixel size]."),
         click.option("--width", type=int, metavar="NX", help="WIDTH: output X size [default: binned stack width]."),
         core_option("--bin", "binning", type=int, setting=(OutputOptions, "binning"),
                     help="Bin the stack by this factor (block average) before reconstructing."),

@@ -28,10 +28,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from localet_core.config import DEFAULT_THICKNESS_ANGSTROM
 from localet_core.errors import FieldError, InputError
-
-#: Default specimen thickness used when the user gives none (Angstrom): a typical lamella.
-DEFAULT_THICKNESS_ANGSTROM = 3000.0
 
 
 @dataclass(frozen=True)
