@@ -35,7 +35,8 @@ from localet_core.network.modelfile import load_model
 from localet_core.network.training import PairSpec
 from localet_core.reconstruction.filters import ETOMO_RADIAL
 from localet_core.reconstruction.geometry import TiltGeometry
-from localet_core.simulate.forward import SimulationConfig, simulate_series, write_series
+from localet_core.config import SimulationConfig
+from localet_core.simulate.forward import simulate_series, write_series
 from localet_core.validation.metrics import pearson, psnr, resolution_against_truth, ssim, wedge_correlation
 
 REPO = Path(__file__).resolve().parents[1]

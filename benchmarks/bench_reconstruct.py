@@ -20,7 +20,8 @@ import torch
 
 from localet_core.device import memory_budget
 from localet_core.network.inference import FastForm, iter_direct_slabs
-from localet_core.network.model import LocalizedNet, ModelConfig
+from localet_core.config import ModelConfig
+from localet_core.network.model import LocalizedNet
 from localet_core.network.patches import prepare_network_views
 from localet_core.pipeline import slab_ranges
 from localet_core.reconstruction.geometry import TiltGeometry

@@ -23,8 +23,10 @@ register_all(cli)
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
-    from localet_core.errors import LocaletError
+    """Console-script entry point: user errors become one line on stderr and exit code 2; an
+    engine field (``binning``) is named by its flag (``--bin``, :data:`FLAGS`)."""
+    from localet.commands._options import FLAGS
+    from localet_core.errors import InputError, LocaletError
 
     try:
         cli.main(standalone_mode=False)
@@ -34,6 +36,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except InputError as exc:
+        click.echo(f"Error: {exc.labelled(FLAGS)}", err=True)
+        sys.exit(2)
     except LocaletError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)

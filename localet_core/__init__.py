@@ -26,7 +26,7 @@ _EXPORTS: Dict[str, str] = {
     # inputs and geometry
     "load_tilt_series": "localet_core.tiltseries",
     "TiltSeries": "localet_core.tiltseries",
-    "OutputOptions": "localet_core.tiltseries",
+    "OutputOptions": "localet_core.config",
     "TiltGeometry": "localet_core.reconstruction.geometry",
     "RampFilter": "localet_core.reconstruction.filters",
     "ETOMO_RADIAL": "localet_core.reconstruction.filters",
@@ -47,8 +47,8 @@ _EXPORTS: Dict[str, str] = {
     # models and training
     "load_model": "localet_core.network.modelfile",
     "save_model": "localet_core.network.modelfile",
-    "ModelConfig": "localet_core.network.model",
-    "TrainConfig": "localet_core.network.training",
+    "ModelConfig": "localet_core.config",
+    "TrainConfig": "localet_core.config",
     "train": "localet_core.network.training",
     "read_pairs_star": "localet_core.contracts.pairs",
     # validation
@@ -56,7 +56,7 @@ _EXPORTS: Dict[str, str] = {
     "reconstruct_halves": "localet_core.validation.halfset",
     "half_set_fsc": "localet_core.validation.halfset",
     # simulation
-    "SimulationConfig": "localet_core.simulate.forward",
+    "SimulationConfig": "localet_core.config",
     "simulate_series": "localet_core.simulate.forward",
     # errors
     "InputError": "localet_core.errors",

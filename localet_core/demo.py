@@ -16,14 +16,13 @@ import torch
 from localet_core.errors import InputError
 from localet_core.io import write_volume
 from localet_core.methods import SIRT, WBP, Localet
-from localet_core.network.modelfile import DEFAULT_MODEL
+from localet_core.config import DEFAULT_MODEL, DEMO_SEED
 from localet_core.reconstruction.filters import ETOMO_RADIAL
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.validation.fsc import compute_fsc
 
 DEMO_SHAPE = (64, 128, 128)  # (nz, ny, nx) output voxels
 DEMO_VOXEL = 10.0  # Angstrom
-DEMO_SEED = 424242  # not a seed of the training set (scripts/train_pretrained.py)
 
 
 @dataclass
@@ -61,7 +60,8 @@ def run_demo(out_dir: Path, seed: int = DEMO_SEED, device: str = "auto",
         extra_methods: more reconstructions ``name -> f(stack, geometry) -> volume``.
     """
     from localet_core.validation.metrics import pearson, resolution_against_truth
-    from localet_core.simulate.forward import SimulationConfig, simulate_series, write_series
+    from localet_core.config import SimulationConfig
+    from localet_core.simulate.forward import simulate_series, write_series
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
-from localet_core.errors import InputError
+from localet_core.errors import FieldError
 
 
 def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.device:
@@ -23,17 +23,17 @@ def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.devic
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise InputError("--device", f"unknown device {spec!r}; use auto, cpu or cuda:N") from None
+        raise FieldError("device", f"unknown device {spec!r}; use auto, cpu or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError("--device", f"{spec} asked for, but no CUDA device is available")
+            raise FieldError("device", f"{spec} asked for, but no CUDA device is available")
         index = device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
         if index >= torch.cuda.device_count():
-            raise InputError("--device", f"{spec} asked for, but only {torch.cuda.device_count()} "
+            raise FieldError("device", f"{spec} asked for, but only {torch.cuda.device_count()} "
                                          "CUDA device(s) exist")
         return torch.device("cuda", index)
     if device.type != "cpu":
-        raise InputError("--device", f"unsupported device {spec!r}; use auto, cpu or cuda:N")
+        raise FieldError("device", f"unsupported device {spec!r}; use auto, cpu or cuda:N")
     return device
 
 
@@ -48,7 +48,7 @@ def memory_budget(device: torch.device, budget_bytes: Optional[int] = None, frac
     ``fraction`` of the free memory of ``device`` (available RAM, or free VRAM), at most ``cap``."""
     if budget_bytes is not None:
         if budget_bytes <= 0:
-            raise InputError("--memory", "the memory budget must be positive")
+            raise FieldError("memory_budget", f"must be positive, got {budget_bytes} bytes")
         return int(budget_bytes)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -71,7 +71,7 @@ def parse_memory(text: Optional[str]) -> Optional[int]:
             return int(float(t[:-1]) * units[t[-1]])
         return int(float(t))
     except ValueError:
-        raise InputError("--memory", f"cannot read {text!r} as a size such as 4G or 512M") from None
+        raise FieldError("memory_budget", f"cannot read {text!r} as a size such as 4G or 512M") from None
 
 
 def distributed_context(device: Optional[torch.device] = None) -> Tuple[int, int]:

@@ -20,8 +20,9 @@ from typing import Any, Callable, ClassVar, Dict, Iterator, Optional, Tuple, Typ
 import numpy as np
 import torch
 
+from localet_core.config import DEFAULT_MODEL, FORMS, PRECISIONS, SIRT_ITERATIONS, SIRT_RELAXATION
 from localet_core.device import resolve_device
-from localet_core.errors import InputError
+from localet_core.errors import FieldError
 from localet_core.pipeline import Slab, assemble_slabs
 from localet_core.reconstruction.filters import RampFilter
 from localet_core.reconstruction.geometry import TiltGeometry
@@ -74,8 +75,8 @@ class WBP(Method):
 class SIRT(Method):
     """SIRT (:func:`localet_core.reconstruction.sirt.iter_sirt_slabs`), a quality baseline."""
 
-    iterations: int = 20
-    relaxation: float = 1.0
+    iterations: int = SIRT_ITERATIONS
+    relaxation: float = SIRT_RELAXATION
     device: Union[str, torch.device] = "auto"
     budget: Optional[int] = None
     name: ClassVar[str] = "sirt"
@@ -101,22 +102,20 @@ class Localet(Method):
         form: ``fast`` (factorised, exact) or ``direct`` (patch by patch, for checks).
     """
 
-    model: Any = "localet-default"
+    model: Any = DEFAULT_MODEL
     device: Union[str, torch.device] = "auto"
     budget: Optional[int] = None
-    precision: str = "fp32"
-    form: str = "fast"
+    precision: str = PRECISIONS[0]
+    form: str = FORMS[0]
     card: Dict[str, Any] = field(default_factory=dict)
     name: ClassVar[str] = "localet"
     learned: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        from localet_core.network.inference import PRECISIONS
-
         if self.precision not in PRECISIONS:
-            raise InputError("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.form not in ("fast", "direct"):
-            raise InputError("form", f"must be fast or direct, got {self.form!r}")
+            raise FieldError("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.form not in FORMS:
+            raise FieldError("form", f"must be one of {', '.join(FORMS)}, got {self.form!r}")
         if not isinstance(self.model, torch.nn.Module):
             from localet_core.network.modelfile import load_model
 
@@ -148,6 +147,6 @@ def make_method(name: str, **options: Any) -> Method:
     try:
         cls = METHODS[name]
     except KeyError:
-        raise InputError("method", f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
+        raise FieldError("method", f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in options.items() if k in known})

@@ -9,27 +9,11 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from localet_core.errors import InputError, PathLike
+from localet_core.config import OutputOptions
+from localet_core.errors import FieldError, InputError, PathLike
 from localet_core.reconstruction.geometry import TiltGeometry, default_thickness
 from localet_core.io import (TiltStack, parse_view_list, read_exclude_list, read_mdoc, read_stack,
                              read_tlt, read_xf)
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """IMOD ``tilt``-style output options, in output (binned) pixels and degrees.
-
-    ``thickness=None`` picks :func:`default_thickness` (300 nm, or nx/4 without a pixel size).
-    """
-
-    thickness: Optional[int] = None
-    width: Optional[int] = None
-    binning: int = 1
-    shift_x: float = 0.0
-    shift_z: float = 0.0
-    angle_offset: float = 0.0
-    axis_offset: float = 0.0
-    x_axis_tilt: float = 0.0
 
 
 @dataclass
@@ -78,7 +62,7 @@ def load_tilt_series(
         angles = info.angles
         angle_source = mdoc
     else:
-        raise InputError("--tlt", "tilt angles are needed: give a .tlt file (or an .mdoc)")
+        raise FieldError("tilt_angles", "tilt angles are needed: give a .tlt file (or an .mdoc)")
     if angles.size != stack.n_views:
         raise InputError(angle_source, f"has {angles.size} tilt angles but the stack "
                                        f"{Path(stack_path).name} has {stack.n_views} views")
@@ -95,12 +79,15 @@ def load_tilt_series(
         if isinstance(exclude, (list, tuple)):
             views = list(exclude)
         elif isinstance(exclude, str) and not os.path.exists(os.path.expanduser(exclude)):
-            views = parse_view_list(exclude, source="--exclude")  # list text such as "1-3,40"
+            try:
+                views = parse_view_list(exclude, source=None)  # list text such as "1-3,40"
+            except InputError as exc:
+                raise FieldError("exclude", exc.problem) from None
         else:
             views = read_exclude_list(exclude)
         for v in views:
             if not 1 <= v <= stack.n_views:
-                raise InputError("exclude list", f"view {v} is outside 1..{stack.n_views}")
+                raise FieldError("exclude", f"view {v} is outside 1..{stack.n_views}")
         excluded = tuple(v - 1 for v in views)
     for i, a in enumerate(angles):
         if abs(a + output.angle_offset) >= 90.0 and i not in excluded:

@@ -433,7 +433,7 @@ def test_cli_tilt_range_option_and_pixel_override(half_maps, tmp_path):
     ("no-pixel", "has no pixel size in its header; give --pixel-size"),
     ("missing", "file not found"),
     ("mask-range", "values must lie in [0, 1]"),
-    ("tlt-bad", "line 2: 'abc' is not a tilt angle"),
+    ("tlt-bad", "line 2: 'abc' is not a number"),  # the core's .tlt reader (localet_core.io.read_tlt)
     ("tlt-range", "--tlt: 'sixty' is neither"),
     ("overwrite", "would overwrite an input file"),
 ])

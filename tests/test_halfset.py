@@ -74,7 +74,8 @@ def test_cli_fsc_halves_writes_star_and_plot(tmp_path):
 def test_cli_fsc_halves_with_a_model(tmp_path):
     import torch
 
-    from localet_core.network.model import LocalizedNet, ModelConfig
+    from localet_core.config import ModelConfig
+    from localet_core.network.model import LocalizedNet
     from localet_core.network.modelfile import save_model
 
     torch.manual_seed(0)

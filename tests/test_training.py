@@ -13,9 +13,9 @@ import torch
 
 from localet_core.errors import InputError
 from localet_core.io import write_tlt, write_volume
-from localet_core.network.model import ModelConfig
+from localet_core.config import ModelConfig, TrainConfig
 from localet_core.network.modelfile import load_model
-from localet_core.network.training import PairSpec, TrainConfig, TrainingDiverged, read_pairs_star, train
+from localet_core.network.training import PairSpec, TrainingDiverged, read_pairs_star, train
 from localet_core.simulate.blobs import blob_projections, blob_volume
 
 ANGLES = np.arange(-60.0, 61.0, 4.0)

@@ -1,11 +1,119 @@
-"""Options shared by the reconstruction commands (IMOD `tilt` names in the help)."""
+"""Options shared by the commands (IMOD `tilt` names in the help), the defaults they take
+from the engine's settings (:func:`default_of`, :func:`core_option`), and the CLI's names of
+the engine's fields (:data:`FLAGS`)."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+import dataclasses
+import inspect
+from typing import Any, Callable, Optional, Tuple, Union
 
 import click
 
+from localet_core import config
+from localet_core.config import OutputOptions
 from localet_core.errors import InputError
+
+#: The flag of each engine field (:attr:`localet_core.errors.FieldError.field`), used when the
+#: CLI shows a :class:`~localet_core.errors.FieldError`: ``binning: ...`` is printed as
+#: ``--bin: ...``. A field of no command is shown as it is.
+FLAGS = {
+    # output grid (OutputOptions, TiltGeometry) and inputs
+    "binning": "--bin",
+    "thickness": "--thickness",
+    "width": "--width",
+    "x_axis_tilt": "--x-axis-tilt",
+    "tilt_angles": "--tlt",
+    "exclude": "--exclude",
+    "halves": "--odd/--even",
+    # where to compute
+    "device": "--device",
+    "memory_budget": "--memory",
+    # classical methods (RampFilter, SIRT)
+    "method": "--method",
+    "window": "--filter",
+    "cutoff": "--radial",
+    "falloff": "--radial",
+    "iterations": "--iterations",
+    # network (Localet, ModelConfig, TrainConfig, train)
+    "model": "--model",
+    "precision": "--precision",
+    "form": "--form",
+    "patch_size": "--patch-size",
+    "step": "--step",
+    "channels": "--channels",
+    "hidden": "--hidden",
+    "n_angle_basis": "--angle-basis",
+    "activation": "--activation",
+    "pairs": "--pair",
+    "loss": "--loss",
+    "steps": "--steps",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "noise": "--noise",
+    "drop_tilts": "--drop-tilts",
+    "val_every": "--val-every",
+    "checkpoint_every": "--checkpoint-every",
+    "refresh_every": "--refresh-every",
+    "reference_clip": "--clip-reference",
+    # simulator (SimulationConfig)
+    "shape": "--shape",
+    "tilt_range": "--tilt-range",
+    "tilt_step": "--tilt-step",
+    "family": "--family",
+}
+
+
+def default_of(owner: Union[type, Callable], name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``owner``, or of parameter ``name`` of
+    the function ``owner``: the one value the engine and the CLI share."""
+    if dataclasses.is_dataclass(owner):
+        f = {f.name: f for f in dataclasses.fields(owner)}[name]
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+        if f.default is dataclasses.MISSING:
+            raise ValueError(f"{owner.__name__}.{name} has no default")
+        return f.default
+    default = inspect.signature(owner).parameters[name].default
+    if default is inspect.Parameter.empty:
+        raise ValueError(f"{owner.__name__}({name}) has no default")
+    return default
+
+
+def as_text(values) -> str:
+    """``(96, 128, 128)`` -> ``"96,128,128"``: a tuple default as the CLI's comma list."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+class CoreOption(click.Option):
+    """A click option that sets an engine setting (:func:`core_option`); it records which one
+    in :attr:`setting`, so a test can check the two defaults are equal."""
+
+    def __init__(self, *args: Any, setting: Tuple[Union[type, Callable, str], str],
+                 to_text: Optional[Callable[[Any], Any]] = None, **kwargs: Any) -> None:
+        self.setting = setting
+        self.to_text = to_text
+        super().__init__(*args, **kwargs)
+
+
+def core_option(*decls: str, setting: Tuple[Union[type, Callable, str], str],
+                to_text: Optional[Callable[[Any], Any]] = None, **kwargs: Any) -> Callable:
+    """``click.option`` for the engine setting ``setting = (owner, field)``.
+
+    The default is :func:`default_of` the setting (through ``to_text`` for options typed as
+    text, such as ``--hidden 32,32``) when ``owner`` is a class or function of the torch-free
+    :mod:`localet_core.config`. For a setting of a torch module, ``owner`` is its dotted name
+    (``"localet_core.methods.SIRT"``, not imported here: ``localet --help`` stays fast) and
+    ``default`` must be given, from :mod:`localet_core.config`;
+    ``tests/test_cli_defaults.py`` checks that it is that setting's default.
+    """
+    owner, name = setting
+    if not isinstance(owner, str):
+        value = default_of(owner, name)
+        kwargs["default"] = to_text(value) if to_text is not None else value
+    elif "default" not in kwargs:
+        raise TypeError(f"core_option for {owner}.{name}: give default= (from localet_core.config)")
+    kwargs.setdefault("show_default", True)
+    return click.option(*decls, cls=CoreOption, setting=setting, to_text=to_text, **kwargs)
 
 
 def _pair(text: Optional[str], name: str) -> Tuple[float, float]:
@@ -52,24 +160,25 @@ def grid_options(fn: Callable) -> Callable:
     """Output grid: IMOD tilt's THICKNESS, WIDTH, SHIFT, OFFSET, XAXISTILT, plus binning."""
     return _apply(fn, [
         click.option("--thickness", type=int, metavar="NZ",
-                     help="THICKNESS: output Z size in output pixels [default: 300 nm, or nx/4 without a pixel size]."),
+                     help=f"THICKNESS: output Z size in output pixels [default: "
+                          f"{config.DEFAULT_THICKNESS_ANGSTROM / 10:g} nm, or nx/4 without a pixel size]."),
         click.option("--width", type=int, metavar="NX", help="WIDTH: output X size [default: binned stack width]."),
-        click.option("--bin", "binning", type=int, default=1, show_default=True,
-                     help="Bin the stack by this factor (block average) before reconstructing."),
+        core_option("--bin", "binning", type=int, setting=(OutputOptions, "binning"),
+                    help="Bin the stack by this factor (block average) before reconstructing."),
         click.option("--shift", metavar="SX[,SZ]",
                      help="SHIFT: move the volume by SX output pixels in X and by -SZ in Z (IMOD's signs)."),
         click.option("--offset", metavar="DEG[,DX]",
                      help="OFFSET: add DEG to every tilt angle; put the tilt axis DX pixels right of the centre."),
-        click.option("--x-axis-tilt", type=float, default=0.0, show_default=True, metavar="DEG",
-                     help="XAXISTILT: rotate the output about X to level a tilted specimen."),
+        core_option("--x-axis-tilt", type=float, setting=(OutputOptions, "x_axis_tilt"), metavar="DEG",
+                    help="XAXISTILT: rotate the output about X to level a tilted specimen."),
     ])
 
 
 def compute_options(fn: Callable) -> Callable:
     """Where and within how much memory to compute."""
     return _apply(fn, [
-        click.option("--device", default="auto", show_default=True,
-                     help="auto (CUDA when available), cpu, or cuda:N."),
+        core_option("--device", setting=("localet_core.device.resolve_device", "spec"), default="auto",
+                    help="auto (CUDA when available), cpu, or cuda:N."),
         click.option("--memory", metavar="SIZE",
                      help="Working-memory budget such as 4G [default: half the free RAM or VRAM]."),
         click.option("--progress/--no-progress", default=None,
@@ -86,8 +195,6 @@ def output_options(fn: Callable) -> Callable:
 
 def build_output_options(thickness, width, binning, shift, offset, x_axis_tilt):
     """Click values -> :class:`localet_core.tiltseries.OutputOptions`."""
-    from localet_core.tiltseries import OutputOptions
-
     shift_x, shift_z = _pair(shift, "--shift")
     angle_offset, axis_offset = _pair(offset, "--offset")
     return OutputOptions(thickness=thickness, width=width, binning=binning, shift_x=shift_x,

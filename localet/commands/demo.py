@@ -6,13 +6,17 @@ from pathlib import Path
 
 import click
 
+from localet.commands._options import core_option
+from localet_core import config
+
 
 @click.command("demo")
 @click.option("-o", "--output", "out_dir", default="demo_out", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Folder for the results.")
-@click.option("--seed", type=int, default=424242, show_default=True,  # = localet_core.demo.DEMO_SEED
-              help="Seed of the simulation (the default is not among the training seeds).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, or cuda:N.")
+@core_option("--seed", type=int, setting=("localet_core.demo.run_demo", "seed"), default=config.DEMO_SEED,
+             help="Seed of the simulation (the default is not among the training seeds).")
+@core_option("--device", setting=("localet_core.demo.run_demo", "device"), default="auto",
+             help="auto, cpu, or cuda:N.")
 def command(out_dir: Path, seed: int, device: str) -> None:
     """Simulate a small tilt series of a cellular specimen (fixed seed, no download), reconstruct
     it with WBP, SIRT and the pretrained localet model, and score each against the ground truth:

@@ -5,7 +5,9 @@ import time
 
 import click
 
-from localet.commands._options import _pair, build_output_options, output_options, tilt_series_options
+from localet.commands._options import (_pair, build_output_options, core_option, output_options,
+                                       tilt_series_options)
+from localet_core import config
 
 EPILOG = """\b
 Examples:
@@ -23,10 +25,11 @@ Examples:
 @click.option("--radial", metavar="CUTOFF,FALLOFF",
               help="RADIAL: keep the ramp up to CUTOFF then a Gaussian fall-off (cycles/pixel, "
                    "or reciprocal pixels if >= 1); eTomo uses 0.35,0.035 [default: ramp to Nyquist].")
-@click.option("--filter", "window", default="ram-lak", show_default=True,
-              type=click.Choice(["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]),
-              help="Apodisation window of the ramp filter.")
-@click.option("--iterations", type=int, default=20, show_default=True, help="SIRT iterations.")
+@core_option("--filter", "window", type=click.Choice(config.WINDOWS),
+             setting=("localet_core.reconstruction.filters.RampFilter", "window"), default=config.RAMP_WINDOW,
+             help="Apodisation window of the ramp filter.")
+@core_option("--iterations", type=int, setting=("localet_core.methods.SIRT", "iterations"),
+             default=config.SIRT_ITERATIONS, help="SIRT iterations.")
 def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, method, radial, window, iterations):
     """Reconstruct a tilt series by weighted back-projection (WBP/FBP) or SIRT.
@@ -45,8 +48,8 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     budget = parse_memory(memory)
     ramp = None
     if method == "wbp":
-        cutoff, falloff = _pair(radial, "--radial") if radial else (None, 0.035)
-        ramp = RampFilter(window=window, cutoff=cutoff, falloff=falloff or 0.035)
+        cutoff, falloff = _pair(radial, "--radial") if radial else (None, None)
+        ramp = RampFilter(window=window, cutoff=cutoff, falloff=falloff or config.RADIAL_FALLOFF)
     device = resolve_device(device)
     series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)

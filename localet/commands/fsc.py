@@ -28,32 +28,19 @@ def _read_volume(path: Path) -> _Volume:
 
 
 def _parse_tilt_range(value: str) -> Tuple[Tuple[float, float], str]:
-    """``--tlt``: an IMOD .tlt file (one angle per line) or ``MIN,MAX`` in degrees.
+    """``--tlt``: an IMOD .tlt file (read by :func:`localet_core.io.read_tlt`) or ``MIN,MAX``
+    in degrees.
 
     Returns ``((min, max), description)``.
     """
     path = Path(value)
     if path.is_file():
-        angles = []
-        try:
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise InputError(path, f"cannot be read ({exc.strerror})") from None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                angle = float(line.split()[0])
-            except ValueError:
-                raise InputError(path, f"line {number}: {line.strip()!r} is not a tilt angle") from None
-            if not math.isfinite(angle):
-                raise InputError(path, f"line {number}: tilt angle is not finite")
-            angles.append(angle)
-        if not angles:
-            raise InputError(path, "holds no tilt angles")
+        from localet_core.io import read_tlt
+
+        angles = read_tlt(path)
         source: object = path
-        lo, hi = min(angles), max(angles)
-        what = f"from {path} ({len(angles)} views)"
+        lo, hi = float(angles.min()), float(angles.max())
+        what = f"from {path} ({angles.size} views)"
     else:
         parts = value.replace(":", ",").split(",")
         try:

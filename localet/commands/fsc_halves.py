@@ -5,8 +5,9 @@ from pathlib import Path
 
 import click
 
-from localet.commands._options import (build_output_options, compute_options, grid_options,
+from localet.commands._options import (build_output_options, compute_options, core_option, grid_options,
                                        tilt_series_options)
+from localet_core import config
 
 EPILOG = """\b
 Examples:
@@ -22,8 +23,8 @@ Examples:
 @click.option("--even", type=click.Path(dir_okay=False), help="Even-frame half stack.")
 @click.option("--method", type=click.Choice(["localet", "wbp", "sirt"]), default="localet", show_default=True,
               help="How to reconstruct each half: the localized network (--model), WBP or SIRT.")
-@click.option("--model", "model_name", default="localet-default", show_default=True, metavar="NAME|PATH",
-              help="Model for --method localet: a shipped name or a .safetensors file.")
+@core_option("--model", "model_name", setting=("localet_core.methods.Localet", "model"),
+             default=config.DEFAULT_MODEL, metavar="NAME|PATH", help="Model for --method localet: a shipped name or a .safetensors file.")
 @grid_options
 @compute_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),

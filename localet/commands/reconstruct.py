@@ -5,7 +5,8 @@ import time
 
 import click
 
-from localet.commands._options import build_output_options, output_options, tilt_series_options
+from localet.commands._options import build_output_options, core_option, output_options, tilt_series_options
+from localet_core import config
 
 EPILOG = """\b
 Examples:
@@ -18,16 +19,19 @@ Examples:
 @click.command("reconstruct", epilog=EPILOG)
 @tilt_series_options
 @output_options
-@click.option("--model", "model_name", default="localet-default", show_default=True, metavar="NAME|PATH",
-              help="Trained model: a shipped name or a .safetensors file from `localet train`.")
+@core_option("--model", "model_name", setting=("localet_core.methods.Localet", "model"),
+             default=config.DEFAULT_MODEL, metavar="NAME|PATH",
+             help="Trained model: a shipped name or a .safetensors file from `localet train`.")
 @click.option("--odd", type=click.Path(dir_okay=False),
               help="Odd-frame half stack: also write OUT_odd.mrc (same geometry as STACK).")
 @click.option("--even", type=click.Path(dir_okay=False),
               help="Even-frame half stack: also write OUT_even.mrc.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="Arithmetic of the per-voxel layers (bf16: faster on recent CPUs, ~1e-2 relative error).")
-@click.option("--form", type=click.Choice(["fast", "direct"]), default="fast", show_default=True,
-              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
+@core_option("--precision", type=click.Choice(config.PRECISIONS), default=config.PRECISIONS[0],
+             setting=("localet_core.methods.Localet", "precision"),
+             help="Arithmetic of the per-voxel layers (bf16: faster on recent CPUs, ~1e-2 relative error).")
+@core_option("--form", type=click.Choice(config.FORMS), default=config.FORMS[0],
+             setting=("localet_core.methods.Localet", "form"),
+             help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
 def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form):
     """Reconstruct a tilt series with a localized supervised network (denoised, wedge-filled).

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import click
 
+from localet.commands._options import as_text, core_option
+from localet_core import config
+from localet_core.config import ModelConfig, TrainConfig
+
 EPILOG = """\b
 Examples:
   localet train --pair TS_01.st TS_01.tlt TS_01_ref.mrc --val-pair TS_02.st TS_02.tlt TS_02_ref.mrc --bin 4 -o run1
@@ -22,36 +26,40 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @click.option("--pairs", "star", type=click.Path(dir_okay=False), help="STAR list of pairs (see below).")
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for NAME.safetensors, checkpoint.pt, log.csv, summary.json.")
-@click.option("--name", "model_name", default="model", show_default=True, help="Model file name (no extension).")
-@click.option("--bin", "binning", type=int, default=1, show_default=True,
-              help="Binning of the stacks; the references must be on the binned grid.")
-@click.option("--steps", type=int, default=2000, show_default=True)
-@click.option("--batch-size", type=int, default=1024, show_default=True, help="Voxels per step.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW peak learning rate.")
-@click.option("--weight-decay", type=float, default=1e-4, show_default=True)
-@click.option("--loss", type=click.Choice(["l1", "l2"]), default="l1", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--val-every", type=int, default=100, show_default=True)
-@click.option("--checkpoint-every", type=int, default=200, show_default=True)
-@click.option("--clip-reference", type=float, metavar="K",
-              help="Scale references robustly and clamp them to +-K (a few extreme voxels such as "
-                   "gold then neither set the scale nor teach extreme outputs) [default: plain z-score].")
+@core_option("--name", "model_name", setting=("localet_core.network.training.train", "model_name"),
+             default="model", help="Model file name (no extension).")
+@core_option("--bin", "binning", type=int, setting=(TrainConfig, "binning"),
+             help="Binning of the stacks; the references must be on the binned grid.")
+@core_option("--steps", type=int, setting=(TrainConfig, "steps"))
+@core_option("--batch-size", type=int, setting=(TrainConfig, "batch_size"), help="Voxels per step.")
+@core_option("--lr", type=float, setting=(TrainConfig, "lr"), help="AdamW peak learning rate.")
+@core_option("--weight-decay", type=float, setting=(TrainConfig, "weight_decay"))
+@core_option("--loss", type=click.Choice(config.LOSSES), setting=(TrainConfig, "loss"))
+@core_option("--seed", type=int, setting=(TrainConfig, "seed"))
+@core_option("--val-every", type=int, setting=(TrainConfig, "val_every"))
+@core_option("--checkpoint-every", type=int, setting=(TrainConfig, "checkpoint_every"))
+@core_option("--clip-reference", type=float, metavar="K", setting=(TrainConfig, "reference_clip"),
+             show_default=False,
+             help="Scale references robustly and clamp them to +-K (a few extreme voxels such as "
+                  "gold then neither set the scale nor teach extreme outputs) [default: plain z-score].")
 @click.option("--init", metavar="MODEL", help="Start from this model (name or .safetensors): fine-tuning; "
               "its architecture replaces the architecture options.")
 @click.option("--resume", is_flag=True, help="Continue from OUT_DIR/checkpoint.pt (same result as uninterrupted).")
-@click.option("--drop-tilts", type=float, default=0.2, show_default=True,
-              help="Augmentation: drop up to this fraction of the tilts.")
-@click.option("--noise", type=float, default=0.0, show_default=True,
-              help="Augmentation: Gaussian noise std added to the normalised views.")
+@core_option("--drop-tilts", type=float, setting=(TrainConfig, "drop_tilts"),
+             help="Augmentation: drop up to this fraction of the tilts.")
+@core_option("--noise", type=float, setting=(TrainConfig, "noise"),
+             help="Augmentation: Gaussian noise std added to the normalised views.")
 @click.option("--no-halves", is_flag=True, help="Do not use the odd/even half stacks as augmentation.")
-@click.option("--refresh-every", type=int, default=50, show_default=True, help="Steps between augmentation draws.")
-@click.option("--patch-size", type=int, default=9, show_default=True, help="P (odd).")
-@click.option("--step", "patch_step", type=int, default=1, show_default=True, help="Delta, in binned pixels.")
-@click.option("--channels", type=int, default=16, show_default=True, help="First-layer channels k.")
-@click.option("--hidden", default="32,32", show_default=True, help="Hidden widths, comma-separated.")
-@click.option("--angle-basis", type=int, default=6, show_default=True, help="Legendre terms per kernel.")
-@click.option("--activation", type=click.Choice(["gelu", "relu"]), default="gelu", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")
+@core_option("--refresh-every", type=int, setting=(TrainConfig, "refresh_every"),
+             help="Steps between augmentation draws.")
+@core_option("--patch-size", type=int, setting=(ModelConfig, "patch_size"), help="P (odd).")
+@core_option("--step", "patch_step", type=int, setting=(ModelConfig, "step"), help="Delta, in binned pixels.")
+@core_option("--channels", type=int, setting=(ModelConfig, "channels"), help="First-layer channels k.")
+@core_option("--hidden", setting=(ModelConfig, "hidden"), to_text=as_text, help="Hidden widths, comma-separated.")
+@core_option("--angle-basis", type=int, setting=(ModelConfig, "n_angle_basis"), help="Legendre terms per kernel.")
+@core_option("--activation", type=click.Choice(config.ACTIVATIONS), setting=(ModelConfig, "activation"))
+@core_option("--device", setting=("localet_core.device.resolve_device", "spec"), default="auto",
+             help="auto, cpu or cuda:N.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
             loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, refresh_every,
@@ -62,8 +70,7 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     a per-step log.csv, a summary.json, and checkpoint.pt for --resume.
     """
     from localet_core.errors import InputError
-    from localet_core.network.model import ModelConfig
-    from localet_core.network.training import PairSpec, TrainConfig, read_pairs_star, train
+    from localet_core.network.training import PairSpec, read_pairs_star, train
 
     specs = [PairSpec(*p) for p in pairs] + [PairSpec(*p, split="val") for p in val_pairs]
     if star:
@@ -72,10 +79,10 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
         raise InputError("--pair", "give training pairs with --pair or --pairs")
     try:
         widths = tuple(int(h) for h in hidden.split(",") if h.strip())
-        mc = ModelConfig(patch_size=patch_size, step=patch_step, channels=channels, hidden=widths,
-                         n_angle_basis=angle_basis, activation=activation)
-    except ValueError as exc:
-        raise InputError("--patch-size/--step/--channels/--hidden", str(exc)) from None
+    except ValueError:
+        raise InputError("--hidden", f"expected whole numbers like 32,32, got {hidden!r}") from None
+    mc = ModelConfig(patch_size=patch_size, step=patch_step, channels=channels, hidden=widths,
+                     n_angle_basis=angle_basis, activation=activation)
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
                      refresh_every=refresh_every, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,

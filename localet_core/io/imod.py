@@ -235,7 +235,7 @@ def parse_view_list(text: str, source: Optional[PathLike] = "view list") -> List
 
     Args:
         text: the list.
-        source: what to name in error messages (an option such as ``--exclude``, or a file).
+        source: what to name in error messages (the setting, such as ``exclude``, or a file).
 
     Returns:
         Sorted list of distinct 1-based view numbers.

@@ -27,7 +27,7 @@ Output units: the network's (trained against normalised references, see
 from __future__ import annotations
 
 import math
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from localet_core.reconstruction.backprojection import (
     choose_kernel,
     separable_matrix,
 )
+from localet_core.config import PRECISIONS
 from localet_core.device import memory_budget
 from localet_core.pipeline import Slab, distribute_slabs, slab_ranges
 from localet_core.reconstruction.geometry import TiltGeometry
@@ -50,7 +51,8 @@ from localet_core.network.patches import prepare_network_views, sample_patches
 SPARSE_ROW_CHANNELS = 128
 #: Voxels per chunk of the per-voxel layers (bounds the hidden activations' memory).
 HEAD_CHUNK = 1 << 18
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: torch dtype of each of :data:`localet_core.config.PRECISIONS`
+DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16)))
 
 
 def _band(geometry: TiltGeometry, y0: int, y1: int, height: int, halo: int) -> Tuple[int, int]:
@@ -86,7 +88,7 @@ class FastForm:
         self.model, self.geometry = model, geometry
         self.device = images.device
         self.kernel = choose_kernel(geometry, self.device, kernel)
-        self.dtype = PRECISIONS[precision]
+        self.dtype = DTYPES[precision]
         self.halo = cfg.step * (cfg.patch_size - 1) // 2
         n, self.height, self.width = images.shape
         angles = torch.as_tensor(geometry.used_angles)

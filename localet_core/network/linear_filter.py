@@ -15,7 +15,8 @@ from typing import Sequence
 
 import torch
 
-from localet_core.network.model import LocalizedNet, ModelConfig, angular_basis
+from localet_core.config import ModelConfig
+from localet_core.network.model import LocalizedNet, angular_basis
 from localet_core.network.patches import prepare_network_views, sample_patches
 from localet_core.network.training import PairSpec, load_pair
 

@@ -20,81 +20,13 @@ Tensor shapes: patches ``(B, n_views, P, P)``, angles ``(n_views,)`` degrees, we
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Dict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ACTIVATIONS = ("gelu", "relu", "identity")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture and input conventions of a :class:`LocalizedNet` (JSON-serialisable).
-
-    Attributes:
-        patch_size: P, odd (whole-pixel offsets make the fast form exact).
-        step: Delta, patch sampling step in binned detector pixels (whole number).
-        channels: k, learned first-layer channels.
-        hidden: widths of the per-voxel hidden layers (may be empty).
-        n_angle_basis: M, Legendre polynomials in the angle per kernel.
-        activation: ``gelu``, ``relu`` or ``identity``.
-        fbp_residual: add a fixed FBP channel with a learned gain to the output.
-        filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
-            (:class:`localet_core.reconstruction.filters.RampFilter`).
-    """
-
-    patch_size: int = 9
-    step: int = 1
-    channels: int = 16
-    hidden: Tuple[int, ...] = (32, 32)
-    n_angle_basis: int = 6
-    activation: str = "gelu"
-    fbp_residual: bool = True
-    filter_window: str = "ram-lak"
-    filter_cutoff: Any = None
-    filter_falloff: float = 0.035
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        problems = []
-        if int(self.patch_size) != self.patch_size or self.patch_size < 1 or self.patch_size % 2 == 0:
-            problems.append(f"patch_size must be an odd whole number, got {self.patch_size}")
-        if int(self.step) != self.step or self.step < 1:
-            problems.append(f"step must be a whole number >= 1, got {self.step}")
-        if self.channels < 1 or self.n_angle_basis < 1 or any(h < 1 for h in self.hidden):
-            problems.append("channels, n_angle_basis and hidden widths must be >= 1")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer, incompatible file)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}")
-        return cls(**d)
-
-    def ramp(self):
-        from localet_core.reconstruction.filters import RampFilter
-
-        return RampFilter(window=self.filter_window, cutoff=self.filter_cutoff, falloff=self.filter_falloff)
-
-    @property
-    def total_channels(self) -> int:
-        """First-layer channels including the fixed FBP channel (index 0 when present)."""
-        return self.channels + int(self.fbp_residual)
+from localet_core.config import ModelConfig
 
 
 def angular_basis(angles_deg: torch.Tensor, n: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from localet_core.config import ModelConfig
 from localet_core.contracts.model_card import (
     DEFAULT_MODEL,
     FORMAT,
@@ -31,8 +32,8 @@ from localet_core.contracts.model_card import (
     model_file,
     shipped_model_path,
 )
-from localet_core.errors import InputError, PathLike
-from localet_core.network.model import LocalizedNet, ModelConfig
+from localet_core.errors import FieldError, InputError, PathLike
+from localet_core.network.model import LocalizedNet
 
 
 def package_version() -> str:
@@ -54,9 +55,9 @@ def resolve_model_path(name_or_path: PathLike) -> Path:
         if c.is_file():
             return c
     if text == DEFAULT_MODEL:
-        raise InputError("--model", f"the shipped model {DEFAULT_MODEL} is missing from this installation "
-                                    f"(expected in {MODELS_DIR}); reinstall localet or pass --model PATH")
-    raise InputError("--model", f"no model file or shipped model named {text!r}")
+        raise FieldError("model", f"the shipped model {DEFAULT_MODEL} is missing from this installation "
+                                  f"(expected in {MODELS_DIR}); reinstall localet or name a model file")
+    raise FieldError("model", f"no model file or shipped model named {text!r}")
 
 
 def save_model(path: PathLike, model: LocalizedNet, card: Dict[str, Any]) -> Path:

@@ -37,64 +37,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from localet_core.config import ModelConfig, OutputOptions, TrainConfig
 from localet_core.contracts.pairs import PairSpec, read_pairs_star  # noqa: F401  (read_pairs_star: re-exported)
-from localet_core.errors import InputError, LocaletError, PathLike
-from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.errors import FieldError, InputError, LocaletError, PathLike
 from localet_core.network.checkpoint import (CHECKPOINT_NAME, LOG_NAME, load_checkpoint,
                                              save_checkpoint, write_log_csv)
-from localet_core.network.model import LocalizedNet, ModelConfig
+from localet_core.network.model import LocalizedNet
+from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.network.patches import normalise_views, sample_patches
 from localet_core.reconstruction.wbp import filter_views, prepare_views
 
 
 class TrainingDiverged(LocaletError):
     """The loss became NaN/infinite or grew far beyond its best value."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and augmentation settings (units: steps, voxels, normalised intensity)."""
-
-    steps: int = 2000
-    batch_size: int = 1024
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup: int = 50
-    loss: str = "l1"
-    seed: int = 0
-    binning: int = 1
-    val_every: int = 100
-    val_voxels: int = 8192
-    checkpoint_every: int = 200
-    refresh_every: int = 50
-    use_halves: bool = True
-    drop_tilts: float = 0.2
-    noise: float = 0.0
-    divergence_factor: float = 100.0
-    #: None: references z-scored (mean, std). A number k: scaled robustly (median, and the std of
-    #: the values between the 0.5 and 99.5 percentiles) and clamped to +-k, so a few extreme
-    #: voxels (gold) neither set the scale nor teach the network extreme outputs.
-    reference_clip: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        if self.loss not in ("l1", "l2"):
-            raise InputError("--loss", f"must be l1 or l2, got {self.loss!r}")
-        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "refresh_every"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')}", "must be >= 1")
-        if not 0 <= self.drop_tilts < 1:
-            raise InputError("--drop-tilts", "must be in [0, 1)")
-        if not self.lr > 0 or self.noise < 0:
-            raise InputError("--lr/--noise", "lr must be > 0 and noise >= 0")
-        if self.reference_clip is not None and not self.reference_clip > 0:
-            raise InputError("--clip-reference", "must be > 0")
-
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine decay to a tenth of ``lr`` (a pure function of the step)."""
-        if step < self.warmup:
-            return self.lr * (step + 1) / self.warmup
-        t = (step - self.warmup) / max(1, self.steps - self.warmup)
-        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
 @dataclass
@@ -126,7 +81,7 @@ def normalise_reference(ref: torch.Tensor, clip: Optional[float] = None) -> torc
 def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] = None) -> Pair:
     """Read and cross-check one pair (:class:`InputError` naming the file on any mismatch)."""
     from localet_core.io import read_stack, read_volume
-    from localet_core.tiltseries import OutputOptions, load_tilt_series
+    from localet_core.tiltseries import load_tilt_series
 
     ref = read_volume(spec.reference).data
     nz, ny, nx = ref.shape
@@ -135,7 +90,7 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
     if series.geometry.output_shape != ref.shape:
         gz, gy, gx = series.geometry.output_shape
         raise InputError(spec.reference, f"is {nx}x{ny}x{nz} (x, y, z) but {Path(spec.stack).name} "
-                                         f"with --bin {binning} reconstructs to {gx}x{gy}x{gz}")
+                                         f"with binning {binning} reconstructs to {gx}x{gy}x{gz}")
     stacks = [series.data]
     for half in (spec.odd, spec.even):
         if half is not None:
@@ -247,7 +202,7 @@ def train(
     train_pairs = [load_pair(p, tc.binning, tc.reference_clip) for p in pairs if p.split == "train"]
     val_pairs = [load_pair(p, tc.binning, tc.reference_clip) for p in pairs if p.split == "val"]
     if not train_pairs:
-        raise InputError("--pair", "no training pair given (all are split=val)")
+        raise FieldError("pairs", "no training pair given (all are split=val)")
 
     model = _initial_model(model_config, tc.seed, device, init_model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)

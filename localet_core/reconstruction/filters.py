@@ -22,26 +22,25 @@ from typing import Optional, Tuple
 
 import torch
 
-from localet_core.errors import InputError
-
-WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+from localet_core.config import RADIAL_FALLOFF, RAMP_WINDOW, WINDOWS
+from localet_core.errors import FieldError
 
 
 @dataclass(frozen=True)
 class RampFilter:
     """Ramp filter settings. ``cutoff``/``falloff``: IMOD's RADIAL (see module doc)."""
 
-    window: str = "ram-lak"
+    window: str = RAMP_WINDOW
     cutoff: Optional[float] = None
-    falloff: float = 0.035
+    falloff: float = RADIAL_FALLOFF
 
     def __post_init__(self) -> None:
         if self.window not in WINDOWS:
-            raise InputError("--filter", f"unknown window {self.window!r}; choose from {', '.join(WINDOWS)}")
+            raise FieldError("window", f"unknown window {self.window!r}; choose from {', '.join(WINDOWS)}")
         if self.cutoff is not None and not self.cutoff > 0:
-            raise InputError("--radial", f"cutoff must be positive, got {self.cutoff}")
+            raise FieldError("cutoff", f"must be positive, got {self.cutoff}")
         if not self.falloff > 0:
-            raise InputError("--radial", f"falloff must be positive, got {self.falloff}")
+            raise FieldError("falloff", f"must be positive, got {self.falloff}")
 
     def response(self, freq: torch.Tensor, n_pad: int) -> torch.Tensor:
         """Filter value at signed frequencies ``freq`` (cycles/pixel, any shape; same shape out)."""

@@ -28,10 +28,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from localet_core.errors import InputError
-
-#: Default specimen thickness used when the user gives none (Angstrom): a typical lamella.
-DEFAULT_THICKNESS_ANGSTROM = 3000.0
+from localet_core.config import DEFAULT_THICKNESS_ANGSTROM
+from localet_core.errors import FieldError, InputError
 
 
 @dataclass(frozen=True)
@@ -83,14 +81,13 @@ class TiltGeometry:
             raise InputError("tilt angles", "contain NaN or infinite values")
         ny, nx = (int(s) for s in self.detector_shape)
         object.__setattr__(self, "detector_shape", (ny, nx))
-        if self.binning < 1 or int(self.binning) != self.binning:
-            raise InputError("--bin", f"binning must be a whole number >= 1, got {self.binning}")
+        _check_binning(self.binning)
         if nx // self.binning < 2 or ny // self.binning < 1:
-            raise InputError("--bin", f"binning {self.binning} leaves no image of {nx}x{ny} pixels")
+            raise FieldError("binning", f"{self.binning} leaves no image of {nx}x{ny} pixels")
         if int(self.thickness) != self.thickness or self.thickness < 1:
-            raise InputError("--thickness", f"thickness must be a whole number >= 1, got {self.thickness}")
+            raise FieldError("thickness", f"must be a whole number >= 1, got {self.thickness}")
         if self.width is not None and (int(self.width) != self.width or self.width < 1):
-            raise InputError("--width", f"width must be a whole number >= 1, got {self.width}")
+            raise FieldError("width", f"must be a whole number >= 1, got {self.width}")
         for v in self.excluded:
             if not 0 <= v < len(angles):
                 raise InputError("excluded views", f"view {v + 1} is outside 1..{len(angles)}")
@@ -109,7 +106,7 @@ class TiltGeometry:
                     "xf", f"has {xf.shape[0] if xf.ndim else 0} transforms for {len(angles)} views")
             object.__setattr__(self, "xf", xf)
         if abs(self.x_axis_tilt) >= 90.0:
-            raise InputError("--x-axis-tilt", "must be below 90 degrees")
+            raise FieldError("x_axis_tilt", f"must be below 90 degrees, got {self.x_axis_tilt:g}")
 
     # ----------------------------------------------------------------- derived sizes
     @property
@@ -277,8 +274,14 @@ class TiltGeometry:
                                      f"{self.detector_shape[1]}x{self.detector_shape[0]}")
 
 
+def _check_binning(binning: int) -> None:
+    if binning < 1 or int(binning) != binning:
+        raise FieldError("binning", f"must be a whole number >= 1, got {binning}")
+
+
 def default_thickness(detector_shape: Tuple[int, int], pixel_size: Optional[float], binning: int) -> int:
     """A default THICKNESS in output pixels: 300 nm when the pixel size is known, else nx/4."""
+    _check_binning(binning)
     nx_b = detector_shape[1] // binning
     if pixel_size:
         return max(1, int(round(DEFAULT_THICKNESS_ANGSTROM / (pixel_size * binning))))

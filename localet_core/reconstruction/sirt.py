@@ -19,7 +19,8 @@ import torch
 
 from localet_core.reconstruction.backprojection import backproject_grid_sample, choose_kernel, to_separable_layout
 from localet_core.device import memory_budget, resolve_device
-from localet_core.errors import InputError
+from localet_core.config import SIRT_ITERATIONS, SIRT_RELAXATION
+from localet_core.errors import FieldError
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.projector import SeparableOperators, project_general
 from localet_core.pipeline import Slab, assemble_slabs
@@ -68,8 +69,8 @@ def _sirt_general(
 def iter_sirt_slabs(
     stack: Union[np.ndarray, torch.Tensor],
     geometry: TiltGeometry,
-    iterations: int = 20,
-    relaxation: float = 1.0,
+    iterations: int = SIRT_ITERATIONS,
+    relaxation: float = SIRT_RELAXATION,
     device: Union[str, torch.device] = "auto",
     budget: Optional[int] = None,
 ) -> Iterator[Slab]:
@@ -81,9 +82,9 @@ def iter_sirt_slabs(
         relaxation: step in (0, 2); 1 is the classic choice.
     """
     if iterations < 1:
-        raise InputError("--iterations", "must be at least 1")
+        raise FieldError("iterations", f"must be at least 1, got {iterations}")
     if not 0 < relaxation < 2:
-        raise InputError("--relaxation", "must lie between 0 and 2")
+        raise FieldError("relaxation", f"must lie between 0 and 2, got {relaxation:g}")
     device = resolve_device(device)
     images = prepare_views(stack, geometry, None, device)
     images = images - images.mean(dim=(1, 2), keepdim=True)
@@ -100,8 +101,8 @@ def iter_sirt_slabs(
 def sirt(
     stack: Union[np.ndarray, torch.Tensor],
     geometry: TiltGeometry,
-    iterations: int = 20,
-    relaxation: float = 1.0,
+    iterations: int = SIRT_ITERATIONS,
+    relaxation: float = SIRT_RELAXATION,
     device: Union[str, torch.device] = "auto",
     budget: Optional[int] = None,
     on_slab: Optional[Callable[[int, int], None]] = None,

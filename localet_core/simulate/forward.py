@@ -24,12 +24,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from localet_core.config import SimulationConfig
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.projector import forward_project
 from localet_core.simulate.optics import dose_symmetric_order, image_intensity, poisson_noise, prior_dose
@@ -37,42 +38,6 @@ from localet_core.simulate.phantom import make_phantom
 
 #: Oversampling of the projection along X and Z (see step 1 above).
 OVERSAMPLE = 2
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """What to simulate. Lengths in Angstrom unless named otherwise; ranges are drawn per seed.
-
-    Attributes:
-        shape: (nz, ny, nx) voxels of the field of view (the reconstruction grid).
-        voxel_size: Angstrom per voxel = detector pixel size.
-        tilt_range: (min, max) degrees; ``tilt_step`` degrees between views.
-        dose: total exposure over the series, e/A^2.
-        defocus_um: underfocus, um (value or range).
-        family: phantom preset ("default" for training, "shifted" for a test set).
-        thickness_nm: ice thickness, nm (value, range, or None for the phantom's default).
-        halves: also make odd/even half-dose stacks.
-        misalign_px: standard deviation of random per-view shifts (pixels); 0 for none.
-        tilt_axis_deg: rotation of the raw images (written in the .xf); 0 for none.
-    """
-
-    shape: Tuple[int, int, int] = (64, 128, 128)
-    voxel_size: float = 10.0
-    tilt_range: Tuple[float, float] = (-60.0, 60.0)
-    tilt_step: float = 3.0
-    dose: float = 100.0
-    defocus_um: Any = (2.0, 5.0)
-    voltage_kv: float = 300.0
-    family: str = "default"
-    thickness_nm: Any = None
-    halves: bool = True
-    misalign_px: float = 0.0
-    tilt_axis_deg: float = 0.0
-
-    @property
-    def angles(self) -> np.ndarray:
-        lo, hi = self.tilt_range
-        return np.round(np.arange(lo, hi + 1e-6, self.tilt_step), 4)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
-from localet_core.errors import InputError
+from localet_core.errors import FieldError
 from localet_core.validation.fsc import FSCResult, compute_fsc, split_alternate_tilts
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.io import TiltStack
@@ -42,7 +42,7 @@ def reconstruct_halves(
         ``(half1, half2, how)`` with ``how`` in ``{"odd/even", "alternate tilts"}``.
     """
     if (odd is None) != (even is None):
-        raise InputError("--odd/--even", "give both half stacks, or neither")
+        raise FieldError("halves", "give both half stacks (odd and even), or neither")
     if odd is not None and even is not None:
         for half in (odd, even):
             geometry.check_stack(half.data.shape, half.path or "half stack")

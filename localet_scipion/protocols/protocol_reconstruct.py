@@ -10,6 +10,7 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import Message, redStr
 from tomo.objects import SetOfTiltSeries, SetOfTomograms, Tomogram
 
+from localet_core.config import OutputOptions  # torch-free: the engine's defaults
 from localet_core.contracts.model_card import fit_warnings, read_model_card, shipped_model_path
 from localet_core.contracts.naming import half_name
 from localet_scipion import convert
@@ -61,7 +62,7 @@ class ProtLocaletReconstruct(ProtLocaletBase):
         form.addParam("thickness", params.IntParam, default=300, validators=[params.Positive],
                       label="Thickness (voxels)",
                       help="Tomogram size along Z (the beam), in output (binned) voxels.")
-        form.addParam("binning", params.IntParam, default=1, validators=[params.Positive],
+        form.addParam("binning", params.IntParam, default=OutputOptions.binning, validators=[params.Positive],
                       label="Binning",
                       help="Bin the tilt series by this factor before reconstructing: the "
                            "tomogram's voxel size is the tilt series' pixel size times this.")

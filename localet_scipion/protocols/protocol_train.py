@@ -4,6 +4,7 @@ import os
 import pyworkflow.protocol.params as params
 from pyworkflow.utils import Message
 
+from localet_core.config import TrainConfig  # torch-free: the engine's defaults
 from localet_core.contracts.model_card import model_file, read_model_card
 from localet_core.contracts.pairs import PairSpec, write_pairs_star
 from localet_core.contracts.tolerances import same_pixel_size
@@ -41,10 +42,10 @@ class ProtLocaletTrain(ProtLocaletBase):
         form.addParam("initModel", params.PointerParam, pointerClass="LocaletModel",
                       allowsNull=True, label="Starting model (optional)",
                       help="Fine-tune this model instead of training from scratch.")
-        form.addParam("binning", params.IntParam, default=1, validators=[params.Positive],
+        form.addParam("binning", params.IntParam, default=TrainConfig.binning, validators=[params.Positive],
                       label="Binning", help="Binning of the tilt series that puts them on the "
                                             "references' voxel size.")
-        form.addParam("steps", params.IntParam, default=2000, validators=[params.Positive],
+        form.addParam("steps", params.IntParam, default=TrainConfig.steps, validators=[params.Positive],
                       label="Training steps")
         self._addComputeParams(form)
 

@@ -1,0 +1,244 @@
+"""The settings a user chooses, with their defaults, in one torch-free module.
+
+The engine's settings dataclasses (:class:`OutputOptions`, :class:`ModelConfig`,
+:class:`TrainConfig`, :class:`SimulationConfig`) live here, with the defaults and the choices of
+the settings whose classes need torch (:class:`~localet_core.reconstruction.filters.RampFilter`,
+the methods of :mod:`localet_core.methods`). Nothing here imports torch or numpy at import
+time, so the CLI builds its options (defaults, choices) from this module and ``localet --help``
+stays fast.
+
+Every check raises :class:`~localet_core.errors.FieldError` naming the field (``binning``,
+``steps``); front ends show it under their own name (``--bin``, "Binning").
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from localet_core.errors import FieldError
+
+# ----------------------------------------------------------------------- output grid
+#: Default specimen thickness used when the user gives none (Angstrom): a typical lamella.
+DEFAULT_THICKNESS_ANGSTROM = 3000.0
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """IMOD ``tilt``-style output options, in output (binned) pixels and degrees.
+
+    ``thickness=None`` picks :func:`~localet_core.reconstruction.geometry.default_thickness`
+    (:data:`DEFAULT_THICKNESS_ANGSTROM`, or nx/4 without a pixel size). The values are checked by
+    :class:`~localet_core.reconstruction.geometry.TiltGeometry`.
+    """
+
+    thickness: Optional[int] = None
+    width: Optional[int] = None
+    binning: int = 1
+    shift_x: float = 0.0
+    shift_z: float = 0.0
+    angle_offset: float = 0.0
+    axis_offset: float = 0.0
+    x_axis_tilt: float = 0.0
+
+
+# ------------------------------------------------------------------- classical methods
+#: Apodisation windows of the ramp filter (:class:`RampFilter` ``window``).
+WINDOWS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+#: :class:`RampFilter` defaults: no apodisation, and the Gaussian fall-off (cycles/pixel) of
+#: IMOD's RADIAL when only a cutoff is given.
+RAMP_WINDOW = "ram-lak"
+RADIAL_FALLOFF = 0.035
+#: SIRT defaults (:class:`~localet_core.methods.SIRT`, :func:`~localet_core.reconstruction.sirt.sirt`).
+SIRT_ITERATIONS = 20
+SIRT_RELAXATION = 1.0
+
+# ----------------------------------------------------------------------------- network
+#: Activations of the per-voxel layers (:class:`ModelConfig` ``activation``).
+ACTIVATIONS = ("gelu", "relu", "identity")
+#: Training losses (:class:`TrainConfig` ``loss``).
+LOSSES = ("l1", "l2")
+#: Arithmetic of the per-voxel layers at inference (:class:`~localet_core.methods.Localet`);
+#: the first is the default.
+PRECISIONS = ("fp32", "bf16")
+#: Forms of inference, the first the default: ``fast`` (factorised first layer, exact) or
+#: ``direct`` (patch by patch, for checks).
+FORMS = ("fast", "direct")
+#: The shipped model a reconstruction uses when none is named.
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and input conventions of a :class:`~localet_core.network.model.LocalizedNet`
+    (JSON-serialisable).
+
+    Attributes:
+        patch_size: P, odd (whole-pixel offsets make the fast form exact).
+        step: Delta, patch sampling step in binned detector pixels (whole number).
+        channels: k, learned first-layer channels.
+        hidden: widths of the per-voxel hidden layers (may be empty).
+        n_angle_basis: M, Legendre polynomials in the angle per kernel.
+        activation: one of :data:`ACTIVATIONS`.
+        fbp_residual: add a fixed FBP channel with a learned gain to the output.
+        filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
+            (:class:`localet_core.reconstruction.filters.RampFilter`).
+    """
+
+    patch_size: int = 9
+    step: int = 1
+    channels: int = 16
+    hidden: Tuple[int, ...] = (32, 32)
+    n_angle_basis: int = 6
+    activation: str = "gelu"
+    fbp_residual: bool = True
+    filter_window: str = RAMP_WINDOW
+    filter_cutoff: Any = None
+    filter_falloff: float = RADIAL_FALLOFF
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if int(self.patch_size) != self.patch_size or self.patch_size < 1 or self.patch_size % 2 == 0:
+            raise FieldError("patch_size", f"must be an odd whole number, got {self.patch_size}")
+        if int(self.step) != self.step or self.step < 1:
+            raise FieldError("step", f"must be a whole number >= 1, got {self.step}")
+        for name in ("channels", "n_angle_basis"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if any(h < 1 for h in self.hidden):
+            raise FieldError("hidden", f"widths must be >= 1, got {self.hidden}")
+        if self.activation not in ACTIVATIONS:
+            raise FieldError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer, incompatible file)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown model settings {unknown}")
+        return cls(**d)
+
+    def ramp(self):
+        """The :class:`~localet_core.reconstruction.filters.RampFilter` of the views."""
+        from localet_core.reconstruction.filters import RampFilter
+
+        return RampFilter(window=self.filter_window, cutoff=self.filter_cutoff, falloff=self.filter_falloff)
+
+    @property
+    def total_channels(self) -> int:
+        """First-layer channels including the fixed FBP channel (index 0 when present)."""
+        return self.channels + int(self.fbp_residual)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and augmentation settings (units: steps, voxels, normalised intensity)."""
+
+    steps: int = 2000
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 50
+    loss: str = "l1"
+    seed: int = 0
+    binning: int = 1
+    val_every: int = 100
+    val_voxels: int = 8192
+    checkpoint_every: int = 200
+    refresh_every: int = 50
+    use_halves: bool = True
+    drop_tilts: float = 0.2
+    noise: float = 0.0
+    divergence_factor: float = 100.0
+    #: None: references z-scored (mean, std). A number k: scaled robustly (median, and the std of
+    #: the values between the 0.5 and 99.5 percentiles) and clamped to +-k, so a few extreme
+    #: voxels (gold) neither set the scale nor teach the network extreme outputs.
+    reference_clip: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise FieldError("loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "refresh_every"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.drop_tilts < 1:
+            raise FieldError("drop_tilts", f"must be in [0, 1), got {self.drop_tilts:g}")
+        if not self.lr > 0:
+            raise FieldError("lr", f"must be > 0, got {self.lr:g}")
+        if not self.noise >= 0:
+            raise FieldError("noise", f"must be >= 0, got {self.noise:g}")
+        if self.reference_clip is not None and not self.reference_clip > 0:
+            raise FieldError("reference_clip", f"must be > 0, got {self.reference_clip:g}")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to a tenth of ``lr`` (a pure function of the step)."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+# --------------------------------------------------------------------------- simulator
+#: Seed of the demo's specimen (:func:`localet_core.demo.run_demo`): not a seed of the training
+#: set (scripts/train_pretrained.py).
+DEMO_SEED = 424242
+#: The specimen presets of :data:`localet_core.simulate.phantom.FAMILIES`, by name.
+FAMILY_NAMES = ("default", "diverse", "broad", "shifted")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate. Lengths in Angstrom unless named otherwise; ranges are drawn per seed.
+
+    Attributes:
+        shape: (nz, ny, nx) voxels of the field of view (the reconstruction grid), each >= 8.
+        voxel_size: Angstrom per voxel = detector pixel size.
+        tilt_range: (min, max) degrees; ``tilt_step`` degrees between views.
+        dose: total exposure over the series, e/A^2.
+        defocus_um: underfocus, um (value or range).
+        family: phantom preset, one of :data:`FAMILY_NAMES` ("default" for training,
+            "shifted" for a test set).
+        thickness_nm: ice thickness, nm (value, range, or None for the phantom's default:
+            0.5-0.85 of the field of view's depth).
+        halves: also make odd/even half-dose stacks.
+        misalign_px: standard deviation of random per-view shifts (pixels); 0 for none.
+        tilt_axis_deg: rotation of the raw images (written in the .xf); 0 for none.
+    """
+
+    shape: Tuple[int, int, int] = (96, 128, 128)
+    voxel_size: float = 10.0
+    tilt_range: Tuple[float, float] = (-60.0, 60.0)
+    tilt_step: float = 3.0
+    dose: float = 100.0
+    defocus_um: Any = (2.0, 5.0)
+    voltage_kv: float = 300.0
+    family: str = "default"
+    thickness_nm: Any = None
+    halves: bool = True
+    misalign_px: float = 0.0
+    tilt_axis_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.shape) != 3 or min(self.shape) < 8:
+            raise FieldError("shape", f"expected three sizes (nz, ny, nx) of at least 8, got {tuple(self.shape)}")
+        lo, hi = self.tilt_range
+        if not -90 < lo < hi < 90:
+            raise FieldError("tilt_range", f"need -90 < min < max < 90 degrees, got ({lo:g}, {hi:g})")
+        if not self.tilt_step > 0:
+            raise FieldError("tilt_step", f"must be positive, got {self.tilt_step:g}")
+        if self.family not in FAMILY_NAMES:
+            raise FieldError("family", f"must be one of {', '.join(FAMILY_NAMES)}, got {self.family!r}")
+
+    @property
+    def angles(self):
+        """``(n_views,)`` float64 tilt angles in degrees, ``min`` to ``max`` by ``tilt_step``."""
+        import numpy as np
+
+        lo, hi = self.tilt_range
+        return np.round(np.arange(lo, hi + 1e-6, self.tilt_step), 4)
