@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from localet_core.contracts.model_card import DEFAULT_MODEL  # noqa: F401  (re-exported: its home is the model-card contract)
 from localet_core.errors import FieldError
 
 # ----------------------------------------------------------------------- output grid
@@ -65,7 +66,6 @@ PRECISIONS = ("fp32", "bf16")
 #: Forms of inference, the first the default: ``fast`` (factorised first layer, exact) or
 #: ``direct`` (patch by patch, for checks).
 FORMS = ("fast", "direct")
-#: The shipped model a reconstruction uses when none is named.
 
 
 @dataclass(frozen=True)
