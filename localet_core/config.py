@@ -58,6 +58,10 @@ SIRT_RELAXATION = 1.0
 # ----------------------------------------------------------------------------- network
 #: Activations of the per-voxel layers (:class:`ModelConfig` ``activation``).
 ACTIVATIONS = ("gelu", "relu", "identity")
+#: Half-set validation estimates (:func:`localet_core.validation.halfset.validate_halves`), the
+#: first the default: ``auto`` = the prior-proof estimate for learned methods, the plain
+#: half-set FSC otherwise.
+ESTIMATES = ("auto", "prior-proof", "half-set")
 #: Training losses (:class:`TrainConfig` ``loss``).
 LOSSES = ("l1", "l2")
 #: Arithmetic of the per-voxel layers at inference (:class:`~localet_core.methods.Localet`);

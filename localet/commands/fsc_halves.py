@@ -27,17 +27,25 @@ Examples:
              default=config.DEFAULT_MODEL, metavar="NAME|PATH", help="Model for --method localet: a shipped name or a .safetensors file.")
 @grid_options
 @compute_options
+@core_option("--estimate", setting=("localet_core.validation.halfset.validate_halves", "estimate"),
+             default=config.ESTIMATES[0], type=click.Choice(config.ESTIMATES),
+             help="auto: the prior-proof estimate for the network (each half against the other half's WBP; "
+                  "no learned prior can raise it), the plain half-set FSC for WBP/SIRT. half-set: the plain "
+                  "FSC of the two halves (optimistic for learned methods).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="STAR table of the FSC curves.")
+              help="STAR table of the reported curves.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot of the curves.")
 @click.option("--save-halves", metavar="PREFIX", help="Also write PREFIX_half1.mrc and PREFIX_half2.mrc.")
 def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
-            shift, offset, x_axis_tilt, device, memory, progress, output, plot, save_halves):
-    """Half-set FSC: reconstruct halves from --odd/--even stacks (or, without them, from
-    alternate tilts of STACK) and report their FSC, also split inside/outside the missing wedge.
+            shift, offset, x_axis_tilt, device, memory, progress, estimate, output, plot, save_halves):
+    """Validate a reconstruction by its halves: reconstruct halves from --odd/--even stacks (or,
+    without them, from alternate tilts of STACK) and report their resolution.
 
-    Valid for methods that never saw the tomogram (WBP, SIRT, a pretrained localet model);
-    optimistic for self-supervised ones trained on the same halves (see docs/fsc.md).
+    For the localet network (a learned prior), the reported resolution is the prior-proof
+    estimate: where each half's correlation with the signal in the data, measured against the
+    other half's weighted back-projection, drops below 0.5 (docs/fsc.md). The plain half-set
+    FSC (also split inside/outside the missing wedge) is printed beside it; it is valid for WBP
+    and optimistic for learned methods.
     """
     from localet.commands.fsc import _check_output, report_fsc
     from localet_core.contracts.naming import saved_half_name
@@ -45,7 +53,8 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     from localet_core.io import read_stack, write_volume
     from localet_core.methods import make_method
     from localet_core.tiltseries import load_tilt_series
-    from localet_core.validation.halfset import half_set_fsc, reconstruct_halves
+    from localet_core.validation.fsc_report import plot_prior_proof, write_prior_proof_star
+    from localet_core.validation.halfset import validate_halves
 
     inputs = tuple(Path(p) for p in (stack, odd, even) if p)
     _check_output(output, "-o/--output", ".star", inputs)
@@ -60,10 +69,24 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     halves = [read_stack(p, pixel_size=series.stack.pixel_size) if p else None for p in (odd, even)]
 
     recon = make_method(method, model=model_name, device=dev, budget=budget)
-    half1, half2, how = reconstruct_halves(series.data, series.geometry, recon.volume, *halves)
+    check = validate_halves(series.data, series.geometry, recon, *halves, estimate=estimate)
     if save_halves:
-        for i, half in enumerate((half1, half2), start=1):
+        for i, half in enumerate(check.halves, start=1):
             write_volume(saved_half_name(save_halves, i), half, series.geometry.voxel_size)
-    result = half_set_fsc(half1, half2, series.geometry)
-    report_fsc(result, f"of {method} half tomograms ({how})", "stack", output, plot,
-               names=(f"{stack} half 1", f"{stack} half 2"), title=f"{Path(stack).name}: {how} ({method})")
+    names = (f"{stack} half 1", f"{stack} half 2")
+    title = f"{Path(stack).name}: {check.how} ({method})"
+    if check.prior_proof is None:
+        label = " (optimistic for a learned method: see --estimate)" if recon.learned else ""
+        report_fsc(check.half_set, f"of {method} half tomograms ({check.how}){label}", "stack", output, plot,
+                   names=names, title=title)
+        return
+    from localet_core.validation.fsc_report import format_fsc_summary
+
+    click.echo(f"plain half-set FSC of {method} half tomograms ({check.how}), optimistic for learned methods:")
+    click.echo(format_fsc_summary(check.half_set))
+    click.echo(check.prior_proof.summary())
+    write_prior_proof_star(output, check.prior_proof, names=names)
+    click.echo(f"wrote {output}")
+    if plot is not None:
+        plot_prior_proof(plot, check.prior_proof, title=title)
+        click.echo(f"wrote {plot}")

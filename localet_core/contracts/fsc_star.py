@@ -74,3 +74,26 @@ def region_fsc_column(region: str) -> str:
 def region_voxels_column(region: str) -> str:
     """The ``data_fsc`` column of the shell voxel counts of ``region``."""
     return SHELL_VOXELS if region == "all" else f"{SHELL_VOXELS}{_REGION_SUFFIX[region]}"
+
+
+# --------------------------------------------------------------------------------------------
+# The prior-proof estimate (localet_core.validation.prior_proof), a table of its own:
+# ``data_general`` (one row) ``rlnFinalResolution`` (Angstrom, the estimate's resolution; nan
+# when there is none), :data:`ESTIMATE` (``prior-proof``), :data:`LIMIT` (``crossed``,
+# ``no signal``, ``nyquist`` or ``none``: see EstimatedResolution), ``locPixelSize``,
+# ``locTiltMin``, ``locTiltMax``, ``locVolumeA``/``locVolumeB``; and ``data_prior_proof`` (one
+# row per shell, outside the missing wedge): ``rlnSpectralIndex``, ``locFrequency``,
+# ``rlnResolution``, ``rlnAngstromResolution``, ``locShellVoxels``, :data:`C_EST` (nan where
+# there is no estimate), :data:`C_SIGMA`, :data:`C_1`, :data:`C_2`, :data:`REFERENCE_FSC` (the
+# WBP halves' FSC) and :data:`HALF_SET_FSC` (the plain half-set FSC of the method's halves,
+# optimistic for learned methods).
+# --------------------------------------------------------------------------------------------
+BLOCK_PRIOR_PROOF = "prior_proof"
+ESTIMATE = "locEstimate"
+LIMIT = "locResolutionLimit"
+C_EST = "locCEst"
+C_SIGMA = "locCEstSigma"
+C_1 = "locCEstOddVsEvenWbp"
+C_2 = "locCEstEvenVsOddWbp"
+REFERENCE_FSC = "locWbpHalfSetFsc"
+HALF_SET_FSC = "locHalfSetFsc"

@@ -8,6 +8,9 @@ both take the rule from here:
   Scipion recognises half maps by the ``_odd`` / ``_even`` in their names.
 - ``localet fsc-halves --save-halves PREFIX`` writes :func:`saved_half_name` ``(PREFIX, 1)`` =
   ``PREFIX_half1.mrc`` and ``PREFIX_half2.mrc``.
+- ``localet reconstruct -o OUT.mrc --odd A --even B`` also writes the prior-proof validation
+  of its half tomograms, :func:`prior_proof_name` ``(OUT.mrc)`` = ``OUT_prior_proof.star``
+  (and ``OUT_prior_proof.png``); the plugin's FSC box reads it for tomograms that have one.
 - an FSC table's plot is :func:`plot_name` ``(NAME.star)`` = ``NAME.png`` when a caller
   derives one (the plugin does; the CLI takes ``--plot`` as given).
 
@@ -49,3 +52,9 @@ def saved_half_name(prefix: PathLike, index: int) -> str:
 def plot_name(table: PathLike) -> str:
     """The PNG plot that goes with a table: ``dir/TS_01_fsc.star`` -> ``dir/TS_01_fsc.png``."""
     return os.path.splitext(os.fspath(table))[0] + PLOT_SUFFIX
+
+
+def prior_proof_name(output: PathLike) -> str:
+    """The prior-proof validation table of the half tomograms of ``output``:
+    ``dir/OUT.mrc`` -> ``dir/OUT_prior_proof.star``."""
+    return os.path.splitext(os.fspath(output))[0] + "_prior_proof.star"

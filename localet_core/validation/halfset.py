@@ -3,23 +3,30 @@
 The halves are the odd/even frame sums (two stacks with the same geometry and independent
 noise) or, when only one stack exists, alternate tilts (each half keeps the whole tilt range at
 twice the step). Either way the two half tomograms share no noise, so their FSC measures the
-reproducibility of the reconstruction. For a pretrained model that never saw the tomogram it is
-a fair estimate; for self-supervised methods (Cryo-CARE, IsoNet, DeepDeWedge) that train on the
-very halves they reconstruct, it is optimistic: the network can learn each half's features, and
-the two halves then agree more than either agrees with the truth (see docs/fsc.md).
+reproducibility of the reconstruction. For a linear method (WBP) that is a fair estimate; for
+any learned method it is optimistic: what the prior adds is shared by both halves (a pretrained
+network), and self-supervised methods (Cryo-CARE, IsoNet, DeepDeWedge) even learn each half's
+features. :func:`validate_halves` therefore gives learned methods the prior-proof estimate of
+:mod:`localet_core.validation.prior_proof` (each half against the other half's WBP) by default
+(see docs/fsc.md).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 import numpy as np
 import torch
 
+from localet_core.config import ESTIMATES
 from localet_core.errors import FieldError
 from localet_core.validation.fsc import FSCResult, compute_fsc, split_alternate_tilts
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.io import TiltStack
+
+if TYPE_CHECKING:
+    from localet_core.methods import Method
+    from localet_core.validation.prior_proof import PriorProofResult
 
 #: ``reconstruct(stack (n_views, ny, nx), geometry) -> volume (nz, ny, nx)``
 Reconstructor = Callable[[np.ndarray, TiltGeometry], np.ndarray]
@@ -62,3 +69,63 @@ def half_set_fsc(half1: np.ndarray, half2: np.ndarray, geometry: TiltGeometry) -
     angles = geometry.used_angles
     return compute_fsc(torch.from_numpy(half1), torch.from_numpy(half2), pixel_size=geometry.voxel_size,
                        tilt_range=(float(angles.min()), float(angles.max())))
+
+
+
+
+@dataclasses.dataclass
+class HalfSetValidation:
+    """The halves of one tilt series and what they say about its reconstruction.
+
+    Attributes:
+        halves: the method's two half tomograms ``(nz, ny, nx)``.
+        how: ``odd/even`` or ``alternate tilts``.
+        half_set: their plain FSC (optimistic for learned methods).
+        prior_proof: the prior-proof estimate, or None when not asked for.
+    """
+
+    halves: Tuple[np.ndarray, np.ndarray]
+    how: str
+    half_set: FSCResult
+    prior_proof: Optional["PriorProofResult"] = None
+
+
+def validate_halves(
+    stack: np.ndarray,
+    geometry: TiltGeometry,
+    method: "Method",
+    odd: Optional[TiltStack] = None,
+    even: Optional[TiltStack] = None,
+    estimate: str = ESTIMATES[0],
+    halves: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+) -> HalfSetValidation:
+    """Reconstruct two halves with ``method`` and validate them.
+
+    Args:
+        stack: ``(n_views, ny, nx)`` full stack (alternate-tilt split when no odd/even stacks).
+        method: a :class:`localet_core.methods.Method` (its ``learned`` flag picks the estimate
+            for ``estimate="auto"``).
+        estimate: one of :data:`localet_core.config.ESTIMATES`.
+        halves: the method's half tomograms when already computed (then only the WBP halves
+            are reconstructed here; ``odd``/``even`` must be the stacks they came from).
+    """
+    from localet_core.methods import WBP
+    from localet_core.validation.prior_proof import prior_proof_fsc
+
+    if estimate not in ESTIMATES:
+        raise FieldError("estimate", f"must be one of {', '.join(ESTIMATES)}, got {estimate!r}")
+    if halves is None:
+        h1, h2, how = reconstruct_halves(stack, geometry, method.volume, odd, even)
+    else:
+        (h1, h2), how = halves, "odd/even" if odd is not None else "alternate tilts"
+    result = HalfSetValidation((h1, h2), how, half_set_fsc(h1, h2, geometry))
+    if estimate == "prior-proof" or (estimate == "auto" and method.learned):
+        if isinstance(method, WBP):
+            w1, w2 = h1, h2
+        else:
+            reference = WBP(device=getattr(method, "device", "auto"), budget=getattr(method, "budget", None))
+            w1, w2, _ = reconstruct_halves(stack, geometry, reference.volume, odd, even)
+        angles = geometry.used_angles
+        result.prior_proof = prior_proof_fsc(h1, h2, w1, w2, (float(angles.min()), float(angles.max())),
+                                             pixel_size=geometry.voxel_size)
+    return result
