@@ -222,6 +222,9 @@ def test_reconstruct_cli_matches_fbp_grid_and_values(series):
     for half in ("odd", "even"):
         with mrcfile.open(d / f"net_{half}.mrc") as h:
             assert h.data.shape == (12, 10, 16)
+    # the halves are validated by the prior-proof estimate (docs/fsc.md)
+    assert "prior-proof resolution" in r.stderr
+    assert (d / "net_prior_proof.star").is_file() and (d / "net_prior_proof.png").is_file()
 
 
 def test_reconstruct_cli_errors_leave_no_output(series):

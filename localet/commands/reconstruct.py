@@ -26,6 +26,9 @@ Examples:
               help="Odd-frame half stack: also write OUT_odd.mrc (same geometry as STACK).")
 @click.option("--even", type=click.Path(dir_okay=False),
               help="Even-frame half stack: also write OUT_even.mrc.")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="With --odd and --even: also write OUT_prior_proof.star/.png, the prior-proof resolution "
+                   "of the half tomograms (each against the other half's WBP; docs/fsc.md).")
 @core_option("--precision", type=click.Choice(config.PRECISIONS), default=config.PRECISIONS[0],
              setting=("localet_core.methods.Localet", "precision"),
              help="Arithmetic of the per-voxel layers (bf16: faster on recent CPUs, ~1e-2 relative error).")
@@ -33,7 +36,7 @@ Examples:
              setting=("localet_core.methods.Localet", "form"),
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
 def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width, binning, shift,
-            offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form):
+            offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form, validate):
     """Reconstruct a tilt series with a localized supervised network (denoised, wedge-filled).
 
     Inputs and the output grid are exactly those of `localet fbp` (IMOD conventions). Values
@@ -59,9 +62,11 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     for warning in fit_warnings(card, geometry.voxel_size):
         click.echo(f"Warning: {warning}", err=True)
     jobs = [(series.data, output, "reconstruct")]
+    half_stacks = {}
     for half, path in zip(HALVES, (odd, even)):
         if path is not None:
-            data = read_stack(path).data
+            half_stacks[half] = read_stack(path)
+            data = half_stacks[half].data
             if data.shape != series.data.shape:
                 raise InputError(path, f"has shape {data.shape[::-1]} (x, y, views) but the full "
                                        f"stack has {series.data.shape[::-1]}")
@@ -81,3 +86,22 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
                    f"{len(geometry.used_views)} of {geometry.n_views} views, model "
                    f"{card.get('name', model_name)}, {form}/{precision} on {device}, "
                    f"{time.perf_counter() - start:.1f} s", err=True)
+        if validate and len(half_stacks) == 2 and geometry.voxel_size is not None:
+            _validate(series, recon, half_stacks, output)
+
+
+def _validate(series, recon, half_stacks, output) -> None:
+    """The prior-proof estimate of the written half tomograms (against the halves' WBP):
+    ``OUT_prior_proof.star`` and ``.png`` next to ``OUT``, and its summary on stderr."""
+    from localet_core.contracts.naming import HALVES, half_name, plot_name, prior_proof_name
+    from localet_core.io import read_volume
+    from localet_core.validation.fsc_report import plot_prior_proof, write_prior_proof_star
+    from localet_core.validation.halfset import validate_halves
+
+    halves = tuple(read_volume(half_name(output, h)).data for h in HALVES)
+    check = validate_halves(series.data, series.geometry, recon, *(half_stacks[h] for h in HALVES),
+                            estimate="prior-proof", halves=halves)
+    table = prior_proof_name(output)
+    write_prior_proof_star(table, check.prior_proof, names=[half_name(output, h) for h in HALVES])
+    plot_prior_proof(plot_name(table), check.prior_proof, title=f"{output}: odd/even halves")
+    click.echo(check.prior_proof.summary() + f"\n  wrote {table} and {plot_name(table)}", err=True)
