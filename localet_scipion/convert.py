@@ -131,6 +131,38 @@ def fscCurve(starPath: str):
     return x, y
 
 
+def isPriorProofTable(starPath: str) -> bool:
+    """Whether a table is a prior-proof estimate (``localet reconstruct --odd --even``,
+    ``localet fsc-halves``) rather than a plain FSC table."""
+    try:
+        return bool(readStarBlock(starPath, fsc_star.BLOCK_PRIOR_PROOF))
+    except Exception:
+        return False
+
+
+def priorProofCurve(starPath: str):
+    """(frequencies in 1/A, C_est) of a prior-proof table, only the shells that have an
+    estimate (none where WBP sees no signal)."""
+    x, y = [], []
+    for row in readStarBlock(starPath, fsc_star.BLOCK_PRIOR_PROOF):
+        value = float(row[fsc_star.C_EST])
+        if int(float(row[fsc_star.SHELL])) == 0 or value != value:  # nan: no estimate
+            continue
+        x.append(float(row[fsc_star.SPATIAL_FREQUENCY]))
+        y.append(value)
+    return x, y
+
+
+def priorProofResolution(starPath: str) -> str:
+    """The estimate's resolution as text: ``"41.2 A"`` or ``"no estimate"``, with the limit
+    when it is not a crossing."""
+    general = readStarBlock(starPath, fsc_star.BLOCK_GENERAL)[0]
+    value, limit = float(general[fsc_star.FINAL_RESOLUTION]), general[fsc_star.LIMIT]
+    if value != value:
+        return "no estimate"
+    return f"{value:.1f} A" + ("" if limit == "crossed" else f" ({limit})")
+
+
 def fscResolutions(starPath: str) -> Dict[str, Dict[str, float]]:
     """{region: {criterion: resolution in A}} from the ``resolution`` block (region ``all``,
     ``outside_wedge``, ``inside_wedge``; criterion ``0.143``, ``0.5``, ``half-bit``)."""

@@ -10,7 +10,7 @@ from pyworkflow.object import String
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import redStr
 
-from localet_core.contracts.naming import plot_name
+from localet_core.contracts.naming import plot_name, prior_proof_name
 from localet_core.contracts.tolerances import same_pixel_size
 from localet_scipion import Plugin, convert
 from localet_scipion.constants import OUTPUT_FSCS
@@ -25,9 +25,11 @@ MODE_REFERENCE = 1
 class ProtLocaletFsc(ProtLocaletBase):
     """Fourier Shell Correlation of tomograms, with localet fsc.
 
-    Half maps: the FSC between the odd and even half tomograms of each tomogram (from
-    'localet - reconstruct' with odd/even, or any box that attaches half maps); it measures the
-    reproducibility of each half's reconstruction.
+    Half maps: for tomograms from 'localet - reconstruct' with odd/even, the prior-proof
+    resolution its run wrote (each network half against the other half's weighted
+    back-projection: no learned prior can raise it); for other half maps, the plain FSC between
+    the odd and even half tomograms, which measures reproducibility and is optimistic for any
+    learned method.
     Reference: the FSC between each tomogram and the tomogram with the same tsId in a reference
     set (e.g. localet against Cryo-CARE + IsoNet, or against a simulation's ground truth).
     With the tilt range, the FSC is also split outside/inside the missing wedge (in the STAR
@@ -88,7 +90,10 @@ class ProtLocaletFsc(ProtLocaletBase):
             if self.useWedge.get() and acq is not None and acq.getAngleMin() is not None \
                     and acq.getAngleMax() is not None and acq.getAngleMin() < acq.getAngleMax():
                 tilt = (acq.getAngleMin(), acq.getAngleMax())
-            pairs[tsId] = (a, b, tilt, tomo.getSamplingRate())
+            prior = ""
+            if self.mode.get() == MODE_HALVES and os.path.exists(prior_proof_name(os.path.abspath(tomo.getFileName()))):
+                prior = prior_proof_name(os.path.abspath(tomo.getFileName()))
+            pairs[tsId] = (a, b, tilt, tomo.getSamplingRate(), prior)
         return pairs
 
     def _insertAllSteps(self):
@@ -99,8 +104,15 @@ class ProtLocaletFsc(ProtLocaletBase):
     def _starName(self, tsId):
         return os.path.abspath(self._getExtraPath(f"{tsId}_fsc.star"))
 
-    def fscStep(self, tsId, a, b, tilt, sampling):
+    def fscStep(self, tsId, a, b, tilt, sampling, prior=""):
         star = self._starName(tsId)
+        if prior:  # the reconstruct run's prior-proof table and plot
+            import shutil
+
+            shutil.copyfile(prior, star)
+            if os.path.exists(plot_name(prior)):
+                shutil.copyfile(plot_name(prior), plot_name(star))
+            return
         args = (f"{convert.quote(a)} {convert.quote(b)} --pixel-size {sampling:g} -o {convert.quote(star)}"
                 f" --plot {convert.quote(plot_name(star))}")
         if tilt:
@@ -119,15 +131,22 @@ class ProtLocaletFsc(ProtLocaletBase):
             if not os.path.exists(star):
                 lines.append(f"{tsId}: failed (see the log)")
                 continue
-            x, y = convert.fscCurve(star)
-            fsc = FSC(objLabel=tsId)
+            prior = convert.isPriorProofTable(star)
+            x, y = convert.priorProofCurve(star) if prior else convert.fscCurve(star)
+            fsc = FSC(objLabel=f"{tsId} (prior-proof C_est)" if prior else tsId)
             fsc.setData(x, y)
             fscs.append(fsc)
+            if prior:
+                lines.append(f"{tsId}: prior-proof resolution {convert.priorProofResolution(star)} "
+                             "(criterion 0.5 on each half's estimated correlation with the signal)")
+                continue
             res = convert.fscResolutions(star)
             text = ", ".join(f"{crit}: {value:.1f} A" for crit, value in res.get("all", {}).items())
             wedge = res.get("inside_wedge", {}).get("0.143")
             if wedge is not None:
                 text += f"; inside the wedge (0.143): {wedge:.1f} A"
+            if self.mode.get() == MODE_HALVES:
+                text += " (plain half-set FSC: optimistic for learned methods)"
             lines.append(f"{tsId}: {text}")
         self.resolutions.set("\n".join(lines) or None)
         self._store(self.resolutions)
@@ -170,7 +189,8 @@ class ProtLocaletFsc(ProtLocaletBase):
     def _summary(self):
         if not self.resolutions.get():
             return ["Outputs are not ready yet."]
-        return ["Resolution (FSC criteria, whole volume):\n" + self.resolutions.get()]
+        return ["Resolution (prior-proof estimate where the reconstruct run wrote one; else FSC "
+                "criteria, whole volume):\n" + self.resolutions.get()]
 
     def _methods(self):
         what = ("between odd and even half tomograms" if self.mode.get() == MODE_HALVES

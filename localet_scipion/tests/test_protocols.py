@@ -323,6 +323,16 @@ class TestLocaletScipion(BaseTest):
         fsc.inputTomograms.setExtended("Tomograms")
         self.launchProtocol(fsc)
         self.assertEqual(fsc.FSCs.getSize(), 2)
+        # the network's halves are judged by the prior-proof estimate the reconstruct run wrote,
+        # the same figure the CLI gives on the same inputs
+        from localet_core.contracts.naming import prior_proof_name
+        from localet_scipion.convert import priorProofResolution
+
+        self.assertIn("TS_A: prior-proof resolution", fsc.resolutions.get())
+        self.assertIn(f"TS_A: prior-proof resolution {priorProofResolution(prior_proof_name(out))} ",
+                      fsc.resolutions.get())
+        labels = sorted(f.getObjLabel() for f in fsc.FSCs.iterItems())
+        self.assertEqual(labels, ["TS_A (prior-proof C_est)", "TS_B (prior-proof C_est)"])
 
     @unittest.skipIf(not (_cli_has("train") and _cli_has("reconstruct")),
                      "`localet train`/`reconstruct` are not in this checkout yet")
