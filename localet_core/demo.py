@@ -133,15 +133,18 @@ def _figure(path: Path, truth: np.ndarray, volumes: Dict[str, np.ndarray], fscs:
             ax.set_xticks([])
             ax.set_yticks([])
     ax = axes[0, -1]
+    low = -0.1
     for name, fsc in fscs.items():
-        freq = fsc.frequency.numpy() / DEMO_VOXEL
-        ax.plot(freq, fsc.fsc.numpy(), label=name)
-    ax.axhline(0.143, color="gray", lw=0.8, ls="--")
-    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+        freq = fsc.frequency.numpy()[1:] / DEMO_VOXEL  # shell 0 (the mean) is only a sign
+        curve = fsc.fsc.numpy()[1:]
+        low = min(low, float(np.nanmin(curve)) - 0.05)
+        ax.plot(freq, curve, label=name)
+    ax.axhline(0.143, color="gray", lw=0.8, ls="--", label="0.143")
+    ax.axhline(0.5, color="gray", lw=0.8, ls=":", label="0.5")
     ax.set_xlabel("spatial frequency (1/A)")
     ax.set_ylabel("FSC against ground truth (ice slab)")
-    ax.set_ylim(-0.1, 1.02)
-    ax.legend(fontsize=8)
+    ax.set_ylim(low, 1.02)  # every curve inside the axes
+    ax.legend(fontsize=7)
     axes[1, -1].axis("off")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
