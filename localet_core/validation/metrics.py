@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from localet_core.errors import FieldError
 from localet_core.validation.fourier import hermitian_weights
 from localet_core.validation.wedge import missing_wedge_mask
 
@@ -131,3 +132,23 @@ def resolution_against_truth(recon: ArrayLike, truth: ArrayLike, pixel_size: flo
                          mask=None if mask is None else _t(mask).float())
     f, _ = crossing_frequency(result.frequency, result.fsc, threshold, result.n_voxels, BAND, MIN_SHELL_VOXELS)
     return pixel_size / max(f, 1e-12)
+
+
+def bead_contrast(volume: ArrayLike, fraction: float = 5e-5, minimum: int = 20) -> float:
+    """How sharply the darkest features (gold beads) stand out: the mean of the darkest
+    ``fraction`` of the voxels (at least ``minimum``), in robust standard deviations (1.4826 x
+    the median absolute deviation) below the median. A misaligned or mirrored reconstruction
+    smears the beads and lowers it (used to check orientation on real data, where there is no
+    ground truth).
+
+    Args:
+        volume: ``(nz, ny, nx)`` reconstruction, densities as reconstructed from raw intensities
+            (gold is dark).
+    """
+    v = np.asarray(volume, dtype=np.float64).ravel()
+    v = v - np.median(v)
+    scale = 1.4826 * np.median(np.abs(v))
+    if not scale > 0:
+        raise FieldError("volume", "has no spread (median absolute deviation 0)")
+    k = max(minimum, int(v.size * fraction))
+    return float(-np.partition(v, k)[:k].mean() / scale)
