@@ -23,7 +23,7 @@ cryodrgn==4.3.1 -d CACHE`` and extract ``tests/data/ay19102021_*`` and
 
     PYTHONPATH=$PWD python benchmarks/calibrate_simulator.py [--cache /work/cache]
 
-About three minutes on two cores.
+About two minutes on two cores.
 """
 from __future__ import annotations
 
@@ -481,7 +481,7 @@ def main() -> None:
         early = sub["dose"] <= 12
         # the sub-tilts are stored contrast-inverted (protein bright: the disk is brighter than
         # the ring, CNR < 0), the simulation in the raw contrast: compare magnitudes
-        rows.append(("ribosome contrast-to-noise |ring - disk| / noise, first views (disk r 12 nm, ring 15-25 nm; sim: 4V5D, 0 deg)",
+        rows.append(("ribosome contrast-to-noise abs(ring - disk) / noise, first views (disk r 12 nm, ring 15-25 nm; sim: 4V5D, 0 deg)",
                      [f"{abs(sub['cnr'][early].mean()):.1f} (cryodrgn sub-tilts, sign {np.sign(sub['cnr'][early].mean()):+.0f}, {sub['dose_per_view']:g} e/A^2/view, "
                       f"{np.median(sub['defocus_um']):.1f} um)"] + [f"{fmt(cnr_sim[c][0], 1)} (n = {cnr_sim[c][1]})" for c in cols[1:]]))
     print()
