@@ -61,14 +61,15 @@ class PairSpec:
     even: Optional[str] = None
     exclude: Optional[str] = None
     split: str = "train"
+    aln: Optional[str] = None
 
 
-STAR_COLUMNS = ("stack", "tlt", "reference", "xf", "odd", "even", "exclude", "split")
+STAR_COLUMNS = ("stack", "tlt", "reference", "xf", "odd", "even", "exclude", "split", "aln")
 
 
 def read_pairs_star(path: PathLike) -> List[PairSpec]:
     """Pairs from a STAR table with columns ``stack tlt reference`` and optional ``xf odd even
-    exclude split`` (a leading ``_`` or ``rln`` prefix is accepted). Relative paths are relative
+    exclude split aln`` (``aln``: an AreTomo alignment instead of ``xf``; a leading ``_`` or ``rln`` prefix is accepted). Relative paths are relative
     to the STAR file's folder."""
     import starfile
 
@@ -185,7 +186,7 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
 
     ref = read_volume(spec.reference).data
     nz, ny, nx = ref.shape
-    series = load_tilt_series(spec.stack, tlt=spec.tlt, xf=spec.xf, exclude=spec.exclude,
+    series = load_tilt_series(spec.stack, tlt=spec.tlt, xf=spec.xf, exclude=spec.exclude, aln=spec.aln,
                               output=OutputOptions(thickness=nz, width=nx, binning=binning))
     if series.geometry.output_shape != ref.shape:
         gz, gy, gx = series.geometry.output_shape
@@ -194,10 +195,10 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
     stacks = [series.data]
     for half in (spec.odd, spec.even):
         if half is not None:
-            data = read_stack(half).data
-            if data.shape != series.data.shape:
-                raise InputError(half, f"has shape {data.shape} but {Path(spec.stack).name} has {series.data.shape}")
-            stacks.append(data)
+            data = read_stack(half)
+            if data.data.shape != series.stack_shape:
+                raise InputError(half, f"has shape {data.data.shape} but {Path(spec.stack).name} has {series.stack_shape}")
+            stacks.append(series.prepare_half(data).data)  # resampled like the stack (with an .xf)
     r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))
     std = float(r.double().std(correction=0))
     if not std > 0:

@@ -27,7 +27,7 @@ Examples:
               type=click.Choice(["ram-lak", "shepp-logan", "cosine", "hamming", "hann"]),
               help="Apodisation window of the ramp filter.")
 @click.option("--iterations", type=int, default=20, show_default=True, help="SIRT iterations.")
-def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width, binning, shift,
+def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, method, radial, window, iterations):
     """Reconstruct a tilt series by weighted back-projection (WBP/FBP) or SIRT.
 
@@ -49,7 +49,7 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
         cutoff, falloff = _pair(radial, "--radial") if radial else (None, 0.035)
         ramp = RampFilter(window=window, cutoff=cutoff, falloff=falloff or 0.035)
     device = resolve_device(device)
-    series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
+    series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
     if method == "wbp":

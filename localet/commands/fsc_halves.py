@@ -30,7 +30,7 @@ Examples:
               help="STAR table of the FSC curves.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot of the curves.")
 @click.option("--save-halves", metavar="PREFIX", help="Also write PREFIX_half1.mrc and PREFIX_half2.mrc.")
-def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
+def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
             shift, offset, x_axis_tilt, device, memory, progress, output, plot, save_halves):
     """Half-set FSC: reconstruct halves from --odd/--even stacks (or, without them, from
     alternate tilts of STACK) and report their FSC, also split inside/outside the missing wedge.
@@ -51,12 +51,13 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     if plot is not None:
         _check_output(plot, "--plot", ".png", inputs)
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
-    series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
+    series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     if series.geometry.voxel_size is None:
         raise click.UsageError("the stack has no pixel size in its header: give --pixel-size")
     dev, budget = resolve_device(device), parse_memory(memory)
-    halves = [read_stack(p, pixel_size=series.stack.pixel_size) if p else None for p in (odd, even)]
+    halves = [series.prepare_half(read_stack(p, pixel_size=series.stack.pixel_size)) if p else None
+              for p in (odd, even)]
 
     if method == "localet":
         from localet_core.modelfile import load_model

@@ -36,7 +36,7 @@ def half_output(output: str, half: str) -> str:
               help="Arithmetic of the per-voxel layers (bf16: faster on recent CPUs, ~1e-2 relative error).")
 @click.option("--form", type=click.Choice(["fast", "direct"]), default="fast", show_default=True,
               help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
-def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width, binning, shift,
+def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form):
     """Reconstruct a tilt series with a localized supervised network (denoised, wedge-filled).
 
@@ -61,7 +61,7 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     device = resolve_device(device)
     model, card = load_model(model_name)
-    series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
+    series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
     from localet_core.modelfile import fit_warnings
@@ -71,11 +71,11 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     jobs = [(series.data, output, "reconstruct")]
     for half, path in (("odd", odd), ("even", even)):
         if path is not None:
-            data = read_stack(path).data
-            if data.shape != series.data.shape:
-                raise InputError(path, f"has shape {data.shape[::-1]} (x, y, views) but the full "
-                                       f"stack has {series.data.shape[::-1]}")
-            jobs.append((data, half_output(output, half), half))
+            data = read_stack(path)
+            if data.data.shape != series.stack_shape:
+                raise InputError(path, f"has shape {data.data.shape[::-1]} (x, y, views) but the full "
+                                       f"stack has {series.stack_shape[::-1]}")
+            jobs.append((series.prepare_half(data).data, half_output(output, half), half))
     rank, _ = distributed_context()
     for data, out, label in jobs:
         slabs = iter_model_slabs(data, geometry, model, device, budget, precision, form)

@@ -1,0 +1,213 @@
+"""Resample raw views into the aligned frame once, so that everything downstream sees an aligned stack.
+
+A raw stack with an ``.xf`` (``aligned = A raw + d``, pixels relative to the image centre; see
+:mod:`localet_core.geometry`) is turned into the stack that IMOD's ``newstack -xform`` would write,
+on the binned grid: tilt axis along Y, rows along the tilt axis. The geometry loses its ``.xf``
+(:func:`aligned_geometry`), so the ramp filter is the plain row filter, the back-projection uses the
+fast separable kernel, SIRT runs slab by slab, and the network's patches and first-layer kernels
+are taken in the frame they were trained in, whatever the raw images' orientation.
+
+Order of operations, per used view (excluded views are never read and stay zero):
+
+1. crop + block-average by the binning, exactly as ``--bin`` does (:func:`bin_images`): the box
+   filter is the antialiasing before resampling, and the resampling then costs ``1 / binning^2``
+   of a full-resolution one;
+2. resample the binned raw view at ``A^-1 (aligned - d)`` with a cubic B-spline (prefiltered, i.e.
+   interpolating: at whole-pixel positions, e.g. 90-degree rotations, it returns the pixels
+   themselves), on the same binned grid the single-interpolation path samples: column
+   ``(nx_b - 1) / 2`` on the tilt axis, row ``iy`` on binned detector row ``iy``;
+3. aligned pixels whose source lies outside the raw image get the view's mean (IMOD's fill),
+   blended over the half-pixel border like bilinear sampling with zero padding would blend.
+
+The result is an aligned, binned stack ``(n_views, ny_b, nx_b)`` with binning 1 in its geometry
+(pixel size times the binning), on the same output grid as the raw stack's own geometry.
+
+Cost: one interpolation more per voxel than the raw-frame path (``.xf`` folded into the
+back-projection's bilinear sampling): a cubic B-spline in 2D, then the back-projection's linear
+interpolation along X. The measured price is in docs/geometry.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from localet_core.filters import bin_images
+from localet_core.geometry import TiltGeometry
+
+#: Resampling kernels: ``bspline`` (cubic B-spline, prefiltered; the default), ``bicubic`` (torch's
+#: Keys cubic, a = -0.75), ``bilinear``. Kept selectable for the measurements in docs/geometry.md.
+METHODS = ("bspline", "bicubic", "bilinear")
+
+#: Views resampled per batch (bounds the temporaries: about 12 copies of a batch of binned views).
+VIEW_BATCH = 8
+
+
+def aligned_geometry(geometry: TiltGeometry) -> TiltGeometry:
+    """The geometry of the aligned, binned stack that :func:`align_stack` makes from ``geometry``'s
+    raw stack: no ``.xf``, binning 1 on the binned detector, pixel size times the binning; the same
+    output grid, angles, exclusions and options (all of which are in output pixels already)."""
+    b = geometry.binning
+    return dataclasses.replace(
+        geometry, xf=None, detector_shape=geometry.binned_detector_shape, binning=1,
+        pixel_size=None if geometry.pixel_size is None else geometry.pixel_size * b)
+
+
+def aligned_to_raw(geometry: TiltGeometry) -> np.ndarray:
+    """Per-view affine maps from aligned binned pixel indices to binned raw pixel indices.
+
+    Returns:
+        ``(n_views, 2, 3)`` float64: ``(col, row)_raw = M[:, :, :2] @ (col, row)_aligned + M[:, :, 2]``,
+        both in binned pixel indices (identity for views without a transform).
+    """
+    if geometry.xf is None:
+        raise ValueError("aligned_to_raw needs a geometry with an .xf")
+    b = geometry.binning
+    ry, rx = geometry.detector_centre  # raw image centre on the binned raw grid
+    cx = (geometry.binned_detector_shape[1] - 1) / 2  # aligned tilt axis column (see module doc)
+    out = np.empty((geometry.n_views, 2, 3))
+    for v in range(geometry.n_views):
+        inv = np.linalg.inv(geometry.xf[v, :, :2])
+        out[v, :, :2] = inv
+        # raw = A^-1 ((col - cx, row - ry) - d / b) + (rx, ry)
+        out[v, :, 2] = -inv @ (np.array([cx, ry]) + geometry.xf[v, :, 2] / b) + np.array([rx, ry])
+    return out
+
+
+def align_stack(
+    stack: Union[np.ndarray, torch.Tensor],
+    geometry: TiltGeometry,
+    method: str = "bspline",
+    device: Union[str, torch.device] = "cpu",
+) -> np.ndarray:
+    """Resample a raw stack into the aligned frame of :func:`aligned_geometry` (see module doc).
+
+    Args:
+        stack: ``(n_views, ny, nx)`` raw stack (all views, stack order), any real dtype.
+        geometry: its geometry, with an ``.xf``.
+        method: one of :data:`METHODS`.
+
+    Returns:
+        ``(n_views, ny_b, nx_b)`` float32 numpy aligned stack; excluded views are zero.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    geometry.check_stack(tuple(stack.shape))
+    device = torch.device(device)
+    nyb, nxb = geometry.binned_detector_shape
+    maps = torch.from_numpy(aligned_to_raw(geometry))
+    out = np.zeros((geometry.n_views, nyb, nxb), dtype=np.float32)
+    used = list(geometry.used_views)
+    for a in range(0, len(used), VIEW_BATCH):
+        views = used[a:a + VIEW_BATCH]
+        raw = stack[views] if isinstance(stack, torch.Tensor) else np.asarray(stack[views])
+        raw = torch.as_tensor(raw).to(device=device, dtype=torch.float32)
+        raw = bin_images(raw, geometry.binning, geometry.crop_offsets)
+        with torch.no_grad():
+            out[views] = resample(raw, maps[views], (nyb, nxb), method).cpu().numpy()
+    return out
+
+
+def resample(
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    shape: Tuple[int, int],
+    method: str = "bspline",
+    fill: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Sample each image at affinely mapped positions.
+
+    Args:
+        images: ``(n, H, W)`` float32 source images.
+        maps: ``(n, 2, 3)`` target ``(col, row, 1)`` -> source ``(col, row)`` pixel indices.
+        shape: ``(Ho, Wo)`` of the targets.
+        method: one of :data:`METHODS`.
+        fill: ``(n,)`` value outside the sources (default: each image's mean).
+
+    Returns:
+        ``(n, Ho, Wo)`` float32. Inside the source the value is the interpolant; outside it is
+        ``fill``, blended by the bilinear coverage of the source (half a pixel beyond its edge).
+    """
+    n, h, w = images.shape
+    ho, wo = shape
+    device = images.device
+    rows, cols = torch.meshgrid(torch.arange(ho, dtype=torch.float64, device=device),
+                                torch.arange(wo, dtype=torch.float64, device=device), indexing="ij")
+    m = maps.to(device=device, dtype=torch.float64)
+    src_c = m[:, 0, 0, None, None] * cols + m[:, 0, 1, None, None] * rows + m[:, 0, 2, None, None]
+    src_r = m[:, 1, 0, None, None] * cols + m[:, 1, 1, None, None] * rows + m[:, 1, 2, None, None]
+    if fill is None:
+        fill = images.double().mean(dim=(1, 2)).float()
+    fill = fill.to(device=device, dtype=torch.float32).view(n, 1, 1)
+
+    def grid(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # align_corners=False coordinates
+        return torch.stack([(2 * c + 1) / w - 1, (2 * r + 1) / h - 1], dim=-1).float()
+
+    coverage = F.grid_sample(torch.ones(n, 1, h, w, device=device), grid(src_r, src_c), mode="bilinear",
+                             padding_mode="zeros", align_corners=False)[:, 0]
+    centred = (images - fill).unsqueeze(1)
+    if method == "bspline":
+        values = _bspline_sample(bspline_coefficients(images - fill), src_r, src_c)
+    else:
+        values = F.grid_sample(centred, grid(src_r, src_c), mode=method, padding_mode="reflection",
+                               align_corners=False)[:, 0]
+    return fill + coverage * values
+
+
+def bspline_coefficients(images: torch.Tensor) -> torch.Tensor:
+    """Cubic B-spline coefficients ``c`` of ``(n, H, W)`` images, such that
+    ``sum_k c[k] beta3(x - k)`` equals the image at every pixel, for the half-sample symmetric
+    extension of the image (the extension ``grid_sample``'s ``reflection`` padding makes). The
+    prefilter ``6 / (4 + 2 cos w)`` is applied exactly by FFT on the symmetric period ``2 n``."""
+    out = images.float()
+    for dim in (-1, -2):
+        n = out.shape[dim]
+        if n < 2:
+            continue
+        sym = torch.cat([out, out.flip(dim)], dim=dim)  # period 2n, half-sample symmetric
+        k = torch.arange(2 * n, device=out.device, dtype=torch.float64)
+        response = (6.0 / (4.0 + 2.0 * torch.cos(2 * math.pi * k / (2 * n)))).float()
+        shape = [1] * out.dim()
+        shape[dim] = 2 * n
+        spec = torch.fft.fft(sym, dim=dim) * response.view(shape)
+        out = torch.fft.ifft(spec, dim=dim).real.narrow(dim, 0, n).contiguous()
+    return out
+
+
+def _bspline_weights(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cubic B-spline weights of the neighbours at offsets -1, 0, 1, 2 for fractions ``t`` in [0, 1)."""
+    s = 1 - t
+    w0 = s * s * s / 6
+    w1 = (3 * t * t * t - 6 * t * t + 4) / 6
+    w2 = (3 * s * s * s - 6 * s * s + 4) / 6
+    w3 = t * t * t / 6
+    return w0, w1, w2, w3
+
+
+def _bspline_sample(coeffs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Evaluate the cubic B-spline of ``coeffs`` (n, H, W) at fractional ``rows``/``cols`` (n, Ho, Wo).
+
+    The 4 x 4 weights are positive, so each pair of neighbours along an axis is one linear lookup
+    at a weighted position: 4 bilinear ``grid_sample`` calls give the 16-tap sum exactly
+    (Sigg & Hadwiger, GPU Gems 2, ch. 20). Coefficients beyond the edges are their reflection."""
+    n, h, w = coeffs.shape
+    src = coeffs.unsqueeze(1)
+
+    def pairs(x: torch.Tensor):
+        x0 = torch.floor(x)
+        w0, w1, w2, w3 = _bspline_weights(x - x0)
+        g0, g1 = w0 + w1, w2 + w3
+        return (x0 - 1 + w1 / g0, g0), (x0 + 1 + w3 / g1, g1)
+
+    out = None
+    for r, gr in pairs(rows):
+        for c, gc in pairs(cols):
+            grid = torch.stack([(2 * c + 1) / w - 1, (2 * r + 1) / h - 1], dim=-1).float()
+            v = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)[:, 0]
+            term = (gr * gc).float() * v
+            out = term if out is None else out + term
+    return out
