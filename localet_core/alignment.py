@@ -12,10 +12,12 @@ Order of operations, per used view (excluded views are never read and stay zero)
 1. crop + block-average by the binning, exactly as ``--bin`` does (:func:`bin_images`): the box
    filter is the antialiasing before resampling, and the resampling then costs ``1 / binning^2``
    of a full-resolution one;
-2. resample the binned raw view at ``A^-1 (aligned - d)`` with a cubic B-spline (prefiltered, i.e.
-   interpolating: at whole-pixel positions, e.g. 90-degree rotations, it returns the pixels
-   themselves), on the same binned grid the single-interpolation path samples: column
-   ``(nx_b - 1) / 2`` on the tilt axis, row ``iy`` on binned detector row ``iy``;
+2. resample the binned raw view at ``A^-1 (aligned - d)`` with a cubic kernel (default: torch's
+   bicubic ``grid_sample``, Keys a = -0.75; ``bspline``, a prefiltered cubic B-spline, is sharper
+   on paper, the same in FSC against ground truth and 3x dearer; both interpolate, so whole-pixel
+   maps such as 90-degree rotations return the pixels themselves), on the same binned grid the
+   single-interpolation path samples: column ``(nx_b - 1) / 2`` on the tilt axis, row ``iy`` on
+   binned detector row ``iy``;
 3. aligned pixels whose source lies outside the raw image get the view's mean (IMOD's fill),
    blended over the half-pixel border like bilinear sampling with zero padding would blend.
 
@@ -23,8 +25,8 @@ The result is an aligned, binned stack ``(n_views, ny_b, nx_b)`` with binning 1 
 (pixel size times the binning), on the same output grid as the raw stack's own geometry.
 
 Cost: one interpolation more per voxel than the raw-frame path (``.xf`` folded into the
-back-projection's bilinear sampling): a cubic B-spline in 2D, then the back-projection's linear
-interpolation along X. The measured price is in docs/geometry.md.
+back-projection's bilinear sampling): a 2D cubic, then the back-projection's linear interpolation
+along X. The measured price (``benchmarks/bench_alignment.py``) is in docs/geometry.md.
 """
 from __future__ import annotations
 
@@ -39,12 +41,15 @@ import torch.nn.functional as F
 from localet_core.filters import bin_images
 from localet_core.geometry import TiltGeometry
 
-#: Resampling kernels: ``bspline`` (cubic B-spline, prefiltered; the default), ``bicubic`` (torch's
-#: Keys cubic, a = -0.75), ``bilinear``. Kept selectable for the measurements in docs/geometry.md.
-METHODS = ("bspline", "bicubic", "bilinear")
+#: Resampling kernels: ``bicubic`` (torch's Keys cubic, a = -0.75; the default), ``bspline`` (cubic
+#: B-spline, prefiltered), ``bilinear``. Kept selectable for the measurements in docs/geometry.md.
+METHODS = ("bicubic", "bspline", "bilinear")
+DEFAULT_METHOD = "bicubic"
 
 #: Views resampled per batch (bounds the temporaries: about 12 copies of a batch of binned views).
 VIEW_BATCH = 8
+#: Target pixels per block of :func:`resample` (its temporaries then stay in the CPU caches).
+ROW_BLOCK_PIXELS = 1 << 22
 
 
 def aligned_geometry(geometry: TiltGeometry) -> TiltGeometry:
@@ -81,7 +86,7 @@ def aligned_to_raw(geometry: TiltGeometry) -> np.ndarray:
 def align_stack(
     stack: Union[np.ndarray, torch.Tensor],
     geometry: TiltGeometry,
-    method: str = "bspline",
+    method: str = DEFAULT_METHOD,
     device: Union[str, torch.device] = "cpu",
 ) -> np.ndarray:
     """Resample a raw stack into the aligned frame of :func:`aligned_geometry` (see module doc).
@@ -116,7 +121,7 @@ def resample(
     images: torch.Tensor,
     maps: torch.Tensor,
     shape: Tuple[int, int],
-    method: str = "bspline",
+    method: str = DEFAULT_METHOD,
     fill: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Sample each image at affinely mapped positions.
@@ -135,27 +140,33 @@ def resample(
     n, h, w = images.shape
     ho, wo = shape
     device = images.device
-    rows, cols = torch.meshgrid(torch.arange(ho, dtype=torch.float64, device=device),
-                                torch.arange(wo, dtype=torch.float64, device=device), indexing="ij")
-    m = maps.to(device=device, dtype=torch.float64)
-    src_c = m[:, 0, 0, None, None] * cols + m[:, 0, 1, None, None] * rows + m[:, 0, 2, None, None]
-    src_r = m[:, 1, 0, None, None] * cols + m[:, 1, 1, None, None] * rows + m[:, 1, 2, None, None]
     if fill is None:
         fill = images.double().mean(dim=(1, 2)).float()
     fill = fill.to(device=device, dtype=torch.float32).view(n, 1, 1)
-
-    def grid(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:  # align_corners=False coordinates
-        return torch.stack([(2 * c + 1) / w - 1, (2 * r + 1) / h - 1], dim=-1).float()
-
-    coverage = F.grid_sample(torch.ones(n, 1, h, w, device=device), grid(src_r, src_c), mode="bilinear",
-                             padding_mode="zeros", align_corners=False)[:, 0]
-    centred = (images - fill).unsqueeze(1)
-    if method == "bspline":
-        values = _bspline_sample(bspline_coefficients(images - fill), src_r, src_c)
-    else:
-        values = F.grid_sample(centred, grid(src_r, src_c), mode=method, padding_mode="reflection",
-                               align_corners=False)[:, 0]
-    return fill + coverage * values
+    centred = images.float() - fill
+    source = bspline_coefficients(centred) if method == "bspline" else centred
+    # float32 coordinates: 4096 pixels are still resolved to 5e-4 pixel
+    m = maps.to(device=device, dtype=torch.float32).view(n, 2, 3, 1, 1)
+    cols = torch.arange(wo, dtype=torch.float32, device=device).view(1, 1, wo)
+    out = torch.empty(n, ho, wo, dtype=torch.float32, device=device)
+    # blocks of rows small enough for the temporaries to stay in cache (several times faster)
+    block = max(1, ROW_BLOCK_PIXELS // max(1, n * wo))
+    for r0 in range(0, ho, block):
+        r1 = min(ho, r0 + block)
+        rows = torch.arange(r0, r1, dtype=torch.float32, device=device).view(1, -1, 1)
+        src_c = m[:, 0, 0] * cols + (m[:, 0, 1] * rows + m[:, 0, 2])
+        src_r = m[:, 1, 0] * cols + (m[:, 1, 1] * rows + m[:, 1, 2])
+        # bilinear coverage of the source with zero padding: 1 inside, fading over the outer half pixel
+        coverage = (torch.minimum(src_c + 1, w - src_c).clamp_(0, 1)
+                    .mul_(torch.minimum(src_r + 1, h - src_r).clamp_(0, 1)))
+        if method == "bspline":
+            values = _bspline_sample(source, src_r, src_c)
+        else:
+            grid = torch.stack([src_c * (2.0 / w) + (1.0 / w - 1), src_r * (2.0 / h) + (1.0 / h - 1)], dim=-1)
+            values = F.grid_sample(source.unsqueeze(1), grid, mode=method, padding_mode="reflection",
+                                   align_corners=False)[:, 0]
+        out[:, r0:r1] = values.mul_(coverage).add_(fill)
+    return out
 
 
 def bspline_coefficients(images: torch.Tensor) -> torch.Tensor:
@@ -169,45 +180,45 @@ def bspline_coefficients(images: torch.Tensor) -> torch.Tensor:
         if n < 2:
             continue
         sym = torch.cat([out, out.flip(dim)], dim=dim)  # period 2n, half-sample symmetric
-        k = torch.arange(2 * n, device=out.device, dtype=torch.float64)
-        response = (6.0 / (4.0 + 2.0 * torch.cos(2 * math.pi * k / (2 * n)))).float()
+        k = torch.arange(n + 1, device=out.device, dtype=torch.float64)
+        response = (6.0 / (4.0 + 2.0 * torch.cos(math.pi * k / n))).float()
         shape = [1] * out.dim()
-        shape[dim] = 2 * n
-        spec = torch.fft.fft(sym, dim=dim) * response.view(shape)
-        out = torch.fft.ifft(spec, dim=dim).real.narrow(dim, 0, n).contiguous()
+        shape[dim] = n + 1
+        spec = torch.fft.rfft(sym, dim=dim).mul_(response.view(shape))
+        out = torch.fft.irfft(spec, n=2 * n, dim=dim).narrow(dim, 0, n).contiguous()
     return out
 
 
-def _bspline_weights(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cubic B-spline weights of the neighbours at offsets -1, 0, 1, 2 for fractions ``t`` in [0, 1)."""
-    s = 1 - t
-    w0 = s * s * s / 6
-    w1 = (3 * t * t * t - 6 * t * t + 4) / 6
-    w2 = (3 * s * s * s - 6 * s * s + 4) / 6
-    w3 = t * t * t / 6
-    return w0, w1, w2, w3
-
-
 def _bspline_sample(coeffs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Evaluate the cubic B-spline of ``coeffs`` (n, H, W) at fractional ``rows``/``cols`` (n, Ho, Wo).
+    """Evaluate the cubic B-spline of ``coeffs`` (n, H, W) at fractional ``rows``/``cols`` (n, Ho, Wo),
+    float32 pixel indices.
 
     The 4 x 4 weights are positive, so each pair of neighbours along an axis is one linear lookup
     at a weighted position: 4 bilinear ``grid_sample`` calls give the 16-tap sum exactly
     (Sigg & Hadwiger, GPU Gems 2, ch. 20). Coefficients beyond the edges are their reflection."""
     n, h, w = coeffs.shape
-    src = coeffs.unsqueeze(1)
+    src = coeffs.float().unsqueeze(1)
+    rows, cols = rows.float(), cols.float()
 
-    def pairs(x: torch.Tensor):
+    def pairs(x: torch.Tensor, size: int):
+        """Normalised lookup positions and weights of the pairs (-1, 0) and (1, 2) around floor(x)."""
         x0 = torch.floor(x)
-        w0, w1, w2, w3 = _bspline_weights(x - x0)
-        g0, g1 = w0 + w1, w2 + w3
-        return (x0 - 1 + w1 / g0, g0), (x0 + 1 + w3 / g1, g1)
+        t = x - x0
+        t2 = t * t
+        w1 = t2.mul(t.mul(0.5).sub_(1)).add_(2.0 / 3)  # (3 t^3 - 6 t^2 + 4) / 6
+        w3 = t2.mul_(t).div_(6)  # t^3 / 6
+        g0 = torch.add(w1, t.sub_(1).neg_().pow_(3).div_(6))  # w0 + w1, w0 = (1 - t)^3 / 6
+        scale, offset = 2.0 / size, 1.0 / size - 1
+        x0.mul_(scale).add_(offset)
+        p0 = torch.addcmul(x0, w1.div_(g0), torch.tensor(scale), value=1.0).sub_(scale)
+        p1 = torch.addcmul(x0, w3.div_(1 - g0), torch.tensor(scale), value=1.0).add_(scale)
+        return (p0, g0), (p1, 1 - g0)
 
     out = None
-    for r, gr in pairs(rows):
-        for c, gc in pairs(cols):
-            grid = torch.stack([(2 * c + 1) / w - 1, (2 * r + 1) / h - 1], dim=-1).float()
+    for pr, gr in pairs(rows, h):
+        for pc, gc in pairs(cols, w):
+            grid = torch.stack([pc, pr], dim=-1)
             v = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)[:, 0]
-            term = (gr * gc).float() * v
-            out = term if out is None else out + term
+            v.mul_(gr).mul_(gc)
+            out = v if out is None else out.add_(v)
     return out

@@ -128,10 +128,11 @@ def test_rot90_raw_stack_reconstructs_like_the_aligned_stack(tmp_path):
 def test_85_degree_rotation_with_shifts_costs_one_interpolation(model, scale):
     """Exact (analytic) raw projections under an 85-degree rotation with shifts (and a 3 %
     magnification): the resampled path reconstructs like the aligned stack. Measured (96^2, 41
-    views, inner region): WBP 0.99999, network 0.9995 (0.9997 with the magnification). One extra
-    interpolation at its worst, a half-pixel shift, costs WBP 0.99999 / network 0.9999; the rest is
-    the aligned frame's corners that the rotated raw image does not cover. The old raw-frame path
-    (single bilinear interpolation, kernels in the raw frame): WBP 0.9994, network 0.58."""
+    views, inner region, default bicubic resampling): WBP 0.9999 (0.99986), network 0.9991 (0.9993 with the
+    magnification). One extra interpolation at its worst, a half-pixel shift, costs WBP 0.9999 /
+    network 0.9995; the rest is the aligned frame's corners that the rotated raw image does not
+    cover. The old raw-frame path (single bilinear interpolation, kernels in the raw frame): WBP
+    0.9994, network 0.58. (Cubic B-spline resampling: 0.99999 / 0.9995; bilinear: 0.9988 / 0.9974.)"""
     ali = blob_projections(BLOBS, ANGLES, (N, N), sigma=1.5)
     g0 = TiltGeometry(ANGLES, (N, N), NZ)
     ref_wbp = weighted_backprojection(ali, g0, device="cpu")
@@ -143,7 +144,7 @@ def test_85_degree_rotation_with_shifts_costs_one_interpolation(model, scale):
     ga = aligned_geometry(gx)
     new_wbp = weighted_backprojection(new, ga, device="cpu")
     old_wbp = weighted_backprojection(raw, gx, device="cpu")  # the single-interpolation reference
-    assert corr(new_wbp, ref_wbp) >= 0.9999
+    assert corr(new_wbp, ref_wbp) >= 0.9998
     assert corr(new_wbp, ref_wbp) >= corr(old_wbp, ref_wbp)
     assert corr(network(model, new, ga), ref_net) >= 0.999
     # the half-pixel shift: one extra interpolation at its worst
@@ -152,7 +153,7 @@ def test_85_degree_rotation_with_shifts_costs_one_interpolation(model, scale):
     half[:, :, 2] = 0.5
     gh = TiltGeometry(ANGLES, (N, N), NZ, xf=half)
     shifted = align_stack(blob_projections(BLOBS, ANGLES, (N, N), sigma=1.5, xf=half), gh)
-    assert corr(network(model, shifted, aligned_geometry(gh)), ref_net) >= 0.9998
+    assert corr(network(model, shifted, aligned_geometry(gh)), ref_net) >= 0.999
 
 
 # ----------------------------------------------------------------------------- pairs and halves
