@@ -55,8 +55,8 @@ def exact_raw_from_aligned(aligned: torch.Tensor, xf: np.ndarray, up: int = 4) -
     t = torch.as_tensor(xf)
     u = t[:, 0, 0, None, None] * cols + t[:, 0, 1, None, None] * rows + t[:, 0, 2, None, None]
     v = t[:, 1, 0, None, None] * cols + t[:, 1, 1, None, None] * rows + t[:, 1, 2, None, None]
-    # fine-grid index of an aligned position p (centred, coarse pixels): up * p + (up * n - 1) / 2
-    fu, fv = up * u + (up * nx - 1) / 2, up * v + (up * ny - 1) / 2
+    # coarse pixel i is fine sample up * i (trigonometric interpolation passes through the samples)
+    fu, fv = up * (u + (nx - 1) / 2), up * (v + (ny - 1) / 2)
     grid = torch.stack([(2 * fu + 1) / (up * nx) - 1, (2 * fv + 1) / (up * ny) - 1], -1)
     out = F.grid_sample(fine[:, None].float(), grid.float(), mode="bilinear", padding_mode="border",
                         align_corners=False)
