@@ -18,8 +18,8 @@ Order of operations, per used view (excluded views are never read and stay zero)
    maps such as 90-degree rotations return the pixels themselves), on the same binned grid the
    single-interpolation path samples: column ``(nx_b - 1) / 2`` on the tilt axis, row ``iy`` on
    binned detector row ``iy``;
-3. aligned pixels whose source lies outside the raw image get the view's mean (IMOD's fill),
-   blended over the half-pixel border like bilinear sampling with zero padding would blend.
+3. aligned pixels whose source lies outside the raw image get the view's mean (IMOD's fill); the
+   last pixel or two inside fade towards it (the cubic's neighbours beyond the edge are the fill).
 
 The result is an aligned, binned stack ``(n_views, ny_b, nx_b)`` with binning 1 in its geometry
 (pixel size times the binning), on the same output grid as the raw stack's own geometry.
@@ -48,7 +48,7 @@ DEFAULT_METHOD = "bicubic"
 
 #: Views resampled per batch (bounds the temporaries: about 12 copies of a batch of binned views).
 VIEW_BATCH = 8
-#: Target pixels per block of :func:`resample` (its temporaries then stay in the CPU caches).
+#: Target pixels per block of the B-spline path of :func:`resample` (bounds its temporaries).
 ROW_BLOCK_PIXELS = 1 << 22
 
 
@@ -135,22 +135,35 @@ def resample(
 
     Returns:
         ``(n, Ho, Wo)`` float32. Inside the source the value is the interpolant; outside it is
-        ``fill``, blended by the bilinear coverage of the source (half a pixel beyond its edge).
+        ``fill``: ``bicubic``/``bilinear`` interpolate ``image - fill`` with zeros beyond the edge
+        (so the last pixel or two fade to the fill), ``bspline`` reflects its coefficients and blends
+        by the bilinear coverage of the source (half a pixel beyond its edge).
     """
     n, h, w = images.shape
     ho, wo = shape
     device = images.device
     if fill is None:
-        fill = images.double().mean(dim=(1, 2)).float()
+        fill = images.mean(dim=(1, 2), dtype=torch.float64).float()
     fill = fill.to(device=device, dtype=torch.float32).view(n, 1, 1)
     centred = images.float() - fill
-    source = bspline_coefficients(centred) if method == "bspline" else centred
+    if method != "bspline":
+        # one affine_grid + one grid_sample: fold the align_corners=False normalisations into the map
+        m = maps.to(torch.float64).cpu()
+        to_norm = torch.tensor([[2.0 / w, 0, 1.0 / w - 1], [0, 2.0 / h, 1.0 / h - 1], [0, 0, 1]], dtype=torch.float64)
+        from_norm = torch.tensor([[wo / 2.0, 0, (wo - 1) / 2.0], [0, ho / 2.0, (ho - 1) / 2.0], [0, 0, 1]],
+                                 dtype=torch.float64)
+        full = torch.cat([m, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(n, 1, 3)], dim=1)
+        theta = (to_norm @ full @ from_norm)[:, :2].to(device=device, dtype=torch.float32)
+        grid = F.affine_grid(theta, [n, 1, ho, wo], align_corners=False)
+        values = F.grid_sample(centred.unsqueeze(1), grid, mode=method, padding_mode="zeros",
+                               align_corners=False)[:, 0]
+        return values.add_(fill)
+    source = bspline_coefficients(centred)
     # float32 coordinates: 4096 pixels are still resolved to 5e-4 pixel
     m = maps.to(device=device, dtype=torch.float32).view(n, 2, 3, 1, 1)
     cols = torch.arange(wo, dtype=torch.float32, device=device).view(1, 1, wo)
     out = torch.empty(n, ho, wo, dtype=torch.float32, device=device)
-    # blocks of rows small enough for the temporaries to stay in cache (several times faster)
-    block = max(1, ROW_BLOCK_PIXELS // max(1, n * wo))
+    block = max(1, ROW_BLOCK_PIXELS // max(1, n * wo))  # bounds the temporaries
     for r0 in range(0, ho, block):
         r1 = min(ho, r0 + block)
         rows = torch.arange(r0, r1, dtype=torch.float32, device=device).view(1, -1, 1)
@@ -159,13 +172,7 @@ def resample(
         # bilinear coverage of the source with zero padding: 1 inside, fading over the outer half pixel
         coverage = (torch.minimum(src_c + 1, w - src_c).clamp_(0, 1)
                     .mul_(torch.minimum(src_r + 1, h - src_r).clamp_(0, 1)))
-        if method == "bspline":
-            values = _bspline_sample(source, src_r, src_c)
-        else:
-            grid = torch.stack([src_c * (2.0 / w) + (1.0 / w - 1), src_r * (2.0 / h) + (1.0 / h - 1)], dim=-1)
-            values = F.grid_sample(source.unsqueeze(1), grid, mode=method, padding_mode="reflection",
-                                   align_corners=False)[:, 0]
-        out[:, r0:r1] = values.mul_(coverage).add_(fill)
+        out[:, r0:r1] = _bspline_sample(source, src_r, src_c).mul_(coverage).add_(fill)
     return out
 
 
