@@ -88,6 +88,7 @@ def align_stack(
     geometry: TiltGeometry,
     method: str = DEFAULT_METHOD,
     device: Union[str, torch.device] = "cpu",
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Resample a raw stack into the aligned frame of :func:`aligned_geometry` (see module doc).
 
@@ -95,9 +96,13 @@ def align_stack(
         stack: ``(n_views, ny, nx)`` raw stack (all views, stack order), any real dtype.
         geometry: its geometry, with an ``.xf``.
         method: one of :data:`METHODS`.
+        out: ``(n_views, ny_b, nx_b)`` float32 array to write into; may be ``stack`` itself when
+            the binning is 1 (each batch of views is read before it is written: no second copy
+            of a large stack). Excluded views of ``out`` are left as they are.
 
     Returns:
-        ``(n_views, ny_b, nx_b)`` float32 numpy aligned stack; excluded views are zero.
+        ``(n_views, ny_b, nx_b)`` float32 numpy aligned stack (``out`` when given); excluded views
+        are zero (or untouched in ``out``): they are never read.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -105,11 +110,15 @@ def align_stack(
     device = torch.device(device)
     nyb, nxb = geometry.binned_detector_shape
     maps = torch.from_numpy(aligned_to_raw(geometry))
-    out = np.zeros((geometry.n_views, nyb, nxb), dtype=np.float32)
+    if out is None:
+        out = np.zeros((geometry.n_views, nyb, nxb), dtype=np.float32)
+    elif out.shape != (geometry.n_views, nyb, nxb) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {(geometry.n_views, nyb, nxb)}, got {out.dtype} {out.shape}")
     used = list(geometry.used_views)
     for a in range(0, len(used), VIEW_BATCH):
         views = used[a:a + VIEW_BATCH]
         raw = stack[views] if isinstance(stack, torch.Tensor) else np.asarray(stack[views])
+        # stack[views] (a list index) is a copy, so out may be stack itself
         raw = torch.as_tensor(raw).to(device=device, dtype=torch.float32)
         raw = bin_images(raw, geometry.binning, geometry.crop_offsets)
         with torch.no_grad():

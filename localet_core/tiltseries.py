@@ -174,6 +174,9 @@ def load_tilt_series(
     from localet_core.alignment import align_stack, aligned_geometry
 
     aligned = aligned_geometry(geometry)
-    data = align_stack(stack.data, geometry)
+    data = stack.data
+    in_place = geometry.binning == 1 and data.dtype == np.float32 and data.flags.writeable
+    # binning 1: resample into the raw array itself (it is ours), so a large stack is held once
+    data = align_stack(data, geometry, out=data if in_place else None)
     return TiltSeries(stack=TiltStack(data=data, pixel_size=aligned.pixel_size, path=stack.path),
                       geometry=aligned, raw_geometry=geometry)
