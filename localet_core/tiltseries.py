@@ -59,7 +59,8 @@ class TiltSeries:
         return (geometry.n_views,) + tuple(geometry.detector_shape)
 
     def prepare_half(self, half: TiltStack) -> TiltStack:
-        """A half (odd/even) stack of the same raw series, resampled like the full stack.
+        """A half (odd/even) stack of the same raw series, resampled like the full stack. At
+        binning 1 ``half.data`` is resampled in place (pass a copy to keep the raw views).
 
         Raises:
             InputError: naming the half stack's file when its shape differs from the raw stack's.
@@ -68,10 +69,17 @@ class TiltSeries:
         geometry.check_stack(half.data.shape, half.path or "half stack")
         if self.raw_geometry is None:
             return half
-        from localet_core.alignment import align_stack
-
-        return TiltStack(data=align_stack(half.data, self.raw_geometry), pixel_size=self.stack.pixel_size,
+        return TiltStack(data=_align_owned(half.data, self.raw_geometry), pixel_size=self.stack.pixel_size,
                          path=half.path)
+
+
+def _align_owned(data: np.ndarray, geometry: TiltGeometry) -> np.ndarray:
+    """:func:`localet_core.alignment.align_stack` of a stack this module read (so it may be
+    overwritten): in place at binning 1, so a large stack is held once."""
+    from localet_core.alignment import align_stack
+
+    in_place = geometry.binning == 1 and data.dtype == np.float32 and data.flags.writeable
+    return align_stack(data, geometry, out=data if in_place else None)
 
 
 def load_tilt_series(
@@ -171,12 +179,9 @@ def load_tilt_series(
         x_axis_tilt=output.x_axis_tilt, pixel_size=stack.pixel_size)
     if transforms is None or not resample:
         return TiltSeries(stack=stack, geometry=geometry)
-    from localet_core.alignment import align_stack, aligned_geometry
+    from localet_core.alignment import aligned_geometry
 
     aligned = aligned_geometry(geometry)
-    data = stack.data
-    in_place = geometry.binning == 1 and data.dtype == np.float32 and data.flags.writeable
-    # binning 1: resample into the raw array itself (it is ours), so a large stack is held once
-    data = align_stack(data, geometry, out=data if in_place else None)
+    data = _align_owned(stack.data, geometry)
     return TiltSeries(stack=TiltStack(data=data, pixel_size=aligned.pixel_size, path=stack.path),
                       geometry=aligned, raw_geometry=geometry)
