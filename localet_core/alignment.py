@@ -7,7 +7,8 @@ on the binned grid: tilt axis along Y, rows along the tilt axis. The geometry lo
 fast separable kernel, SIRT runs slab by slab, and the network's patches and first-layer kernels
 are taken in the frame they were trained in, whatever the raw images' orientation.
 
-Order of operations, per used view (excluded views are never read and stay zero):
+Order of operations, per used view (excluded views are never read: zero, or left as they
+were when resampling in place):
 
 1. crop + block-average by the binning, exactly as ``--bin`` does (:func:`bin_images`): the box
    filter is the antialiasing before resampling, and the resampling then costs ``1 / binning^2``

@@ -44,7 +44,7 @@ import numpy as np
 from localet_core.errors import InputError, PathLike
 from localet_core.io.imod import _parse_float, _read_text_lines
 
-__all__ = ["AreTomoAlignment", "read_aln", "aln_to_xf"]
+__all__ = ["AreTomoAlignment", "read_aln", "aln_to_xf", "write_aln"]
 
 
 @dataclass(frozen=True)
