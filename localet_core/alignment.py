@@ -112,18 +112,25 @@ def align_stack(
     nyb, nxb = geometry.binned_detector_shape
     maps = torch.from_numpy(aligned_to_raw(geometry))
     if out is None:
-        out = np.zeros((geometry.n_views, nyb, nxb), dtype=np.float32)
+        out = np.empty((geometry.n_views, nyb, nxb), dtype=np.float32)
+        out[list(geometry.excluded)] = 0.0
     elif out.shape != (geometry.n_views, nyb, nxb) or out.dtype != np.float32:
         raise ValueError(f"out must be float32 {(geometry.n_views, nyb, nxb)}, got {out.dtype} {out.shape}")
     used = list(geometry.used_views)
     for a in range(0, len(used), VIEW_BATCH):
         views = used[a:a + VIEW_BATCH]
-        raw = stack[views] if isinstance(stack, torch.Tensor) else np.asarray(stack[views])
-        # stack[views] (a list index) is a copy, so out may be stack itself
-        raw = torch.as_tensor(raw).to(device=device, dtype=torch.float32)
+        # a copy of the batch's views (fancy index, or an explicit copy of a slice), so out may be stack
+        run = views[-1] - views[0] + 1 == len(views)
+        raw = stack[views[0]:views[-1] + 1] if run else stack[views]
+        raw = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw)
+        raw = raw.to(device=device, dtype=torch.float32, copy=run)
         raw = bin_images(raw, geometry.binning, geometry.crop_offsets)
         with torch.no_grad():
-            out[views] = resample(raw, maps[views], (nyb, nxb), method).cpu().numpy()
+            result = resample(raw, maps[views], (nyb, nxb), method).cpu().numpy()
+        if run:
+            out[views[0]:views[-1] + 1] = result
+        else:
+            out[views] = result
     return out
 
 
