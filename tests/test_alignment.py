@@ -102,7 +102,7 @@ def test_rot90_raw_stack_reconstructs_like_the_aligned_stack(tmp_path):
     """The issue's case: raw = aligned rotated by 90 degrees (lossless) + the .xf that undoes it.
     Before: WBP 1.0000 but network 0.887 (0.60 here: the kernels were applied in the raw frame).
     Now both are the aligned stack's reconstruction, through the real CLI (fbp, SIRT, --bin 2,
-    reconstruct)."""
+    X-axis tilt with OFFSET and SHIFT on the general kernel, reconstruct)."""
     rng = np.random.default_rng(5)
     ali = blob_projections(BLOBS, ANGLES, (N, N), sigma=1.5)
     ali = ali + (0.5 * ali.std() * rng.standard_normal(ali.shape)).astype(np.float32)
@@ -115,7 +115,7 @@ def test_rot90_raw_stack_reconstructs_like_the_aligned_stack(tmp_path):
     write_xf(tmp_path / "ts.xf", xf)
     common = ["--tlt", tmp_path / "ts.tlt", "--thickness", NZ]
     for cmd, extra in (("fbp", []), ("fbp", ["--method", "sirt", "--iterations", 5]), ("fbp", ["--bin", 2]),
-                       ("reconstruct", [])):
+                       ("fbp", ["--x-axis-tilt", 5, "--offset", "2,1.5", "--shift", "3,2"]), ("reconstruct", [])):
         tag = cmd + "".join(map(str, extra))
         run_cli(cmd, tmp_path / "ts.ali", *common, *extra, "-o", tmp_path / f"{tag}_ali.mrc")
         run_cli(cmd, tmp_path / "ts.st", *common, *extra, "--xf", tmp_path / "ts.xf", "-o", tmp_path / f"{tag}_raw.mrc")
