@@ -2,11 +2,15 @@
 
     python benchmarks/bench_reconstruct.py                 # 512 x 512 x 128 from 41 x 512^2
     python benchmarks/bench_reconstruct.py --size 1024 --thickness 256 --device cuda
+    python benchmarks/bench_reconstruct.py --xf        # also a raw stack with an 85-degree .xf
 
 All timings in the same process and run, on random input (speed does not depend on the data or
 the weights). The direct (patch) form is timed on a few output rows and extrapolated to the whole
 volume (said in the output); its values on those rows are compared with the fast form's.
 Peak RSS is the process's maximum resident set (ru_maxrss), i.e. over every phase.
+With ``--xf`` the same input is also run as a raw stack with an 85-degree .xf and per-view shifts
+(``bench_backprojection.bench_xf``), resampled once into the aligned frame as every command does
+(``localet_core.alignment``), then ``fbp`` and the fast form; both paths and their ratios print.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ def main() -> None:
     ap.add_argument("--direct-rows", type=int, default=1, help="rows timed for the direct form")
     ap.add_argument("--memory", type=float, default=None, help="budget in GiB (default: as the CLI)")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--xf", action="store_true", help="also time a raw stack with an 85-degree .xf")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -95,6 +100,32 @@ def main() -> None:
         return run
 
     res["fast_fp32_s"], vol32 = timed(fast("fp32"))
+    if args.xf:
+        from bench_backprojection import bench_xf
+        from localet_core.alignment import align_stack, aligned_geometry
+
+        raw_geometry = TiltGeometry(angles=angles, detector_shape=(n, n), thickness=args.thickness,
+                                    xf=bench_xf(args.views))
+        xf_geometry = aligned_geometry(raw_geometry)
+
+        def fbp_xf():
+            aligned = align_stack(stack, raw_geometry)
+            for _ in iter_wbp_slabs(aligned, xf_geometry, device=device, budget=budget):
+                pass
+
+        def fast_xf():
+            aligned = align_stack(stack, raw_geometry)
+            images, _ = prepare_network_views(aligned, xf_geometry, cfg.ramp(), device)
+            form = FastForm(model, images, xf_geometry, "fp32")
+            with torch.no_grad():
+                for y0, y1 in slab_ranges(ny, form.rows_per_slab(budget)):
+                    form.slab(y0, y1).cpu()
+
+        res["resample_s"], _ = timed(lambda: align_stack(stack, raw_geometry))
+        res["fbp_xf_s"], _ = timed(fbp_xf)
+        res["fast_fp32_xf_s"], _ = timed(fast_xf)
+        res["fbp_xf_over_fbp"] = res["fbp_xf_s"] / res["fbp_s"]
+        res["fast_fp32_xf_over_fast_fp32"] = res["fast_fp32_xf_s"] / res["fast_fp32_s"]
     res["fast_bf16_s"], vol16 = timed(fast("bf16"))
     rng = float(np.ptp(vol32))
     res["bf16_max_abs_err_over_range"] = float(np.abs(vol16 - vol32).max()) / rng

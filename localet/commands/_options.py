@@ -140,6 +140,9 @@ def tilt_series_options(fn: Callable) -> Callable:
                      help="SerialEM .mdoc: angles when --tlt is absent; pixel size when the header has none."),
         click.option("--xf", type=click.Path(dir_okay=False),
                      help="IMOD .xf alignment of the raw stack (omit for an aligned .ali stack)."),
+        click.option("--aln", type=click.Path(dir_okay=False),
+                     help="AreTomo2/3 .aln alignment of the raw stack instead of --xf (global alignment; "
+                          "its angles when --tlt is absent, its dark views excluded)."),
         click.option("--exclude", metavar="LIST",
                      help="Views to leave out, 1-based (EXCLUDELIST): e.g. 1-3,41 or a file holding such a list."),
         click.option("--pixel-size", type=float, metavar="A",

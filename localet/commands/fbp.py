@@ -30,7 +30,7 @@ Examples:
              help="Apodisation window of the ramp filter.")
 @core_option("--iterations", type=int, setting=("localet_core.methods.SIRT", "iterations"),
              default=config.SIRT_ITERATIONS, help="SIRT iterations.")
-def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width, binning, shift,
+def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, method, radial, window, iterations):
     """Reconstruct a tilt series by weighted back-projection (WBP/FBP) or SIRT.
 
@@ -51,7 +51,7 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
         cutoff, falloff = _pair(radial, "--radial") if radial else (None, None)
         ramp = RampFilter(window=window, cutoff=cutoff, falloff=falloff or config.RADIAL_FALLOFF)
     device = resolve_device(device)
-    series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
+    series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
     recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)

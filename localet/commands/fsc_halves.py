@@ -36,7 +36,7 @@ Examples:
               help="STAR table of the reported curves.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot of the curves.")
 @click.option("--save-halves", metavar="PREFIX", help="Also write PREFIX_half1.mrc and PREFIX_half2.mrc.")
-def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
+def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
             shift, offset, x_axis_tilt, device, memory, progress, estimate, output, plot, save_halves):
     """Validate a reconstruction by its halves: reconstruct halves from --odd/--even stacks (or,
     without them, from alternate tilts of STACK) and report their resolution.
@@ -61,12 +61,13 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, odd, even, method, model_
     if plot is not None:
         _check_output(plot, "--plot", ".png", inputs)
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
-    series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
+    series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     if series.geometry.voxel_size is None:
         raise click.UsageError("the stack has no pixel size in its header: give --pixel-size")
     dev, budget = resolve_device(device), parse_memory(memory)
-    halves = [read_stack(p, pixel_size=series.stack.pixel_size) if p else None for p in (odd, even)]
+    halves = [series.prepare_half(read_stack(p, pixel_size=series.stack.pixel_size)) if p else None
+              for p in (odd, even)]
 
     recon = make_method(method, model=model_name, device=dev, budget=budget)
     check = validate_halves(series.data, series.geometry, recon, *halves, estimate=estimate)

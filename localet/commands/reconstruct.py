@@ -35,7 +35,7 @@ Examples:
 @core_option("--form", type=click.Choice(config.FORMS), default=config.FORMS[0],
              setting=("localet_core.methods.Localet", "form"),
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
-def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width, binning, shift,
+def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form, validate):
     """Reconstruct a tilt series with a localized supervised network (denoised, wedge-filled).
 
@@ -56,7 +56,7 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     device = resolve_device(device)
     recon = Localet(model_name, device=device, budget=parse_memory(memory), precision=precision, form=form)
     card = recon.card
-    series = load_tilt_series(stack, tlt=tlt, xf=xf, exclude=exclude, mdoc=mdoc,
+    series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
     for warning in fit_warnings(card, geometry.voxel_size):
@@ -65,12 +65,12 @@ def command(stack, tlt, mdoc, xf, exclude, pixel_size, output, thickness, width,
     half_stacks = {}
     for half, path in zip(HALVES, (odd, even)):
         if path is not None:
-            half_stacks[half] = read_stack(path)
-            data = half_stacks[half].data
-            if data.shape != series.data.shape:
-                raise InputError(path, f"has shape {data.shape[::-1]} (x, y, views) but the full "
-                                       f"stack has {series.data.shape[::-1]}")
-            jobs.append((data, half_name(output, half), half))
+            raw = read_stack(path)
+            if raw.data.shape != series.stack_shape:
+                raise InputError(path, f"has shape {raw.data.shape[::-1]} (x, y, views) but the full "
+                                       f"stack has {series.stack_shape[::-1]}")
+            half_stacks[half] = series.prepare_half(raw)  # in the aligned frame, like the full stack
+            jobs.append((half_stacks[half].data, half_name(output, half), half))
     writer = is_writer()
     for data, out, label in jobs:
         slabs = recon.slabs(data, geometry)

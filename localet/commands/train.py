@@ -13,7 +13,7 @@ Examples:
   localet train --pairs pairs.star --steps 20000 --loss l1 --drop-tilts 0.3 -o run2 --resume
   torchrun --nproc_per_node 2 -m localet train --pairs pairs.star -o run3
 \b
-pairs.star: a data block with columns stack, tlt, reference and optional xf, odd, even,
+pairs.star: a data block with columns stack, tlt, reference and optional xf (or aln), odd, even,
 exclude, split (train|val); relative paths are relative to the STAR file.
 """
 

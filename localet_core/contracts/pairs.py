@@ -9,6 +9,8 @@ pair (tilt series, reference volume), with the columns of :data:`COLUMNS`:
     grid the tilt series reconstructs to (see :mod:`localet_core.network.training`);
 ``xf``, ``odd``, ``even`` (optional)
     IMOD .xf alignment, odd/even half stacks (same shape as ``stack``);
+``aln`` (optional)
+    an AreTomo .aln alignment instead of ``xf``;
 ``exclude`` (optional)
     views to leave out, an IMOD EXCLUDELIST string of 1-based views (``3,17`` or ``1-4,40``);
 ``split`` (optional, default ``train``)
@@ -31,7 +33,7 @@ from localet_core.errors import InputError, PathLike
 #: the data block name
 BLOCK = "pairs"
 #: every column, in the order they are written
-COLUMNS = ("stack", "tlt", "reference", "xf", "odd", "even", "exclude", "split")
+COLUMNS = ("stack", "tlt", "reference", "xf", "odd", "even", "exclude", "split", "aln")
 #: the columns every table needs
 REQUIRED = ("stack", "tlt", "reference")
 #: the values of the ``split`` column
@@ -58,11 +60,12 @@ class PairSpec:
     even: Optional[str] = None
     exclude: Optional[str] = None
     split: str = "train"
+    aln: Optional[str] = None
 
 
 def read_pairs_star(path: PathLike) -> List[PairSpec]:
     """Pairs from a STAR table with columns ``stack tlt reference`` and optional ``xf odd even
-    exclude split`` (a leading ``_`` or ``rln`` prefix is accepted). Relative paths are relative
+    exclude split aln`` (a leading ``_`` or ``rln`` prefix is accepted). Relative paths are relative
     to the STAR file's folder. :class:`InputError` naming the file when it cannot be read, lacks
     a required column, has a bad ``split`` or lists no pairs."""
     import pandas as pd

@@ -9,10 +9,12 @@ filtered view sampled around the voxel's projection ``r_theta`` (from
   :func:`localet_core.reconstruction.backprojection.backproject_grid_sample` (``align_corners=False``,
   normalised coordinate ``(2 c + 1) / n - 1``), so a 1x1 patch summed over views with the view
   weights is the weighted back-projection itself.
-* Offsets lie on the binned raw detector grid. With an ``.xf`` the patch axes therefore follow the
-  raw image's rows and columns, not the aligned frame (a rotation of the patch by the .xf is a
-  possible refinement); with an odd ``P`` and an integer ``step`` every offset is a whole number
-  of pixels, which makes the fast form (:mod:`localet_core.network.inference`) exact.
+* Offsets lie on the binned detector grid of the images. Raw stacks with an alignment are
+  resampled into the aligned frame when loaded (:mod:`localet_core.alignment`), so patches are cut
+  along the aligned axes, the frame the network was trained in; only a geometry that still holds
+  an ``.xf`` (a library call) has patch axes along the raw image's rows and columns. With an odd
+  ``P`` and an integer ``step`` every offset is a whole number of pixels, which makes the fast
+  form (:mod:`localet_core.network.inference`) exact.
 
 Network inputs are normalised before filtering (:func:`prepare_network_views`): the used, binned
 views are shifted to zero mean and scaled to unit standard deviation (over all their pixels), so

@@ -85,7 +85,7 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
 
     ref = read_volume(spec.reference).data
     nz, ny, nx = ref.shape
-    series = load_tilt_series(spec.stack, tlt=spec.tlt, xf=spec.xf, exclude=spec.exclude,
+    series = load_tilt_series(spec.stack, tlt=spec.tlt, xf=spec.xf, exclude=spec.exclude, aln=spec.aln,
                               output=OutputOptions(thickness=nz, width=nx, binning=binning))
     if series.geometry.output_shape != ref.shape:
         gz, gy, gx = series.geometry.output_shape
@@ -94,10 +94,10 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
     stacks = [series.data]
     for half in (spec.odd, spec.even):
         if half is not None:
-            data = read_stack(half).data
-            if data.shape != series.data.shape:
-                raise InputError(half, f"has shape {data.shape} but {Path(spec.stack).name} has {series.data.shape}")
-            stacks.append(data)
+            data = read_stack(half)
+            if data.data.shape != series.stack_shape:
+                raise InputError(half, f"has shape {data.data.shape} but {Path(spec.stack).name} has {series.stack_shape}")
+            stacks.append(series.prepare_half(data).data)  # resampled like the stack (with an .xf)
     r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))
     std = float(r.double().std(correction=0))
     if not std > 0:

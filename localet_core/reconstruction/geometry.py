@@ -12,8 +12,10 @@ Conventions, stated once:
   ``u = x cos(theta) + z sin(theta)`` (relative to the detector centre ``(nx - 1) / 2``).
   The opposite sign mirrors the volume in z: the classic handedness bug.
 * ``.xf`` lines ``a11 a12 a21 a22 dx dy`` map raw image positions to aligned ones,
-  ``aligned = A @ raw + d``, in pixels relative to the image centre. We sample the raw image at
-  ``A^-1 (aligned - d)``: the alignment is folded into the back-projection's one interpolation.
+  ``aligned = A @ raw + d``, in pixels relative to the image centre. A geometry with an ``.xf``
+  samples the raw image at ``A^-1 (aligned - d)`` (the alignment folded into the back-projection's
+  one interpolation); the loader normally resamples the views into the aligned frame first and
+  drops the ``.xf`` (:mod:`localet_core.alignment`).
 * Options carry IMOD ``tilt``'s names: THICKNESS, WIDTH, SHIFT (x, z), OFFSET (angle, axis
   column), XAXISTILT, EXCLUDELIST; all sizes and shifts are in output (binned) pixels.
 

@@ -26,8 +26,8 @@ class ProtLocaletReconstruct(ProtLocaletBase):
     """Reconstruct tomograms from aligned tilt series with localet.
 
     Put it right after any tilt-series alignment (IMOD, AreTomo...): the alignment
-    (transformation matrices) is applied inside localet's single interpolation, or the stacks
-    are used as they are when they were already interpolated. Excluded views are left out.
+    (transformation matrices) is applied by resampling each view once into the aligned frame, or
+    the stacks are used as they are when they were already interpolated. Excluded views are left out.
     Methods: the localet network with the pretrained model (default) or with a model trained by
     'localet - train' or imported by 'localet - import model', or weighted back-projection.
     With odd/even stacks, half tomograms are written too (for FSC validation and Cryo-CARE).
