@@ -21,22 +21,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from localet_core.alignment import align_stack, aligned_geometry  # noqa: E402
-from localet_core.fsc import compute_fsc  # noqa: E402
-from localet_core.geometry import TiltGeometry  # noqa: E402
-from localet_core.modelfile import load_model  # noqa: E402
-from localet_core.reconstruct import iter_model_slabs  # noqa: E402
-from localet_core.simulate import forward  # noqa: E402
-from localet_core.wbp import assemble_slabs, weighted_backprojection  # noqa: E402
+from localet_core.alignment import align_stack, aligned_geometry
+from localet_core.config import SimulationConfig
+from localet_core.network.inference import iter_model_slabs
+from localet_core.network.modelfile import load_model
+from localet_core.pipeline import assemble_slabs
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.wbp import weighted_backprojection
+from localet_core.simulate import forward
+from localet_core.validation.fsc import compute_fsc
 
 BANDS = ((0.05, 0.15), (0.15, 0.25), (0.25, 0.35), (0.35, 0.45))
 
@@ -86,7 +84,7 @@ def main() -> None:
     print(f"{args.size}^2 x {args.thickness}, 41 views -60..60, tilt axis 85 deg + 3 px shifts; FSC vs "
           f"truth, band means over {', '.join(f'{a:.2f}-{b:.2f}' for a, b in BANDS)} cycles/pixel")
     for dose in (float(d) for d in args.dose.split(",")):
-        base = forward.SimulationConfig(shape=(args.thickness, args.size, args.size), dose=dose, halves=False)
+        base = SimulationConfig(shape=(args.thickness, args.size, args.size), dose=dose, halves=False)
         aligned = forward.simulate_series(base, args.seed)
         raw = forward.simulate_series(dataclasses.replace(base, tilt_axis_deg=85.0, misalign_px=3.0), args.seed)
         truth = aligned.truth

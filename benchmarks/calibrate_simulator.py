@@ -579,7 +579,6 @@ def figure(path: Path, views, vols, sub, label) -> None:
         h, e = v["hist"]
         ax.semilogy(0.5 * (e[1:] + e[:-1]), h / h.sum(), color=colours[key], lw=1.2,
                     label=f"{names[key].split(' (')[0]}: skew {v['skew']:.2f}, kurt {v['kurtosis']:.2f}")
-    xs = np.linspace(-8, 8, 200)
     ax.set_xlabel("specimen voxel - slice median (noise std)")
     ax.set_ylabel("fraction of voxels")
     ax.set_title("(f) WBP bin 2: voxel histogram inside the specimen", fontsize=10)

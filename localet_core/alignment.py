@@ -1,7 +1,7 @@
 """Resample raw views into the aligned frame once, so that everything downstream sees an aligned stack.
 
 A raw stack with an ``.xf`` (``aligned = A raw + d``, pixels relative to the image centre; see
-:mod:`localet_core.geometry`) is turned into the stack that IMOD's ``newstack -xform`` would write,
+:mod:`localet_core.reconstruction.geometry`) is turned into the stack that IMOD's ``newstack -xform`` would write,
 on the binned grid: tilt axis along Y, rows along the tilt axis. The geometry loses its ``.xf``
 (:func:`aligned_geometry`), so the ramp filter is the plain row filter, the back-projection uses the
 fast separable kernel, SIRT runs slab by slab, and the network's patches and first-layer kernels
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.filters import bin_images
-from localet_core.geometry import TiltGeometry
+from localet_core.reconstruction.filters import bin_images
+from localet_core.reconstruction.geometry import TiltGeometry
 
 #: Resampling kernels: ``bicubic`` (torch's Keys cubic, a = -0.75; the default), ``bspline`` (cubic
 #: B-spline, prefiltered), ``bilinear``. Kept selectable for the measurements in docs/geometry.md.

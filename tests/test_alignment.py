@@ -9,14 +9,15 @@ import torch
 
 from localet_core.alignment import align_stack, aligned_geometry, bspline_coefficients
 from localet_core.errors import InputError
-from localet_core.geometry import TiltGeometry
+from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.io import read_volume, write_tlt, write_volume, write_xf
 from localet_core.io.aln import aln_to_xf, read_aln, write_aln
-from localet_core.modelfile import load_model
-from localet_core.reconstruct import iter_model_slabs
+from localet_core.network.modelfile import load_model
+from localet_core.network.inference import iter_model_slabs
 from localet_core.tiltseries import OutputOptions, load_tilt_series
-from localet_core.wbp import assemble_slabs, weighted_backprojection
-from phantoms import blob_projections, rotation_xf
+from localet_core.pipeline import assemble_slabs
+from localet_core.reconstruction.wbp import weighted_backprojection
+from localet_core.simulate.blobs import blob_projections, rotation_xf
 
 ANGLES = np.arange(-60.0, 61.0, 3.0)
 N, NZ = 96, 40
@@ -76,7 +77,7 @@ def test_binned_grid_and_geometry():
     """Binning first, then resampling on the binned grid of the single-interpolation path: an
     identity .xf gives exactly the binned stack, and with odd remainders (the binned columns are
     re-centred on the raw centre, the rows kept) the same volume as the raw-frame path."""
-    from localet_core.filters import bin_images
+    from localet_core.reconstruction.filters import bin_images
 
     identity = np.tile(np.array([[1.0, 0, 0], [0, 1.0, 0]]), (ANGLES.size, 1, 1))
     rng = np.random.default_rng(1)
@@ -161,7 +162,7 @@ def test_85_degree_rotation_with_shifts_costs_one_interpolation(model, scale):
 
 # ----------------------------------------------------------------------------- pairs and halves
 def test_training_pair_and_halves_with_an_xf_are_resampled(tmp_path):
-    from localet_core.training import PairSpec, load_pair
+    from localet_core.network.training import PairSpec, load_pair
 
     xf = rotation_xf(ANGLES.size, 90.0, (0.0, 0.0))
     xf[:, :, :2] = np.round(xf[:, :, :2])
