@@ -2,6 +2,7 @@
 :mod:`localet.commands` and only parses options, calls :mod:`localet_core`, and reports."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -22,12 +23,30 @@ def cli() -> None:
 register_all(cli)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a scheduler's wall time, a closed terminal), raised like Ctrl-C so
+    that every temporary file is removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame) -> None:
+    for other in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)  # let the clean-up finish
+    raise Terminated(signum)
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2; an
-    engine field (``binning``) is named by its flag (``--bin``, :data:`FLAGS`)."""
+    engine field (``binning``) is named by its flag (``--bin``, :data:`FLAGS`). SIGTERM and
+    SIGHUP clean up like Ctrl-C (exit code 128 + the signal's number; Ctrl-C: 130)."""
     from localet.commands._options import FLAGS
     from localet_core.errors import InputError, LocaletError
 
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -42,6 +61,13 @@ def main() -> None:
     except LocaletError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    except MemoryError:
+        click.echo("Error: not enough memory for this job: give a smaller --memory budget, "
+                   "--shape or --thickness, or use a larger machine", err=True)
+        sys.exit(2)
+    except Terminated as exc:
+        click.echo(f"Terminated ({signal.Signals(exc.signum).name}).", err=True)
+        sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)

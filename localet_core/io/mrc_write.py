@@ -183,8 +183,13 @@ def _reserve_disk_space(tmp: Path, final: Path) -> None:
         os.posix_fallocate(fd, 0, size)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise InputError(final, f"not enough free disk space for the output "
-                                    f"({size / 2**30:.2f} GiB)") from None
+            import shutil
+
+            from localet_core.io.outputs import format_bytes
+
+            free = shutil.disk_usage(tmp.parent).free + os.stat(tmp).st_blocks * 512
+            raise InputError(final, f"not enough free disk space: the output needs {format_bytes(size)}, "
+                                    f"only {format_bytes(free)} free in {os.fspath(final.parent) or '.'}") from None
         # EOPNOTSUPP, EINVAL...: no preallocation on this file system; not an error.
     finally:
         os.close(fd)

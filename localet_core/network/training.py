@@ -247,9 +247,10 @@ def train(
                                init_model)
             summary["model_file"] = str(save_model(out / model_name, model, card))
         write_log_csv(out / LOG_NAME, log_rows)
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, out / "summary.json")
+        from localet_core.io.atomic import atomic_output
+
+        with atomic_output(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -1,0 +1,172 @@
+"""What every command checks about its outputs before any work, and how it leaves them.
+
+Every command calls :func:`guard_outputs` with the files it reads and the files it will write,
+before doing any work:
+
+* an output that is one of the inputs (the same name, or the same file through a symbolic or
+  hard link), or whose backup ``NAME~`` would be, is refused: localet never overwrites an input;
+* two outputs of one command that are the same file are refused;
+* with ``sizes`` (bytes per output), the free space is checked for all outputs at once, per
+  file system (:func:`check_free_space`), with a message that says what is needed and what is
+  free.
+
+An existing output is not refused: following IMOD's habit, the previous file is kept as
+``NAME~`` when the new one is published (:func:`localet_core.io.atomic.atomic_output`).
+
+:func:`guard_outputs` is a context manager. With ``all_or_none=True`` (the default), the
+outputs published inside the ``with`` block form one unit: if the block fails (an error, a full
+disk, Ctrl-C, SIGTERM), the outputs already published are taken back (a previous version is
+restored from ``NAME~``), so a command with several outputs leaves either all of them or none.
+Folders named in ``folders`` that the command created are removed again if they are left empty.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator, List, Mapping, Optional, Tuple
+
+from localet_core.errors import InputError, PathLike
+
+__all__ = ["guard_outputs", "check_free_space", "backup_name", "OutputGuard", "format_bytes"]
+
+#: Extra free space required beyond the outputs' sizes (headers, file-system metadata).
+SPACE_MARGIN = 16 * 2**20
+
+# The open all-or-none unit of the running command, if any: atomic_output records here what it
+# published, as (final, backup or None).
+_published: contextvars.ContextVar[Optional[List[Tuple[Path, Optional[Path]]]]] = \
+    contextvars.ContextVar("localet_published_outputs", default=None)
+
+
+def backup_name(path: PathLike) -> Path:
+    """Where the previous version of an output is kept: ``NAME~`` (IMOD's habit)."""
+    p = Path(os.fspath(path))
+    return p.with_name(p.name + "~")
+
+
+def format_bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
+def _paths(items: Iterable[Optional[PathLike]]) -> List[Path]:
+    return [Path(os.fspath(p)).expanduser() for p in items if p is not None and os.fspath(p) != ""]
+
+
+def record_published(final: Path, backup: Optional[Path]) -> None:
+    """Called by :func:`~localet_core.io.atomic.atomic_output` after each publish."""
+    published = _published.get()
+    if published is not None:
+        published.append((final, backup))
+
+
+def _existing_folder(path: Path) -> Path:
+    """The nearest existing folder at or above ``path``'s folder."""
+    folder = path.parent if not path.is_dir() else path
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def check_free_space(sizes: Mapping[PathLike, int]) -> None:
+    """Raise :class:`InputError` unless the file systems of the outputs have room for all of
+    them at once (``sizes``: bytes per output), naming what is needed and what is free.
+
+    A previous version of an output is kept (as ``NAME~``), so it frees no space."""
+    groups: dict = {}
+    for path, size in sizes.items():
+        p = Path(os.fspath(path)).expanduser()
+        folder = _existing_folder(p)
+        try:
+            dev = os.stat(folder).st_dev
+        except OSError:
+            continue
+        need, names, where = groups.get(dev, (0, [], folder))
+        groups[dev] = (need + int(size), names + [p], where)
+    for need, names, folder in groups.values():
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if need + SPACE_MARGIN > free:
+            what = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} other output(s)"
+            raise InputError(names[0], f"not enough free disk space: {what} need(s) "
+                                       f"{format_bytes(need)}, only {format_bytes(free)} free in {folder}")
+
+
+class OutputGuard:
+    """What :func:`guard_outputs` yields: :meth:`check_space` for sizes known only later."""
+
+    def __init__(self, outputs: List[Path]) -> None:
+        self.outputs = outputs
+
+    def check_space(self, sizes: Mapping[PathLike, int]) -> None:
+        check_free_space(sizes)
+
+
+@contextlib.contextmanager
+def guard_outputs(outputs: Iterable[Optional[PathLike]], inputs: Iterable[Optional[PathLike]] = (),
+                  sizes: Optional[Mapping[PathLike, int]] = None, folders: Iterable[Optional[PathLike]] = (),
+                  all_or_none: bool = True) -> Iterator[OutputGuard]:
+    """Check a command's ``outputs`` against its ``inputs`` (and the free space, with
+    ``sizes``) before any work; see the module's description.
+
+    Args:
+        outputs: every file the command will write (``None`` entries are skipped).
+        inputs: every file the command reads (missing ones are skipped: the reader reports them).
+        sizes: bytes per output, when known now.
+        folders: output folders the command may create (removed on failure if left empty).
+        all_or_none: on failure inside the block, take back the outputs it published.
+
+    Raises:
+        InputError: naming the output, when it is an input, is given twice or does not fit.
+    """
+    outs = _paths(outputs)
+    ins = [p for p in _paths(inputs) if os.path.lexists(p)]
+    for i, out in enumerate(outs):
+        for candidate, what in ((out, "is"), (backup_name(out), "would keep its previous version as")):
+            if not os.path.lexists(candidate):
+                continue
+            for src in ins:
+                if _same_file(candidate, src):
+                    detail = "" if candidate == out and os.fspath(src) == os.fspath(out) else f" {src}"
+                    raise InputError(out, f"{what} the input file{detail}: localet never overwrites "
+                                          "an input; choose another output name")
+        for other in outs[:i]:
+            if _same_file(out, other):
+                raise InputError(out, "is given for two outputs; choose different names")
+    if sizes:
+        check_free_space(sizes)
+    new_folders = [Path(os.fspath(f)) for f in folders if f is not None and not os.path.exists(f)]
+    published: List[Tuple[Path, Optional[Path]]] = []
+    token = _published.set(published if all_or_none else None)
+    try:
+        yield OutputGuard(outs)
+    except BaseException:
+        for final, backup in reversed(published):
+            with contextlib.suppress(OSError):
+                if backup is not None and os.path.lexists(backup):
+                    os.replace(backup, final)
+                else:
+                    os.unlink(final)
+        for folder in reversed(new_folders):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty
+        raise
+    finally:
+        _published.reset(token)
