@@ -45,10 +45,13 @@ def main() -> None:
     from localet.commands._options import FLAGS
     from localet_core.errors import InputError, LocaletError
 
+    from localet_core.io.outputs import all_or_none
+
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _on_signal)
     try:
-        cli.main(standalone_mode=False)
+        with all_or_none():  # a failed command leaves none of its outputs (localet_core.io.outputs)
+            cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)

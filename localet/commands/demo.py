@@ -22,7 +22,9 @@ def command(out_dir: Path, seed: int, device: str) -> None:
     it with WBP, SIRT and the pretrained localet model, and score each against the ground truth:
     volumes (.mrc), scores.tsv (Pearson inside the ice slab, FSC resolutions) and demo.png."""
     from localet_core.demo import run_demo
+    from localet_core.io.outputs import guard_outputs
 
+    guard_outputs([], folders=[out_dir])  # a failed demo leaves no empty folder
     start = time.perf_counter()
     result = run_demo(out_dir, seed=seed, device=device, log=click.echo)
     click.echo(f"wrote {len(result.files)} files to {out_dir}/ in {time.perf_counter() - start:.0f} s "

@@ -113,10 +113,13 @@ def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
     a high inside-wedge FSC, one that only denoises does not. For a half-set FSC, give two
     reconstructions from independent halves of the data (odd/even frames or alternate tilts).
     """
+    from localet_core.io.outputs import guard_outputs
+
     inputs = (volume_a, volume_b, mask)
     _check_output(output, "-o/--output", ".star", inputs)
     if plot is not None:
         _check_output(plot, "--plot", ".png", inputs)
+    guard_outputs([output, plot], inputs=[*inputs, tilt])
     tilt_range, tilt_what = _parse_tilt_range(tilt) if tilt is not None else (None, "")
     vol_a = _read_volume(volume_a)
     vol_b = _read_volume(volume_b)

@@ -69,7 +69,12 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     Writes OUT_DIR/NAME.safetensors (weights + JSON model card) for `localet reconstruct --model`,
     a per-step log.csv, a summary.json, and checkpoint.pt for --resume.
     """
+    from pathlib import Path
+
+    from localet_core.contracts.model_card import model_file
     from localet_core.errors import InputError
+    from localet_core.io.outputs import guard_outputs
+    from localet_core.network.checkpoint import CHECKPOINT_NAME, LOG_NAME
     from localet_core.network.training import PairSpec, read_pairs_star, train
 
     specs = [PairSpec(*p) for p in pairs] + [PairSpec(*p, split="val") for p in val_pairs]
@@ -77,6 +82,13 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
         specs += read_pairs_star(star)
     if not specs:
         raise InputError("--pair", "give training pairs with --pair or --pairs")
+    out = Path(out_dir)
+    inputs = [star, init if init and str(init).endswith(".safetensors") else None]
+    inputs += [getattr(s, f) for s in specs for f in ("stack", "tlt", "reference", "xf", "odd", "even")]
+    guard_outputs([model_file(out / model_name), out / CHECKPOINT_NAME, out / LOG_NAME, out / "summary.json"],
+                  inputs=inputs, folders=[out], keep_on_failure=True)  # a checkpoint is kept for --resume
+    if resume and not (out / CHECKPOINT_NAME).is_file():
+        click.echo(f"Warning: --resume: no {out / CHECKPOINT_NAME} yet; starting from step 0", err=True)
     try:
         widths = tuple(int(h) for h in hidden.split(",") if h.strip())
     except ValueError:

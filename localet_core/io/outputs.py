@@ -13,11 +13,11 @@ before doing any work:
 An existing output is not refused: following IMOD's habit, the previous file is kept as
 ``NAME~`` when the new one is published (:func:`localet_core.io.atomic.atomic_output`).
 
-:func:`guard_outputs` is a context manager. With ``all_or_none=True`` (the default), the
-outputs published inside the ``with`` block form one unit: if the block fails (an error, a full
-disk, Ctrl-C, SIGTERM), the outputs already published are taken back (a previous version is
-restored from ``NAME~``), so a command with several outputs leaves either all of them or none.
-Folders named in ``folders`` that the command created are removed again if they are left empty.
+A command runs inside :func:`all_or_none` (the CLI's entry point opens it): if it fails (an
+error, a full disk, Ctrl-C, SIGTERM), the outputs it already published are taken back (a
+previous version is restored from ``NAME~``), so a command with several outputs leaves either
+all of them or none; the folders it created (:func:`guard_outputs` ``folders``) are removed
+again when left empty.
 """
 from __future__ import annotations
 
@@ -30,15 +30,14 @@ from typing import Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from localet_core.errors import InputError, PathLike
 
-__all__ = ["guard_outputs", "check_free_space", "backup_name", "OutputGuard", "format_bytes"]
+__all__ = ["guard_outputs", "all_or_none", "check_free_space", "volume_bytes", "backup_name", "format_bytes"]
 
 #: Extra free space required beyond the outputs' sizes (headers, file-system metadata).
 SPACE_MARGIN = 16 * 2**20
 
-# The open all-or-none unit of the running command, if any: atomic_output records here what it
+# The unit (all_or_none) of the running command, if any: atomic_output records there what it
 # published, as (final, backup or None).
-_published: contextvars.ContextVar[Optional[List[Tuple[Path, Optional[Path]]]]] = \
-    contextvars.ContextVar("localet_published_outputs", default=None)
+_unit: "contextvars.ContextVar[Optional[_Unit]]" = contextvars.ContextVar("localet_output_unit", default=None)
 
 
 def backup_name(path: PathLike) -> Path:
@@ -69,9 +68,9 @@ def _paths(items: Iterable[Optional[PathLike]]) -> List[Path]:
 
 def record_published(final: Path, backup: Optional[Path]) -> None:
     """Called by :func:`~localet_core.io.atomic.atomic_output` after each publish."""
-    published = _published.get()
-    if published is not None:
-        published.append((final, backup))
+    unit = _unit.get()
+    if unit is not None:
+        unit.published.append((final, backup))
 
 
 def _existing_folder(path: Path) -> Path:
@@ -105,40 +104,53 @@ def check_free_space(sizes: Mapping[PathLike, int]) -> None:
             continue
         if need + SPACE_MARGIN > free:
             what = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} other output(s)"
-            raise InputError(names[0], f"not enough free disk space: {what} need(s) "
+            raise InputError(names[0], f"not enough free disk space: {what} need{'s' if len(names) == 1 else ''} "
                                        f"{format_bytes(need)}, only {format_bytes(free)} free in {folder}")
 
 
-class OutputGuard:
-    """What :func:`guard_outputs` yields: :meth:`check_space` for sizes known only later."""
+class _Unit:
+    """The outputs one command published, and the folders it created."""
 
-    def __init__(self, outputs: List[Path]) -> None:
-        self.outputs = outputs
+    def __init__(self) -> None:
+        self.published: List[Tuple[Path, Optional[Path]]] = []
+        self.folders: List[Path] = []
+        self.keep = False
 
-    def check_space(self, sizes: Mapping[PathLike, int]) -> None:
-        check_free_space(sizes)
+
+def volume_bytes(shape: Iterable[int], bytes_per_voxel: int = 4) -> int:
+    """The size of a float32 MRC file of ``shape`` (header included)."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return 1024 + bytes_per_voxel * n
 
 
-@contextlib.contextmanager
 def guard_outputs(outputs: Iterable[Optional[PathLike]], inputs: Iterable[Optional[PathLike]] = (),
                   sizes: Optional[Mapping[PathLike, int]] = None, folders: Iterable[Optional[PathLike]] = (),
-                  all_or_none: bool = True) -> Iterator[OutputGuard]:
+                  keep_on_failure: bool = False) -> None:
     """Check a command's ``outputs`` against its ``inputs`` (and the free space, with
     ``sizes``) before any work; see the module's description.
 
     Args:
         outputs: every file the command will write (``None`` entries are skipped).
-        inputs: every file the command reads (missing ones are skipped: the reader reports them).
-        sizes: bytes per output, when known now.
-        folders: output folders the command may create (removed on failure if left empty).
-        all_or_none: on failure inside the block, take back the outputs it published.
+        inputs: every file the command reads (names that are no file are skipped: the reader
+            reports missing ones).
+        sizes: bytes per output, when known now (else call :func:`check_free_space` later).
+        folders: output folders the command may create: removed on failure if left empty.
+        keep_on_failure: the command's outputs stay when it fails (training: its checkpoint
+            is what ``--resume`` continues from).
 
     Raises:
         InputError: naming the output, when it is an input, is given twice or does not fit.
     """
     outs = _paths(outputs)
-    ins = [p for p in _paths(inputs) if os.path.lexists(p)]
+    ins = [p for p in _paths(inputs) if os.path.isfile(p)]
+    folders = [Path(os.fspath(f)) for f in folders if f is not None]
     for i, out in enumerate(outs):
+        if out.is_dir():
+            raise InputError(out, "is a directory, not a file name")
+        if not folders and not out.parent.is_dir():
+            raise InputError(out, f"output directory {os.fspath(out.parent)!r} does not exist")
         for candidate, what in ((out, "is"), (backup_name(out), "would keep its previous version as")):
             if not os.path.lexists(candidate):
                 continue
@@ -152,21 +164,34 @@ def guard_outputs(outputs: Iterable[Optional[PathLike]], inputs: Iterable[Option
                 raise InputError(out, "is given for two outputs; choose different names")
     if sizes:
         check_free_space(sizes)
-    new_folders = [Path(os.fspath(f)) for f in folders if f is not None and not os.path.exists(f)]
-    published: List[Tuple[Path, Optional[Path]]] = []
-    token = _published.set(published if all_or_none else None)
+    unit = _unit.get()
+    if unit is not None:
+        unit.folders += [f for f in folders if not os.path.exists(f)]
+        unit.keep = unit.keep or keep_on_failure
+
+
+@contextlib.contextmanager
+def all_or_none() -> Iterator[None]:
+    """Run one command as a unit: if the block fails (an error, a full disk, Ctrl-C, SIGTERM),
+    the outputs :func:`~localet_core.io.atomic.atomic_output` published inside it are taken
+    back (a previous version is restored from ``NAME~``), unless the command asked to keep
+    them (:func:`guard_outputs` ``keep_on_failure``), and the folders it created are removed
+    when left empty."""
+    unit = _Unit()
+    token = _unit.set(unit)
     try:
-        yield OutputGuard(outs)
+        yield
     except BaseException:
-        for final, backup in reversed(published):
-            with contextlib.suppress(OSError):
-                if backup is not None and os.path.lexists(backup):
-                    os.replace(backup, final)
-                else:
-                    os.unlink(final)
-        for folder in reversed(new_folders):
+        if not unit.keep:
+            for final, backup in reversed(unit.published):
+                with contextlib.suppress(OSError):
+                    if backup is not None and os.path.lexists(backup):
+                        os.replace(backup, final)
+                    else:
+                        os.unlink(final)
+        for folder in reversed(unit.folders):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # only when empty
         raise
     finally:
-        _published.reset(token)
+        _unit.reset(token)

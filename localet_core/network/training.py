@@ -85,6 +85,9 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
 
     ref = read_volume(spec.reference).data
     nz, ny, nx = ref.shape
+    if nz < 2:
+        raise InputError(spec.reference, f"is a single 2D image ({nx}x{ny}); a reference must be a 3D "
+                                         "volume on the reconstruction grid")
     series = load_tilt_series(spec.stack, tlt=spec.tlt, xf=spec.xf, exclude=spec.exclude,
                               output=OutputOptions(thickness=nz, width=nx, binning=binning))
     if series.geometry.output_shape != ref.shape:
