@@ -44,7 +44,6 @@ def main() -> None:
     SIGHUP clean up like Ctrl-C (exit code 128 + the signal's number; Ctrl-C: 130)."""
     from localet.commands._options import FLAGS
     from localet_core.errors import InputError, LocaletError
-
     from localet_core.io.outputs import all_or_none
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -52,7 +51,14 @@ def main() -> None:
     try:
         with all_or_none():  # a failed command leaves none of its outputs (localet_core.io.outputs)
             cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, Terminated):  # click turns a KeyboardInterrupt into Abort
+            click.echo(f"Terminated ({signal.Signals(cause.signum).name}).", err=True)
+            sys.exit(128 + cause.signum)
+        if isinstance(cause, KeyboardInterrupt):
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
         click.echo("Aborted.", err=True)
         sys.exit(1)
     except click.ClickException as exc:

@@ -74,9 +74,10 @@ def _keep_previous(final: Path) -> Optional[Path]:
 
     A hard link keeps ``final`` in place until the new file replaces it; where the file system
     has no hard links, the previous file is renamed."""
-    if not os.path.lexists(final):
+    from localet_core.io.outputs import backup_name, published_here
+
+    if not os.path.lexists(final) or published_here(final):
         return None
-    from localet_core.io.outputs import backup_name
 
     backup = backup_name(final)
     tmp = temporary_name(backup)

@@ -53,17 +53,29 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} bytes"
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def _identities(path: Path, folders: Optional[dict] = None) -> List[object]:
+    """What makes two names the same file: the real path, and (for an existing file) its
+    device and inode, which hard links share. ``folders`` caches the real paths of folders."""
     try:
-        if os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+        st = os.stat(path)
+    except OSError:  # no file (yet): its real folder and name
+        folders = {} if folders is None else folders
+        parent = os.path.dirname(os.path.abspath(path))
+        if parent not in folders:
+            folders[parent] = os.path.realpath(parent)
+        return [os.path.join(folders[parent], os.path.basename(path))]
+    return [os.path.realpath(path), (st.st_dev, st.st_ino)]
 
 
 def _paths(items: Iterable[Optional[PathLike]]) -> List[Path]:
     return [Path(os.fspath(p)).expanduser() for p in items if p is not None and os.fspath(p) != ""]
+
+
+def published_here(final: Path) -> bool:
+    """Whether the running command already published ``final`` (a checkpoint rewritten every N
+    steps): its earlier version is then not kept as ``NAME~``."""
+    unit = _unit.get()
+    return unit is not None and any(p == final for p, _ in unit.published)
 
 
 def record_published(final: Path, backup: Optional[Path]) -> None:
@@ -145,8 +157,14 @@ def guard_outputs(outputs: Iterable[Optional[PathLike]], inputs: Iterable[Option
     """
     outs = _paths(outputs)
     ins = [p for p in _paths(inputs) if os.path.isfile(p)]
+    by_identity = {}  # the identities of the inputs (real path; device and inode: hard links)
+    for src in ins:
+        for key in _identities(src):
+            by_identity.setdefault(key, src)
     folders = [Path(os.fspath(f)) for f in folders if f is not None]
-    for i, out in enumerate(outs):
+    seen: dict = {}
+    real_folders: dict = {}
+    for out in outs:
         if out.is_dir():
             raise InputError(out, "is a directory, not a file name")
         if not folders and not out.parent.is_dir():
@@ -154,14 +172,15 @@ def guard_outputs(outputs: Iterable[Optional[PathLike]], inputs: Iterable[Option
         for candidate, what in ((out, "is"), (backup_name(out), "would keep its previous version as")):
             if not os.path.lexists(candidate):
                 continue
-            for src in ins:
-                if _same_file(candidate, src):
-                    detail = "" if candidate == out and os.fspath(src) == os.fspath(out) else f" {src}"
-                    raise InputError(out, f"{what} the input file{detail}: localet never overwrites "
-                                          "an input; choose another output name")
-        for other in outs[:i]:
-            if _same_file(out, other):
+            src = next((by_identity[k] for k in _identities(candidate) if k in by_identity), None)
+            if src is not None:
+                detail = "" if candidate == out and os.fspath(src) == os.fspath(out) else f" {src}"
+                raise InputError(out, f"{what} the input file{detail}: localet never overwrites "
+                                      "an input; choose another output name")
+        for key in _identities(out, real_folders):
+            if key in seen and seen[key] != out:
                 raise InputError(out, "is given for two outputs; choose different names")
+            seen[key] = out
     if sizes:
         check_free_space(sizes)
     unit = _unit.get()
