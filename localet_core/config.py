@@ -264,7 +264,7 @@ class SimulationConfig:
             raise FieldError("tilt_step", f"must be positive, got {self.tilt_step:g}")
         if self.family not in FAMILY_NAMES:
             raise FieldError("family", f"must be one of {', '.join(FAMILY_NAMES)}, got {self.family!r}")
-        for name in ("voxel_size", "dose", "voltage_kv"):
+        for name in ("voxel_size", "dose"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise FieldError(name, f"must be a positive number, got {value:g}")

@@ -60,6 +60,7 @@ FLAGS = {
     "tilt_range": "--tilt-range",
     "tilt_step": "--tilt-step",
     "family": "--family",
+    "estimate": "--estimate",
     "voxel_size": "--voxel",
     "dose": "--dose",
     "defocus_um": "--defocus",
