@@ -10,7 +10,15 @@ from localet.commands._options import core_option
 from localet_core import config
 
 
-@click.command("demo")
+EPILOG = """\b
+Examples:
+  localet demo                               # writes demo_out/ (volumes, scores.tsv, demo.png)
+  localet demo -o demo_gpu --device cuda:0
+  localet demo --seed 7 -o demo_seed7         # another specimen
+"""
+
+
+@click.command("demo", epilog=EPILOG)
 @click.option("-o", "--output", "out_dir", default="demo_out", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Folder for the results.")
 @core_option("--seed", type=int, setting=("localet_core.demo.run_demo", "seed"), default=config.DEMO_SEED,

@@ -88,7 +88,15 @@ def _check_output(path: Path, option: str, suffix: str, inputs) -> None:
         raise InputError(path, f"output directory {str(path.parent)!r} does not exist")
 
 
-@click.command("fsc")
+EPILOG = """\b
+Examples:
+  localet fsc TS_01_odd.mrc TS_01_even.mrc -o TS_01_fsc.star --plot TS_01_fsc.png
+  localet fsc TS_01_odd.mrc TS_01_even.mrc --tlt TS_01.tlt -o TS_01_fsc.star       # split at the missing wedge
+  localet fsc rec.mrc truth.mrc --tlt -60,60 --mask slab.mrc --pixel-size 10 -o rec_vs_truth.star
+"""
+
+
+@click.command("fsc", epilog=EPILOG)
 @click.argument("volume_a", type=click.Path(path_type=Path))
 @click.argument("volume_b", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
