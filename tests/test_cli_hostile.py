@@ -155,7 +155,9 @@ def test_signals_mid_write_leave_no_temporary_and_no_output(series, tmp_path, si
     before = snapshot(tmp_path)
     child = subprocess.Popen([sys.executable, "-m", "localet", "fbp", "ts.st", "--tlt", "ts.tlt", "--method", "sirt",
                               "--iterations", "100000", "--thickness", "16", "-o", "slow.mrc"],
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             # a background pytest (nohup, CI) ignores SIGINT, and its children inherit that
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob(".slow.mrc.tmp-*")):  # the writer is open: mid-write
@@ -416,3 +418,36 @@ def test_building_the_wheel_gives_no_packaging_warnings(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "localet_core/data/templates.npz" in names
     assert "localet_core/data/models/localet-default.safetensors" in names
+
+
+# ------------------------------------------------------------------------- 2. memory is bounded
+
+def _peak_rss_mb(args, cwd):
+    """Run the CLI and return (exit code, stderr, peak resident memory of that child in MB)."""
+    child = subprocess.Popen([sys.executable, "-m", "localet", *map(str, args)], cwd=cwd,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = child.stderr.read().decode()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, err, usage.ru_maxrss / 1024  # Linux: kilobytes
+
+
+@pytest.mark.slow
+def test_fbp_peak_memory_follows_the_budget_not_the_volume(tmp_path):
+    """A 0.5 GB volume under --memory 64M: the peak stays within the process's own footprint
+    (torch loaded, a tiny run) + the budget + 160 MB, far below what holding the volume takes."""
+    ny, nx = 256, 64
+    write_mrc(tmp_path / "big.st", blob_projections(BLOBS, ANGLES, (ny, nx)))
+    write_tlt(tmp_path / "big.tlt", ANGLES)
+    rc, err, base = _peak_rss_mb(["fbp", "big.st", "--tlt", "big.tlt", "--thickness", 8, "-o", "small.mrc"],
+                                 tmp_path)
+    assert rc == 0, err
+    thickness = 8000
+    volume_mb = 4 * ny * nx * thickness / 2**20  # 500 MB
+    budget_mb, constant_mb = 64, 160
+    rc, err, peak = _peak_rss_mb(["fbp", "big.st", "--tlt", "big.tlt", "--thickness", thickness,
+                                  "--memory", f"{budget_mb}M", "-o", "large.mrc"], tmp_path)
+    assert rc == 0, err
+    assert volume_mb > 2 * (budget_mb + constant_mb)
+    assert peak < base + budget_mb + constant_mb, (peak, base)
+    assert (tmp_path / "large.mrc").stat().st_size == 1024 + 4 * ny * nx * thickness
