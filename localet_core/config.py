@@ -43,6 +43,17 @@ class OutputOptions:
     axis_offset: float = 0.0
     x_axis_tilt: float = 0.0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.binning, bool) or int(self.binning) != self.binning or self.binning < 1:
+            raise FieldError("binning", f"must be a whole number >= 1, got {self.binning}")
+        for name in ("thickness", "width"):
+            value = getattr(self, name)
+            if value is not None and (int(value) != value or value < 1):
+                raise FieldError(name, f"must be a whole number >= 1, got {value}")
+        for name in ("shift_x", "shift_z", "angle_offset", "axis_offset", "x_axis_tilt"):
+            if not math.isfinite(getattr(self, name)):
+                raise FieldError(name, f"must be a finite number, got {getattr(self, name)}")
+
 
 # ------------------------------------------------------------------- classical methods
 #: Apodisation windows of the ramp filter (:class:`RampFilter` ``window``).
@@ -89,7 +100,7 @@ class ModelConfig:
             (:class:`localet_core.reconstruction.filters.RampFilter`).
     """
 
-    patch_size: int = 9
+    patch_size: int = 13  # the shipped model's (docs/network.md)
     step: int = 1
     channels: int = 16
     hidden: Tuple[int, ...] = (32, 32)
@@ -142,14 +153,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and augmentation settings (units: steps, voxels, normalised intensity)."""
+    """Optimisation and augmentation settings (units: steps, voxels, normalised intensity).
+
+    The defaults are the shipped model's recipe (``scripts/train_pretrained.py``: L2 loss,
+    references clipped at 20, a quarter of the tilts dropped) except its length: 2,000 steps (a
+    fine-tuning or a first run in minutes on a few cores) where the shipped model took 24,000
+    plus 5,000 of fine-tuning at a peak learning rate of 3e-3 (docs/network.md).
+    """
 
     steps: int = 2000
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup: int = 50
-    loss: str = "l1"
+    loss: str = "l2"
     seed: int = 0
     binning: int = 1
     val_every: int = 100
@@ -157,13 +174,13 @@ class TrainConfig:
     checkpoint_every: int = 200
     refresh_every: int = 50
     use_halves: bool = True
-    drop_tilts: float = 0.2
+    drop_tilts: float = 0.25
     noise: float = 0.0
     divergence_factor: float = 100.0
     #: None: references z-scored (mean, std). A number k: scaled robustly (median, and the std of
     #: the values between the 0.5 and 99.5 percentiles) and clamped to +-k, so a few extreme
     #: voxels (gold) neither set the scale nor teach the network extreme outputs.
-    reference_clip: Optional[float] = None
+    reference_clip: Optional[float] = 20.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -194,6 +211,21 @@ class TrainConfig:
 DEMO_SEED = 424242
 #: The specimen presets of :data:`localet_core.simulate.phantom.FAMILIES`, by name.
 FAMILY_NAMES = ("default", "diverse", "broad", "shifted")
+
+
+#: Lower bound of the simulator's memory per voxel of the field of view (bytes): the oversampled
+#: potential alone takes more; a shape beyond the machine's memory is refused up front.
+SIMULATION_BYTES_PER_VOXEL = 16
+
+
+def physical_memory() -> Optional[int]:
+    """This machine's RAM in bytes, or None where it cannot be told."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -238,6 +270,25 @@ class SimulationConfig:
             raise FieldError("tilt_step", f"must be positive, got {self.tilt_step:g}")
         if self.family not in FAMILY_NAMES:
             raise FieldError("family", f"must be one of {', '.join(FAMILY_NAMES)}, got {self.family!r}")
+        for name in ("voxel_size", "dose"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise FieldError(name, f"must be a positive number, got {value:g}")
+        defocus = self.defocus_um if isinstance(self.defocus_um, (tuple, list)) else (self.defocus_um,)
+        if not all(math.isfinite(d) and d >= 0 for d in defocus):
+            raise FieldError("defocus_um", f"must be an underfocus >= 0 um, got {self.defocus_um}")
+        if self.thickness_nm is not None:
+            ice = self.thickness_nm if isinstance(self.thickness_nm, (tuple, list)) else (self.thickness_nm,)
+            if not all(math.isfinite(t) and t > 0 for t in ice):
+                raise FieldError("thickness_nm", f"must be positive, got {self.thickness_nm}")
+        if not (math.isfinite(self.misalign_px) and self.misalign_px >= 0):
+            raise FieldError("misalign_px", f"must be >= 0, got {self.misalign_px:g}")
+        need = SIMULATION_BYTES_PER_VOXEL * math.prod(int(n) for n in self.shape)
+        have = physical_memory()
+        if have and need > have:
+            raise FieldError("shape", f"a field of view of {tuple(self.shape)} voxels needs at least "
+                                      f"{need / 2**30:.1f} GiB of memory, more than this machine's "
+                                      f"{have / 2**30:.1f} GiB")
 
     @property
     def angles(self):

@@ -147,7 +147,10 @@ def _figure(path: Path, truth: np.ndarray, volumes: Dict[str, np.ndarray], fscs:
     ax.legend(fontsize=7)
     axes[1, -1].axis("off")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    from localet_core.io.atomic import atomic_output
+
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)

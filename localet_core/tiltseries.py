@@ -144,6 +144,9 @@ def load_tilt_series(
             try:
                 views = parse_view_list(exclude, source=None)  # list text such as "1-3,40"
             except InputError as exc:
+                if any(c.isalpha() or c in "/\\" for c in exclude):  # meant as a file name
+                    raise InputError(exclude, "file not found (--exclude takes a view list such as "
+                                              "1-3,40 or a file holding one)") from None
                 raise FieldError("exclude", exc.problem) from None
         else:
             views = read_exclude_list(exclude)
@@ -155,6 +158,10 @@ def load_tilt_series(
         if abs(a + output.angle_offset) >= 90.0 and i not in excluded:
             raise InputError(angle_source, f"view {i + 1} has tilt angle {a + output.angle_offset:g}"
                                            " degrees; |angle| must be below 90")
+    used = [a for i, a in enumerate(angles) if i not in excluded]
+    if len(used) > 1 and max(used) - min(used) < 1e-6:
+        raise InputError(angle_source, f"all {len(used)} tilt angles are {used[0]:g} degrees: a tilt "
+                                       "series needs views at different angles")
     ny, nx = stack.data.shape[1:]
     thickness = output.thickness
     if thickness is None:

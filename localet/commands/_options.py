@@ -60,6 +60,16 @@ FLAGS = {
     "tilt_range": "--tilt-range",
     "tilt_step": "--tilt-step",
     "family": "--family",
+    "estimate": "--estimate",
+    "voxel_size": "--voxel",
+    "dose": "--dose",
+    "defocus_um": "--defocus",
+    "thickness_nm": "--thickness",
+    "misalign_px": "--misalign",
+    "shift_x": "--shift",
+    "shift_z": "--shift",
+    "angle_offset": "--offset",
+    "axis_offset": "--offset",
 }
 
 

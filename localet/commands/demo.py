@@ -12,8 +12,10 @@ from localet_core import config
 
 EPILOG = """\b
 Examples:
-  localet demo                      # simulated series with ground truth, about 10 s
-  localet demo --real -o real_out   # a real EMPIAR-10499 tilt series (fetch it once: make demo-real)
+  localet demo                          # simulated series with ground truth: demo_out/ in about 10 s
+  localet demo --seed 7 -o demo_seed7   # another specimen
+  localet demo -o demo_gpu --device cuda:0
+  localet demo --real -o real_out       # a real EMPIAR-10499 tilt series (fetch it once: make demo-real)
 """
 
 
@@ -37,6 +39,9 @@ def command(out_dir: Path, real: bool, cache: Path, seed: int, device: str) -> N
     With --real: a real tilt series (EMPIAR-10499, from the warpylib 1.1.2 sdist) from its raw
     stack and .xf at bin 2, with WBP and the shipped model: volumes, real.png (XY/XZ/YZ slices
     and a zoomed crop, side by side), the prior-proof validation of each, and real.tsv."""
+    from localet_core.io.outputs import guard_outputs
+
+    guard_outputs([], folders=[out_dir])  # a failed demo leaves no empty folder
     start = time.perf_counter()
     if real:
         from localet_core.demo_real import run_real_demo

@@ -38,12 +38,14 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     volume written like `tilt -RotateBy90`) on an exact centred grid; see docs/geometry.md.
     """
     from localet_core.device import parse_memory, resolve_device
+    from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
     from localet_core.methods import make_method
     from localet_core.pipeline import write_slabs
     from localet_core.reconstruction.filters import RampFilter
     from localet_core.tiltseries import load_tilt_series
 
     start = time.perf_counter()
+    guard_outputs([output], inputs=[stack, tlt, mdoc, xf, exclude])
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
     budget = parse_memory(memory)
     ramp = None
@@ -54,6 +56,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
+    check_free_space({output: volume_bytes(geometry.output_shape)})
     recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)
     write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method)
     nz, ny, nx = geometry.output_shape

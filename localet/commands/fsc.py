@@ -88,7 +88,15 @@ def _check_output(path: Path, option: str, suffix: str, inputs) -> None:
         raise InputError(path, f"output directory {str(path.parent)!r} does not exist")
 
 
-@click.command("fsc")
+EPILOG = """\b
+Examples:
+  localet fsc TS_01_odd.mrc TS_01_even.mrc -o TS_01_fsc.star --plot TS_01_fsc.png
+  localet fsc TS_01_odd.mrc TS_01_even.mrc --tlt TS_01.tlt -o TS_01_fsc.star       # split at the missing wedge
+  localet fsc rec.mrc truth.mrc --tlt -60,60 --mask slab.mrc --pixel-size 10 -o rec_vs_truth.star
+"""
+
+
+@click.command("fsc", epilog=EPILOG)
 @click.argument("volume_a", type=click.Path(path_type=Path))
 @click.argument("volume_b", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -113,10 +121,13 @@ def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
     a high inside-wedge FSC, one that only denoises does not. For a half-set FSC, give two
     reconstructions from independent halves of the data (odd/even frames or alternate tilts).
     """
+    from localet_core.io.outputs import guard_outputs
+
     inputs = (volume_a, volume_b, mask)
     _check_output(output, "-o/--output", ".star", inputs)
     if plot is not None:
         _check_output(plot, "--plot", ".png", inputs)
+    guard_outputs([output, plot], inputs=[*inputs, tilt])
     tilt_range, tilt_what = _parse_tilt_range(tilt) if tilt is not None else (None, "")
     vol_a = _read_volume(volume_a)
     vol_b = _read_volume(volume_b)

@@ -51,6 +51,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     from localet_core.contracts.naming import saved_half_name
     from localet_core.device import parse_memory, resolve_device
     from localet_core.io import read_stack, write_volume
+    from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
     from localet_core.methods import make_method
     from localet_core.tiltseries import load_tilt_series
     from localet_core.validation.fsc_report import plot_prior_proof, write_prior_proof_star
@@ -60,11 +61,15 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     _check_output(output, "-o/--output", ".star", inputs)
     if plot is not None:
         _check_output(plot, "--plot", ".png", inputs)
+    halves_out = [saved_half_name(save_halves, i) for i in (1, 2)] if save_halves else []
+    model_file = model_name if str(model_name).endswith(".safetensors") else None
+    guard_outputs([output, plot, *halves_out], inputs=[stack, tlt, mdoc, xf, exclude, odd, even, model_file])
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     if series.geometry.voxel_size is None:
         raise click.UsageError("the stack has no pixel size in its header: give --pixel-size")
+    check_free_space({out: volume_bytes(series.geometry.output_shape) for out in halves_out})
     dev, budget = resolve_device(device), parse_memory(memory)
     halves = [series.prepare_half(read_stack(p, pixel_size=series.stack.pixel_size)) if p else None
               for p in (odd, even)]

@@ -43,15 +43,22 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     are in the network's units: references normalised to zero mean and unit standard deviation.
     """
     from localet_core.contracts.model_card import fit_warnings
-    from localet_core.contracts.naming import HALVES, half_name
+    from localet_core.contracts.naming import HALVES, half_name, plot_name, prior_proof_name
     from localet_core.device import parse_memory, resolve_device
     from localet_core.errors import InputError
     from localet_core.io import read_stack
+    from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
     from localet_core.methods import Localet
     from localet_core.pipeline import is_writer, write_slabs
     from localet_core.tiltseries import load_tilt_series
 
     start = time.perf_counter()
+    halves_given = [(h, p) for h, p in zip(HALVES, (odd, even)) if p is not None]
+    outputs = [output] + [half_name(output, h) for h, _ in halves_given]
+    if validate and len(halves_given) == 2:
+        outputs += [prior_proof_name(output), plot_name(prior_proof_name(output))]
+    model_file = model_name if str(model_name).endswith(".safetensors") else None
+    guard_outputs(outputs, inputs=[stack, tlt, mdoc, xf, exclude, odd, even, model_file])
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
     device = resolve_device(device)
     recon = Localet(model_name, device=device, budget=parse_memory(memory), precision=precision, form=form)
@@ -59,6 +66,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
+    check_free_space({out: volume_bytes(geometry.output_shape) for out in outputs[:1 + len(halves_given)]})
     for warning in fit_warnings(card, geometry.voxel_size):
         click.echo(f"Warning: {warning}", err=True)
     jobs = [(series.data, output, "reconstruct")]

@@ -53,7 +53,9 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     `localet train --pairs`.
     """
     from localet_core.errors import InputError
-    from localet_core.simulate.forward import simulate_series, write_pairs_star, write_series
+    from localet_core.io.outputs import guard_outputs
+    from localet_core.simulate.forward import (series_bytes, series_paths, simulate_series, write_pairs_star,
+                                               write_series)
 
     try:
         dims = tuple(int(v) for v in shape.split(","))
@@ -73,6 +75,12 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
                                 halves=not no_halves, misalign_px=misalign, tilt_axis_deg=tilt_axis)
     rows = []
     width = len(str(seed + count - 1))
+    names = [f"{name}_{seed + k:0{width}d}" for k in range(count)]
+    has_xf = settings.misalign_px > 0 or settings.tilt_axis_deg != 0
+    per_file = series_bytes(settings)
+    sizes = {path: per_file[role] for n in names
+             for role, path in series_paths(out_dir, n, xf=has_xf, halves=settings.halves).items()}
+    guard_outputs([*sizes, out_dir / "pairs.star"], sizes=sizes, folders=[out_dir])
     for k in range(count):
         series = simulate_series(settings, seed + k)
         rows.append(write_series(series, out_dir, f"{name}_{seed + k:0{width}d}", voxel))

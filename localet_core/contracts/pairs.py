@@ -71,7 +71,10 @@ def read_pairs_star(path: PathLike) -> List[PairSpec]:
     import pandas as pd
     import starfile
 
+    from localet_core.io.files import check_readable_file
+
     p = Path(os.fspath(path))
+    check_readable_file(p)
     try:
         table = starfile.read(p, always_dict=True)
     except Exception as exc:

@@ -5,6 +5,9 @@ hidden temporary file in the destination directory and renamed onto the final na
 writing finished without error. A crash, an exception or Ctrl-C therefore never leaves a
 partial or corrupt file under the name the user asked for (an existing file of that name is
 kept until the new one is complete), and a failed write leaves no temporary file behind.
+
+An existing file of the final name is kept as ``NAME~`` (IMOD's habit) when the new one is
+published; a full disk is reported as an :class:`InputError` naming the file and the free space.
 """
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import errno
 import os
 import stat
 import secrets
+import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from localet_core.errors import InputError, PathLike
 
@@ -65,6 +69,32 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _keep_previous(final: Path) -> Optional[Path]:
+    """Keep an existing ``final`` as ``final~`` (replacing an older one); return that name.
+
+    A hard link keeps ``final`` in place until the new file replaces it; where the file system
+    has no hard links, the previous file is renamed."""
+    from localet_core.io.outputs import backup_name, published_here
+
+    if not os.path.lexists(final) or published_here(final):
+        return None
+
+    backup = backup_name(final)
+    tmp = temporary_name(backup)
+    try:
+        os.link(final, tmp, follow_symlinks=False)
+        os.replace(tmp, backup)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        os.replace(final, backup)
+    return backup
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
 def _check_destination(path: Path) -> None:
     """Fail early, with the user's file name, on destinations we can never write."""
     parent = path.parent
@@ -88,7 +118,7 @@ def atomic_output(path: PathLike, fsync: bool = True) -> Iterator[Path]:
     The yielded path (``DIR/.NAME.tmp-<random>``, in the same directory so that the final
     :func:`os.replace` is an atomic rename on the same file system) already exists as an empty
     file; the writer overwrites it. On a clean exit it is fsync'ed (unless ``fsync`` is false)
-    and renamed onto ``path``, replacing any existing file. On any exception, including
+    and renamed onto ``path``; an existing file is kept as ``path~``. On any exception, including
     ``KeyboardInterrupt``, it is deleted and the exception propagates.
 
     Raises:
@@ -109,8 +139,21 @@ def atomic_output(path: PathLike, fsync: bool = True) -> Iterator[Path]:
         os.chmod(tmp, mode)
         if fsync:
             _fsync_file(tmp)
+        backup = _keep_previous(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _disk_full(exc):
+            from localet_core.io.outputs import format_bytes
+
+            try:
+                free = f"{format_bytes(shutil.disk_usage(final.parent).free)} free"
+            except OSError:
+                free = "free space unknown"
+            raise InputError(final, f"the disk is full ({free} in {os.fspath(final.parent) or '.'}); "
+                                    "nothing was written") from None
         raise
+    from localet_core.io.outputs import record_published
+
+    record_published(final, backup)

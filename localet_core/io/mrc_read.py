@@ -122,7 +122,8 @@ def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
 
     Raises:
         InputError: missing file, not an MRC file, truncated data, complex or unsupported mode,
-            a single 2D image, a 4D volume stack, NaN/Inf values, or a bad ``pixel_size``.
+            a single 2D image, a 4D volume stack, NaN/Inf values, a bad ``pixel_size``, or
+            (without ``pixel_size``) a negative pixel size in the header.
     """
     p = Path(os.fspath(path)).expanduser()
     override = check_size_argument(pixel_size, "pixel size")
@@ -135,6 +136,10 @@ def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
             data = data[0]
         stack = _to_float32_checked(p, data, "view")
         header_size = header_voxel_size(mrc)
+        cella_x = float(mrc.header.cella.x)
+        if override is None and int(mrc.header.mx) > 0 and cella_x < 0:
+            raise InputError(p, f"has a negative pixel size in its header ({cella_x / int(mrc.header.mx):g} A); "
+                                "give the pixel size explicitly (--pixel-size)")
     return TiltStack(data=stack, pixel_size=override if override is not None else header_size,
                      path=p)
 

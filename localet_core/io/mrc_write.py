@@ -183,11 +183,23 @@ def _reserve_disk_space(tmp: Path, final: Path) -> None:
         os.posix_fallocate(fd, 0, size)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise InputError(final, f"not enough free disk space for the output "
-                                    f"({size / 2**30:.2f} GiB)") from None
+            import shutil
+
+            from localet_core.io.outputs import format_bytes
+
+            free = shutil.disk_usage(tmp.parent).free + os.stat(tmp).st_blocks * 512
+            raise InputError(final, f"not enough free disk space: the output needs {format_bytes(size)}, "
+                                    f"only {format_bytes(free)} free in {os.fspath(final.parent) or '.'}") from None
         # EOPNOTSUPP, EINVAL...: no preallocation on this file system; not an error.
     finally:
         os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 class VolumeWriter:
@@ -244,6 +256,9 @@ class VolumeWriter:
         self._boxes = np.empty((0, 6), dtype=np.int64)  # rows: z0, z1, y0, y1, x0, x1
         self._n_boxes = 0
         self._mrc: Any = None
+        self._tmp: Optional[Path] = None
+        self._fd: Optional[int] = None
+        self._data_offset = 1024
         self._exit_stack: Optional[contextlib.ExitStack] = None
 
     # -- context manager ----------------------------------------------------------------------
@@ -254,6 +269,7 @@ class VolumeWriter:
             tmp = stack.enter_context(atomic_output(self.path))
             # overwrite=True: atomic_output created the (empty) temporary file for us.
             self._mrc = mrcfile.new_mmap(tmp, shape=self.shape, mrc_mode=2, overwrite=True)
+            self._tmp = tmp
             stack.callback(self._close_mrc)  # runs before atomic_output renames or deletes
             _reserve_disk_space(tmp, self.path)
             self._exit_stack = stack.pop_all()
@@ -273,6 +289,9 @@ class VolumeWriter:
         return bool(stack.__exit__(exc_type, exc, tb))
 
     def _close_mrc(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
         mrc, self._mrc = self._mrc, None
         if mrc is not None:
             mrc.close()  # flushes the memory map and the header
@@ -307,10 +326,31 @@ class VolumeWriter:
         values = values.reshape(box_shape)
         # Statistics first: if they reject the values, nothing has been written.
         block_stats = _RunningStats.of_block(values)
-        # Always a 3D slice of the memory map, so the assignment writes into the file.
-        self._mrc.data[starts[0]:stops[0], starts[1]:stops[1], starts[2]:stops[2]] = values
+        self._write_box(starts, stops, values)
         self._stats.merge(block_stats)
         self._add_box(starts, stops)
+
+    def _write_box(self, starts: Tuple[int, ...], stops: Tuple[int, ...], values: np.ndarray) -> None:
+        """Write a box into the file with ``pwrite``, not through the memory map: the pages
+        then live in the page cache (written back and dropped by the kernel as needed) and not
+        in this process's resident memory, so writing a volume larger than the RAM needs
+        no more memory than one block."""
+        _, ny, nx = self.shape
+        values = np.ascontiguousarray(values, dtype=self._mrc.data.dtype)
+        if self._fd is None:
+            self._fd = os.open(self._tmp, os.O_WRONLY)
+            self._data_offset = int(self._mrc.data.offset) if hasattr(self._mrc.data, "offset") else \
+                1024 + int(self._mrc.header.nsymbt)
+        item = values.itemsize
+        full_rows = starts[2] == 0 and stops[2] == nx
+        for k, z in enumerate(range(starts[0], stops[0])):
+            if full_rows:  # rows y0..y1 of slice z are contiguous in the file
+                offset = self._data_offset + ((z * ny + starts[1]) * nx) * item
+                _pwrite_all(self._fd, values[k].tobytes(), offset)
+            else:
+                for j, y in enumerate(range(starts[1], stops[1])):
+                    offset = self._data_offset + ((z * ny + y) * nx + starts[2]) * item
+                    _pwrite_all(self._fd, values[k, j].tobytes(), offset)
 
     def _check_overlap(self, starts: Tuple[int, ...], stops: Tuple[int, ...]) -> None:
         boxes = self._boxes[: self._n_boxes]

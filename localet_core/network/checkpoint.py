@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, List, Tuple
 
@@ -34,9 +33,10 @@ def _architecture(model_config: ModelConfig) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from localet_core.io.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -75,10 +75,10 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 def write_log_csv(path: Path, rows: List[List[float]]) -> None:
     """Write the log (rows of :data:`LOG_COLUMNS`; NaN validation losses as empty cells)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    from localet_core.io.atomic import atomic_output
+
+    with atomic_output(path, fsync=False) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(list(LOG_COLUMNS))
         for r in rows:
             w.writerow([int(r[0])] + [("" if isinstance(x, float) and math.isnan(x) else f"{x:.6g}") for x in r[1:]])
-    os.replace(tmp, path)

@@ -43,6 +43,7 @@ from localet_core.config import PRECISIONS
 from localet_core.device import memory_budget
 from localet_core.pipeline import Slab, distribute_slabs, slab_ranges
 from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.wbp import sparse_matrix_bytes
 from localet_core.network.model import LocalizedNet
 from localet_core.network.patches import prepare_network_views, sample_patches
 
@@ -83,7 +84,7 @@ class FastForm:
     """
 
     def __init__(self, model: LocalizedNet, images: torch.Tensor, geometry: TiltGeometry,
-                 precision: str = "fp32", kernel: str = "auto") -> None:
+                 precision: str = "fp32", kernel: str = "auto", budget: Optional[int] = None) -> None:
         cfg = model.config
         self.model, self.geometry = model, geometry
         self.device = images.device
@@ -91,6 +92,11 @@ class FastForm:
         self.dtype = DTYPES[precision]
         self.halo = cfg.step * (cfg.patch_size - 1) // 2
         n, self.height, self.width = images.shape
+        if (kernel == "auto" and self.kernel == "sparse" and budget is not None
+                and sparse_matrix_bytes(geometry, n) * (self.width + 2 * self.halo) > budget * geometry.output_shape[2]):
+            self.kernel = "grid_sample"  # the whole-volume matrix would not fit the budget
+        # the grid-sample kernel's temporaries (~32 bytes per view x voxel x channel) within it
+        self.max_elements = 1 << 25 if budget is None else min(1 << 25, max(1 << 16, budget // 32))
         angles = torch.as_tensor(geometry.used_angles)
         with torch.no_grad():
             kernels = model.view_kernels(angles).to(device=self.device, dtype=torch.float32)
@@ -124,8 +130,19 @@ class FastForm:
             rows = min(rows, max(1, SPARSE_ROW_CHANNELS // self.channels))
         return int(min(ny, rows))
 
-    def first_layer(self, y0: int, y1: int) -> torch.Tensor:
-        """``(nz, y1 - y0, nx, K)`` first-layer outputs (bias included) for output rows y0:y1."""
+    def z_chunk(self, budget: int, rows: int) -> int:
+        """Output slices computed at a time for slabs of ``rows`` rows: all of them, unless
+        one row of the first layer's channels (x3) would exceed ``budget`` (a very thick
+        volume); the sparse kernel always takes all."""
+        nz, _, nx = self.geometry.output_shape
+        if self.kernel == "sparse":
+            return nz
+        per_slice = 4 * self.channels * 3 * rows * nx
+        return int(max(1, min(nz, budget // max(1, per_slice))))
+
+    def first_layer(self, y0: int, y1: int, z_range: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """``(nz, y1 - y0, nx, K)`` first-layer outputs (bias included) for output rows y0:y1
+        (and slices ``z_range``, default all; the grid-sample kernel only)."""
         n0, n1 = _band(self.geometry, y0, y1, self.height, self.halo)
         h2 = 2 * self.halo
         n = self.padded.shape[1]
@@ -140,18 +157,31 @@ class FastForm:
             out = backproject_separable(self.matrix, layout, (0, n1 - n0), nz)
         else:
             out = backproject_grid_sample(self.geometry, chans.permute(0, 2, 3, 1), self.weights,
-                                          (y0, y1), detector_origin=(n0, -self.halo))
+                                          (y0, y1), z_range=z_range, max_elements=self.max_elements,
+                                          detector_origin=(n0, -self.halo))
         return out + self.bias
 
-    def slab(self, y0: int, y1: int) -> torch.Tensor:
-        """``(nz, y1 - y0, nx)`` float32 predictions for output rows y0:y1 (on the device)."""
-        h = self.first_layer(y0, y1)
-        shape = h.shape[:-1]
-        flat = h.reshape(-1, self.channels)
-        out = torch.empty(flat.shape[0], dtype=torch.float32, device=self.device)
-        for a in range(0, flat.shape[0], HEAD_CHUNK):
-            out[a:a + HEAD_CHUNK] = self.head.head(flat[a:a + HEAD_CHUNK].to(self.dtype)).float()
-        return out.view(shape)
+    def slab(self, y0: int, y1: int, z_chunk: Optional[int] = None) -> torch.Tensor:
+        """``(nz, y1 - y0, nx)`` float32 predictions for output rows y0:y1 (on the device),
+        computed ``z_chunk`` slices at a time (default: all; see :meth:`z_chunk`)."""
+        nz = self.geometry.output_shape[0]
+        step = nz if z_chunk is None or self.kernel == "sparse" else max(1, int(z_chunk))
+        result = None
+        for z0 in range(0, nz, step):
+            z1 = min(nz, z0 + step)
+            h = self.first_layer(y0, y1, None if step == nz else (z0, z1))
+            shape = h.shape[:-1]
+            flat = h.reshape(-1, self.channels)
+            out = torch.empty(flat.shape[0], dtype=torch.float32, device=self.device)
+            for a in range(0, flat.shape[0], HEAD_CHUNK):
+                out[a:a + HEAD_CHUNK] = self.head.head(flat[a:a + HEAD_CHUNK].to(self.dtype)).float()
+            if step == nz:
+                return out.view(shape)
+            if result is None:
+                result = torch.empty((nz,) + tuple(shape[1:]), dtype=torch.float32, device=self.device)
+            result[z0:z1] = out.view(shape)
+            del h, flat, out
+        return result
 
 
 def _cast_copy(model: LocalizedNet, dtype: torch.dtype) -> LocalizedNet:
@@ -243,11 +273,13 @@ def iter_model_slabs(
         def compute(y0: int, y1: int) -> np.ndarray:
             return next(iter_direct_slabs(model, images, geometry, budget, [(y0, y1)]))[2]
     else:
-        fast = FastForm(model, images, geometry, precision)
-        ranges = slab_ranges(geometry.output_shape[1], fast.rows_per_slab(budget))
+        fast = FastForm(model, images, geometry, precision, budget=budget)
+        rows = fast.rows_per_slab(budget)
+        ranges = slab_ranges(geometry.output_shape[1], rows)
+        z_chunk = fast.z_chunk(budget, rows)
 
         def compute(y0: int, y1: int) -> np.ndarray:
             with torch.no_grad():
-                return fast.slab(y0, y1).cpu().numpy()
+                return fast.slab(y0, y1, z_chunk).cpu().numpy()
 
     yield from distribute_slabs(ranges, compute, geometry.output_shape, device)

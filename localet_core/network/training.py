@@ -85,6 +85,9 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
 
     ref = read_volume(spec.reference).data
     nz, ny, nx = ref.shape
+    if nz < 2:
+        raise InputError(spec.reference, f"is a single 2D image ({nx}x{ny}); a reference must be a 3D "
+                                         "volume on the reconstruction grid")
     series = load_tilt_series(spec.stack, tlt=spec.tlt, xf=spec.xf, exclude=spec.exclude, aln=spec.aln,
                               output=OutputOptions(thickness=nz, width=nx, binning=binning))
     if series.geometry.output_shape != ref.shape:
@@ -247,9 +250,10 @@ def train(
                                init_model)
             summary["model_file"] = str(save_model(out / model_name, model, card))
         write_log_csv(out / LOG_NAME, log_rows)
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, out / "summary.json")
+        from localet_core.io.atomic import atomic_output
+
+        with atomic_output(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -72,6 +72,14 @@ def rows_per_slab(geometry: TiltGeometry, budget: int, channels: int = 1, bytes_
     return int(max(1, min(ny, budget // max(1, per_row))))
 
 
+def sparse_matrix_bytes(geometry: TiltGeometry, n_views: int) -> int:
+    """About how much memory the sparse kernel's matrix takes while it is built: it covers the
+    whole volume (two interpolation weights per voxel column and view; measured: about 20 bytes
+    each at the peak of its construction)."""
+    nz, _, nx = geometry.output_shape
+    return 24 * 2 * nz * nx * n_views
+
+
 def iter_backprojection_slabs(
     images: torch.Tensor,
     geometry: TiltGeometry,
@@ -91,10 +99,14 @@ def iter_backprojection_slabs(
         ``(y0, y1, slab)`` with ``slab`` of shape ``(nz, y1 - y0, nx_out, C)`` on the device.
     """
     device = images.device
+    requested = kernel
     kernel = choose_kernel(geometry, device, kernel)
     nz, ny, _ = geometry.output_shape
     channels = images.shape[-1] if images.dim() == 4 else 1
-    rows = rows_per_slab(geometry, memory_budget(device, budget), channels)
+    budget = memory_budget(device, budget)
+    if requested == "auto" and kernel == "sparse" and sparse_matrix_bytes(geometry, images.shape[0]) > budget:
+        kernel = "grid_sample"  # the whole-volume matrix would not fit the memory budget
+    rows = rows_per_slab(geometry, budget, channels)
     if kernel == "sparse":
         z_block = Z_BLOCK if nz >= 2 * Z_BLOCK else 1
         matrix = separable_matrix(geometry, weights, device=device, dtype=images.dtype, z_block=z_block)
@@ -103,7 +115,9 @@ def iter_backprojection_slabs(
             yield y0, y1, backproject_separable(matrix, layout, (y0, y1), nz, z_block)
     else:
         for y0, y1 in slab_ranges(ny, rows):
-            yield y0, y1, backproject_grid_sample(geometry, images, weights, (y0, y1))
+            # the sampling temporaries (grid, samples: ~32 bytes per view x voxel) within the budget
+            yield y0, y1, backproject_grid_sample(geometry, images, weights, (y0, y1),
+                                                  max_elements=min(1 << 25, max(1 << 16, budget // 32)))
 
 
 def iter_wbp_slabs(

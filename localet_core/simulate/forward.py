@@ -155,6 +155,31 @@ def simulate_series(config: SimulationConfig, seed: int) -> SimulatedSeries:
                            even=as_np(even), xf=xf, params=params, particle_mask=particles.numpy())
 
 
+def series_paths(out_dir: Path, name: str, xf: bool = False, halves: bool = True) -> Dict[str, Path]:
+    """The files :func:`write_series` writes for series ``name``, by role."""
+    from localet_core.contracts.naming import HALVES, half_name
+
+    out_dir = Path(out_dir)
+    paths = {"stack": out_dir / f"{name}.st", "tlt": out_dir / f"{name}.tlt",
+             "reference": out_dir / f"{name}_truth.mrc", "mask": out_dir / f"{name}_mask.mrc",
+             "params": out_dir / f"{name}.json"}
+    if xf:
+        paths["xf"] = out_dir / f"{name}.xf"
+    if halves:
+        paths["odd"], paths["even"] = (Path(half_name(paths["stack"], half)) for half in HALVES)
+    return paths
+
+
+def series_bytes(config: SimulationConfig) -> Dict[str, int]:
+    """About how many bytes each file of one simulated series takes, by role (for the free-space
+    check before a run)."""
+    nz, ny, nx = config.shape
+    views = len(config.angles)
+    stack, volume = 1024 + 4 * views * ny * nx, 1024 + 4 * nz * ny * nx
+    return {"stack": stack, "tlt": 16 * views, "reference": volume, "mask": volume, "params": 64 * views + 65536,
+            "xf": 80 * views, "odd": stack, "even": stack}
+
+
 def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: float) -> Dict[str, Path]:
     """Write ``NAME.st``, ``.tlt``, (``.xf``), ``_odd.st``/``_even.st``, ``_truth.mrc``,
     ``_mask.mrc`` and ``.json`` into ``out_dir``; returns the paths by role."""

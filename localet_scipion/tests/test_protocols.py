@@ -352,7 +352,7 @@ class TestLocaletScipion(BaseTest):
         binned.inputSetOfTiltSeries.setExtended("TiltSeries")
         binned.inputModel.set(train)
         binned.inputModel.setExtended("Model")
-        self.assertIn(f"training range {PIXEL:g}-{PIXEL:g} A", " ".join(binned.warnings()))
+        self.assertIn(f"training range ({PIXEL:g} A only)", " ".join(binned.warnings()))
         rec = self.reconstruct("trained", self.importImod(), model=train, method=METHOD_TRAINED,
                                doOddEven=True)
         self.assertEqual(rec.Tomograms.getSize(), 2)

@@ -1,0 +1,1 @@
+"""Package data of localet_core: the simulator's templates (templates.npz/.json) and models/."""
