@@ -129,10 +129,10 @@ def main() -> None:
         _stage(args.stage, args.sizes, args.threads, args.out, args.repeat)
         return
 
+    import platform
     import tempfile
 
     import numpy as np
-    import platform
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch threads {args.threads}")

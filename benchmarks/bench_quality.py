@@ -29,13 +29,13 @@ from typing import Callable, Dict, List
 import numpy as np
 import torch
 
+from localet_core.config import SimulationConfig
 from localet_core.methods import SIRT, WBP, Localet
 from localet_core.network.linear_filter import fit_linear_filter, linear_config
 from localet_core.network.modelfile import load_model
 from localet_core.network.training import PairSpec
 from localet_core.reconstruction.filters import ETOMO_RADIAL
 from localet_core.reconstruction.geometry import TiltGeometry
-from localet_core.config import SimulationConfig
 from localet_core.simulate.forward import simulate_series, write_series
 from localet_core.validation.metrics import pearson, psnr, resolution_against_truth, ssim, wedge_correlation
 

@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
+from localet_core.config import ModelConfig
 from localet_core.device import memory_budget
 from localet_core.network.inference import FastForm, iter_direct_slabs
-from localet_core.config import ModelConfig
 from localet_core.network.model import LocalizedNet
 from localet_core.network.patches import prepare_network_views
 from localet_core.pipeline import slab_ranges
@@ -102,6 +102,7 @@ def main() -> None:
     res["fast_fp32_s"], vol32 = timed(fast("fp32"))
     if args.xf:
         from bench_backprojection import bench_xf
+
         from localet_core.alignment import align_stack, aligned_geometry
 
         raw_geometry = TiltGeometry(angles=angles, detector_shape=(n, n), thickness=args.thickness,

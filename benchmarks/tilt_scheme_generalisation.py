@@ -19,8 +19,7 @@ import torch
 
 from localet_core.io import write_tlt, write_volume
 from localet_core.network.model import ModelConfig
-from localet_core.network.training import (PairSpec, TrainConfig, _loss, _predict, augmented_views, load_pair,
-                                           train)
+from localet_core.network.training import PairSpec, TrainConfig, _loss, _predict, augmented_views, load_pair, train
 from localet_core.simulate.blobs import blob_projections, blob_volume
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from localet_core.config import DEFAULT_MODEL, DEMO_SEED
 from localet_core.errors import InputError
 from localet_core.io import write_volume
 from localet_core.methods import SIRT, WBP, Localet
-from localet_core.config import DEFAULT_MODEL, DEMO_SEED
 from localet_core.reconstruction.filters import ETOMO_RADIAL
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.validation.fsc import compute_fsc
@@ -59,9 +59,9 @@ def run_demo(out_dir: Path, seed: int = DEMO_SEED, device: str = "auto",
         out_dir: folder for the volumes, the stack, the figure and the table (created).
         extra_methods: more reconstructions ``name -> f(stack, geometry) -> volume``.
     """
-    from localet_core.validation.metrics import pearson, resolution_against_truth
     from localet_core.config import SimulationConfig
     from localet_core.simulate.forward import simulate_series, write_series
+    from localet_core.validation.metrics import pearson, resolution_against_truth
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,8 @@ def run_demo(out_dir: Path, seed: int = DEMO_SEED, device: str = "auto",
                             pixel_size=DEMO_VOXEL)
     log(f"simulated {len(series.angles)} tilts ({series.angles[0]:g}..{series.angles[-1]:g} deg, "
         f"{config.dose:g} e/A^2) of a {DEMO_SHAPE[2]}x{DEMO_SHAPE[1]}x{DEMO_SHAPE[0]} specimen "
-        f"(ribosomes, spliceosomes, apoferritin, membranes, filaments, ice {series.params['ice_thickness_A'] / 10:.0f} nm)")
+        "(ribosomes, spliceosomes, apoferritin, membranes, filaments, "
+        f"ice {series.params['ice_thickness_A'] / 10:.0f} nm)")
     methods: Dict[str, Callable[[np.ndarray, TiltGeometry], np.ndarray]] = {
         "WBP": WBP(ramp=ETOMO_RADIAL, device=device).volume,
         "SIRT": SIRT(iterations=20, device=device).volume,

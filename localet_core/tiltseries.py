@@ -16,9 +16,8 @@ import numpy as np
 
 from localet_core.config import OutputOptions
 from localet_core.errors import FieldError, InputError, PathLike
+from localet_core.io import TiltStack, parse_view_list, read_exclude_list, read_mdoc, read_stack, read_tlt, read_xf
 from localet_core.reconstruction.geometry import TiltGeometry, default_thickness
-from localet_core.io import (TiltStack, parse_view_list, read_exclude_list, read_mdoc, read_stack,
-                             read_tlt, read_xf)
 
 
 @dataclass

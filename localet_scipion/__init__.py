@@ -13,10 +13,8 @@ import sys
 import pwem
 from pyworkflow.utils import Environ
 
-from localet_scipion.constants import (LOCALET, LOCALET_CUDA_LIB, LOCALET_ENV_ACTIVATION,
-                                       LOCALET_PROGRAM)
-
 from localet_core import __version__  # noqa: E402,F401  (torch-free: localet_core imports lazily)
+from localet_scipion.constants import LOCALET, LOCALET_CUDA_LIB, LOCALET_ENV_ACTIVATION, LOCALET_PROGRAM
 
 _logo = None
 _references = ["kishore2025localized"]

@@ -27,8 +27,8 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_DIR = REPO / "localet_core" / "data" / "models"

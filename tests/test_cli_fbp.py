@@ -48,8 +48,8 @@ def test_fbp_writes_a_valid_volume_with_voxel_size(series, tmp_path):
 
 
 def test_fbp_cli_equals_api_and_sirt_bin_exclude_run(series, tmp_path):
-    from localet_core.reconstruction.geometry import TiltGeometry
     from localet_core.io import read_stack
+    from localet_core.reconstruction.geometry import TiltGeometry
     from localet_core.reconstruction.wbp import weighted_backprojection
 
     stack, tlt = series

@@ -6,11 +6,11 @@ import mrcfile
 import numpy as np
 import starfile
 
-from localet_core.reconstruction.geometry import TiltGeometry
-from localet_core.validation.halfset import half_set_fsc, reconstruct_halves
 from localet_core.io import TiltStack, write_tlt
+from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import weighted_backprojection
 from localet_core.simulate.blobs import blob_projections
+from localet_core.validation.halfset import half_set_fsc, reconstruct_halves
 
 ANGLES = np.arange(-60.0, 61.0, 3.0)
 BLOBS = [(8.0, -4.0, 5.0, 1.0), (-9.0, 6.0, -4.0, 0.7), (2.0, 9.0, 0.0, 0.8), (-3.0, -8.0, 6.0, 0.9)]

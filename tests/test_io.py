@@ -12,9 +12,22 @@ import numpy as np
 import pytest
 
 from localet_core.errors import InputError
-from localet_core.io import (IncompleteVolumeError, MdocInfo, VolumeWriter, atomic_output,
-                             parse_view_list, read_exclude_list, read_mdoc, read_stack,
-                             read_tlt, read_volume, read_xf, write_tlt, write_volume, write_xf)
+from localet_core.io import (
+    IncompleteVolumeError,
+    MdocInfo,
+    VolumeWriter,
+    atomic_output,
+    parse_view_list,
+    read_exclude_list,
+    read_mdoc,
+    read_stack,
+    read_tlt,
+    read_volume,
+    read_xf,
+    write_tlt,
+    write_volume,
+    write_xf,
+)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,16 +3,16 @@ import mrcfile
 import numpy as np
 import torch
 
-from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.io import write_tlt
-from localet_core.network.linear_filter import fit_linear_filter, linear_config
-from localet_core.validation.metrics import pearson
-from localet_core.network.patches import prepare_network_views
 from localet_core.network.inference import iter_model_slabs
-from localet_core.pipeline import assemble_slabs
+from localet_core.network.linear_filter import fit_linear_filter, linear_config
+from localet_core.network.patches import prepare_network_views
 from localet_core.network.training import PairSpec
+from localet_core.pipeline import assemble_slabs
+from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import iter_backprojection_slabs, weighted_backprojection
 from localet_core.simulate.blobs import blob_projections, blob_volume
+from localet_core.validation.metrics import pearson
 
 ANGLES = np.arange(-60.0, 61.0, 4.0)
 SHAPE = (16, 24, 32)

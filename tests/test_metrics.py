@@ -2,14 +2,15 @@
 import numpy as np
 import pytest
 
-from localet_core.validation.wedge import missing_wedge_mask
 from localet_core.validation.metrics import affine_fit, pearson, psnr, ssim, wedge_correlation
+from localet_core.validation.wedge import missing_wedge_mask
 
 
 def smooth_volume(shape, seed):
     rng = np.random.default_rng(seed)
     f = np.fft.rfftn(rng.standard_normal(shape))
-    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n) ** 2 for n in shape[:2]], np.fft.rfftfreq(shape[2]) ** 2, indexing="ij")))
+    k = np.sqrt(sum(np.meshgrid(*[np.fft.fftfreq(n) ** 2 for n in shape[:2]], np.fft.rfftfreq(shape[2]) ** 2,
+                                indexing="ij")))
     return np.fft.irfftn(f * np.exp(-(k / 0.08) ** 2), s=shape)
 
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from localet_core.errors import InputError
-from localet_core.reconstruction.geometry import TiltGeometry
-from localet_core.network.inference import iter_direct_slabs, iter_fast_slabs
-from localet_core.io import write_tlt, write_volume
 from localet_core.config import ModelConfig
+from localet_core.errors import InputError
+from localet_core.io import write_tlt, write_volume
+from localet_core.network.inference import iter_direct_slabs, iter_fast_slabs
 from localet_core.network.model import LocalizedNet
 from localet_core.network.modelfile import load_model, save_model
 from localet_core.network.patches import prepare_network_views, sample_patches
+from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import prepare_views, weighted_backprojection
 from localet_core.simulate.blobs import blob_projections, rotation_xf
 

@@ -6,11 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from localet_core.simulate import (apply_ctf, attenuate, ctf_2d, dose_symmetric_order,
-                                   electron_wavelength, exposure_filter, interaction_constant,
-                                   load_template, lowpass_template, make_phantom,
-                                   place_template, poisson_noise, prior_dose,
-                                   random_rotation, template_metadata)
+from localet_core.simulate import (
+    apply_ctf,
+    attenuate,
+    ctf_2d,
+    dose_symmetric_order,
+    electron_wavelength,
+    exposure_filter,
+    interaction_constant,
+    load_template,
+    lowpass_template,
+    make_phantom,
+    place_template,
+    poisson_noise,
+    prior_dose,
+    random_rotation,
+    template_metadata,
+)
 
 # documented in localet_core/data/templates.json: id -> (edge length, stored pixel A)
 EXPECTED = {"4v5d": (68, 5.0), "3jb9": (72, 5.0), "4v1w": (34, 5.0), "6z6u": (34, 5.0),

@@ -26,7 +26,8 @@ def _band_limited(rng, shape, cutoff):
 
 def _true_curve(half, truth):
     """The half's correlation with the truth outside the wedge of TILT, per shell."""
-    return compute_fsc(torch.from_numpy(half), torch.from_numpy(truth), tilt_range=TILT).curves["outside_wedge"][0].numpy()
+    result = compute_fsc(torch.from_numpy(half), torch.from_numpy(truth), tilt_range=TILT)
+    return result.curves["outside_wedge"][0].numpy()
 
 
 def test_linear_halves_match_their_true_correlation():

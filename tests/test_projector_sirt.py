@@ -43,7 +43,8 @@ def test_sirt_converges_and_kernels_agree():
     truth = blob_volume(blobs, g.output_shape)
     few = sirt(stack, g, iterations=3, device="cpu")
     many = sirt(stack, g, iterations=30, device="cpu")
-    residual = lambda v: float(np.linalg.norm(forward_project(v, g).numpy() - (stack - stack.mean(axis=(1, 2), keepdims=True))))
+    centred = stack - stack.mean(axis=(1, 2), keepdims=True)
+    residual = lambda v: float(np.linalg.norm(forward_project(v, g).numpy() - centred))
     assert residual(many) < 0.7 * residual(few)
     wbp = weighted_backprojection(stack, g, device="cpu")
     corr = lambda a: np.corrcoef(a.ravel(), truth.ravel())[0, 1]

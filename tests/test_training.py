@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from localet_core.config import ModelConfig, TrainConfig
 from localet_core.errors import InputError
 from localet_core.io import write_tlt, write_volume
-from localet_core.config import ModelConfig, TrainConfig
 from localet_core.network.modelfile import load_model
 from localet_core.network.training import PairSpec, TrainingDiverged, read_pairs_star, train
 from localet_core.simulate.blobs import blob_projections, blob_volume
@@ -96,7 +96,8 @@ def test_star_list_and_mismatched_reference(pairs, tmp_path):
     got = read_pairs_star(star)
     assert [p.split for p in got] == ["train", "val"] and got[0].odd == specs[0].odd and got[1].odd is None
     # THICKNESS and WIDTH follow the reference; its Y size must be the binned detector's
-    write_volume(tmp_path / "small_ref.mrc", np.random.default_rng(0).random((SHAPE[0], SHAPE[1] - 2, SHAPE[2]), np.float32))
+    small = np.random.default_rng(0).random((SHAPE[0], SHAPE[1] - 2, SHAPE[2]), np.float32)
+    write_volume(tmp_path / "small_ref.mrc", small)
     bad = PairSpec(specs[0].stack, specs[0].tlt, str(tmp_path / "small_ref.mrc"))
     with pytest.raises(InputError, match="small_ref.mrc: is 24x14x12 .* reconstructs to 24x16x12"):
         train([bad], tmp_path / "out", TINY, TrainConfig(steps=2), device="cpu")

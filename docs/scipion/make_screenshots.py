@@ -32,9 +32,13 @@ ROOT = _scipion_env().setup()  # before the first pyworkflow import
 from pyworkflow.project import Manager  # noqa: E402
 
 from localet_scipion.constants import METHOD_WBP  # noqa: E402
-from localet_scipion.protocols import (ProtLocaletFsc, ProtLocaletImportModel,  # noqa: E402
-                                       ProtLocaletImportTs, ProtLocaletReconstruct,
-                                       ProtLocaletTrain)
+from localet_scipion.protocols import (  # noqa: E402
+    ProtLocaletFsc,
+    ProtLocaletImportModel,
+    ProtLocaletImportTs,
+    ProtLocaletReconstruct,
+    ProtLocaletTrain,
+)
 from localet_scipion.tests.simulate import rotation_xf, write_series  # noqa: E402
 
 
@@ -89,8 +93,8 @@ def main():
     project, imp, rec, fsc = build_project()
     project.getSettings().setProtocolView("Tomography")
     project.saveSettings()
-    from pyworkflow.gui.project import ProjectWindow  # before gui.form (circular imports)
     from pyworkflow.gui.form import FormWindow
+    from pyworkflow.gui.project import ProjectWindow  # before gui.form (circular imports)
     window = ProjectWindow(project.getPath())
     root = window.root
     forms = [(ProtLocaletReconstruct, "form_reconstruct", rec),

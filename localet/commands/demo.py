@@ -9,7 +9,6 @@ import click
 from localet.commands._options import core_option
 from localet_core import config
 
-
 EPILOG = """\b
 Examples:
   localet demo                          # simulated series with ground truth: demo_out/ in about 10 s

@@ -5,8 +5,7 @@ import time
 
 import click
 
-from localet.commands._options import (_pair, build_output_options, core_option, output_options,
-                                       tilt_series_options)
+from localet.commands._options import _pair, build_output_options, core_option, output_options, tilt_series_options
 from localet_core import config
 
 EPILOG = """\b

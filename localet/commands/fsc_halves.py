@@ -5,8 +5,13 @@ from pathlib import Path
 
 import click
 
-from localet.commands._options import (build_output_options, compute_options, core_option, grid_options,
-                                       tilt_series_options)
+from localet.commands._options import (
+    build_output_options,
+    compute_options,
+    core_option,
+    grid_options,
+    tilt_series_options,
+)
 from localet_core import config
 
 EPILOG = """\b
@@ -24,7 +29,8 @@ Examples:
 @click.option("--method", type=click.Choice(["localet", "wbp", "sirt"]), default="localet", show_default=True,
               help="How to reconstruct each half: the localized network (--model), WBP or SIRT.")
 @core_option("--model", "model_name", setting=("localet_core.methods.Localet", "model"),
-             default=config.DEFAULT_MODEL, metavar="NAME|PATH", help="Model for --method localet: a shipped name or a .safetensors file.")
+             default=config.DEFAULT_MODEL, metavar="NAME|PATH",
+             help="Model for --method localet: a shipped name or a .safetensors file.")
 @grid_options
 @compute_options
 @core_option("--estimate", setting=("localet_core.validation.halfset.validate_halves", "estimate"),

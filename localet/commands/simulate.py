@@ -54,8 +54,13 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     """
     from localet_core.errors import InputError
     from localet_core.io.outputs import guard_outputs
-    from localet_core.simulate.forward import (series_bytes, series_paths, simulate_series, write_pairs_star,
-                                               write_series)
+    from localet_core.simulate.forward import (
+        series_bytes,
+        series_paths,
+        simulate_series,
+        write_pairs_star,
+        write_series,
+    )
 
     try:
         dims = tuple(int(v) for v in shape.split(","))

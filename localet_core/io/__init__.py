@@ -4,8 +4,7 @@ Every reader raises :class:`localet_core.errors.InputError` (one line naming the
 input; every writer is atomic (:func:`atomic_output`): no partial file under the final name.
 """
 from localet_core.io.atomic import atomic_output
-from localet_core.io.imod import (parse_view_list, read_exclude_list, read_tlt, read_xf,
-                                  write_tlt, write_xf)
+from localet_core.io.imod import parse_view_list, read_exclude_list, read_tlt, read_xf, write_tlt, write_xf
 from localet_core.io.mdoc import MdocInfo, read_mdoc
 from localet_core.io.mrc_read import TiltStack, Volume, read_stack, read_volume
 from localet_core.io.mrc_write import IncompleteVolumeError, VolumeWriter, write_volume

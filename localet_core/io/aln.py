@@ -118,7 +118,8 @@ def read_aln(path: PathLike) -> AreTomoAlignment:
                 try:
                     raw_size = tuple(int(t) for t in tokens)
                 except ValueError:
-                    raise InputError(p, f"line {line_no}: RawSize {' '.join(tokens)!r} is not 3 whole numbers") from None
+                    raise InputError(p, f"line {line_no}: RawSize {' '.join(tokens)!r} is not 3 whole "
+                                        "numbers") from None
             elif key == "numpatches":
                 try:
                     num_patches = int(_header_value(p, line_no, body).split()[0])
@@ -131,7 +132,8 @@ def read_aln(path: PathLike) -> AreTomoAlignment:
                 try:
                     sec = int(tokens[1])
                 except ValueError:
-                    raise InputError(p, f"line {line_no}: DarkFrame section {tokens[1]!r} is not a whole number") from None
+                    raise InputError(p, f"line {line_no}: DarkFrame section {tokens[1]!r} is not a whole "
+                                        "number") from None
                 darks.append((sec, _parse_float(p, line_no, tokens[2])))
             elif body.upper().startswith("SEC"):
                 section = "global"

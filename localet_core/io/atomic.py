@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import secrets
 import shutil
+import stat
 from pathlib import Path
 from typing import Iterator, Optional
 

@@ -26,8 +26,7 @@ import mrcfile
 import numpy as np
 
 from localet_core.errors import InputError, PathLike
-from localet_core.io.mrc_header import (HeaderFacts, check_size_argument, float32_value,
-                                        header_voxel_size, inspect_mrc)
+from localet_core.io.mrc_header import HeaderFacts, check_size_argument, float32_value, header_voxel_size, inspect_mrc
 
 __all__ = ["TiltStack", "Volume", "read_stack", "read_volume"]
 

@@ -33,19 +33,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from localet_core.config import PRECISIONS
+from localet_core.device import memory_budget
+from localet_core.network.model import LocalizedNet
+from localet_core.network.patches import prepare_network_views, sample_patches
+from localet_core.pipeline import Slab, distribute_slabs, slab_ranges
 from localet_core.reconstruction.backprojection import (
     backproject_grid_sample,
     backproject_separable,
     choose_kernel,
     separable_matrix,
 )
-from localet_core.config import PRECISIONS
-from localet_core.device import memory_budget
-from localet_core.pipeline import Slab, distribute_slabs, slab_ranges
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import sparse_matrix_bytes
-from localet_core.network.model import LocalizedNet
-from localet_core.network.patches import prepare_network_views, sample_patches
 
 #: The sparse kernel slows 2-3x when a slab holds more than about this many (row x channel)
 #: columns (k=32: 4 rows 11.3 s, 16 rows 18.2 s for 512x512x128; the output leaves the cache).
@@ -92,8 +92,9 @@ class FastForm:
         self.dtype = DTYPES[precision]
         self.halo = cfg.step * (cfg.patch_size - 1) // 2
         n, self.height, self.width = images.shape
+        matrix_bytes = sparse_matrix_bytes(geometry, n) * (self.width + 2 * self.halo)
         if (kernel == "auto" and self.kernel == "sparse" and budget is not None
-                and sparse_matrix_bytes(geometry, n) * (self.width + 2 * self.halo) > budget * geometry.output_shape[2]):
+                and matrix_bytes > budget * geometry.output_shape[2]):
             self.kernel = "grid_sample"  # the whole-volume matrix would not fit the budget
         # the grid-sample kernel's temporaries (~32 bytes per view x voxel x channel) within it
         self.max_elements = 1 << 25 if budget is None else min(1 << 25, max(1 << 16, budget // 32))

@@ -40,11 +40,10 @@ import torch
 from localet_core.config import ModelConfig, OutputOptions, TrainConfig
 from localet_core.contracts.pairs import PairSpec, read_pairs_star  # noqa: F401  (read_pairs_star: re-exported)
 from localet_core.errors import FieldError, InputError, LocaletError, PathLike
-from localet_core.network.checkpoint import (CHECKPOINT_NAME, LOG_NAME, load_checkpoint,
-                                             save_checkpoint, write_log_csv)
+from localet_core.network.checkpoint import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, save_checkpoint, write_log_csv
 from localet_core.network.model import LocalizedNet
-from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.network.patches import normalise_views, sample_patches
+from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import filter_views, prepare_views
 
 
@@ -99,7 +98,8 @@ def load_pair(spec: PairSpec, binning: int = 1, reference_clip: Optional[float] 
         if half is not None:
             data = read_stack(half)
             if data.data.shape != series.stack_shape:
-                raise InputError(half, f"has shape {data.data.shape} but {Path(spec.stack).name} has {series.stack_shape}")
+                raise InputError(half, f"has shape {data.data.shape} but {Path(spec.stack).name} has "
+                                       f"{series.stack_shape}")
             stacks.append(series.prepare_half(data).data)  # resampled like the stack (with an .xf)
     r = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))
     std = float(r.double().std(correction=0))

@@ -17,13 +17,13 @@ from typing import Callable, Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from localet_core.reconstruction.backprojection import backproject_grid_sample, choose_kernel, to_separable_layout
-from localet_core.device import memory_budget, resolve_device
 from localet_core.config import SIRT_ITERATIONS, SIRT_RELAXATION
+from localet_core.device import memory_budget, resolve_device
 from localet_core.errors import FieldError
+from localet_core.pipeline import Slab, assemble_slabs
+from localet_core.reconstruction.backprojection import backproject_grid_sample, choose_kernel, to_separable_layout
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.projector import SeparableOperators, project_general
-from localet_core.pipeline import Slab, assemble_slabs
 from localet_core.reconstruction.wbp import prepare_views, rows_per_slab
 
 

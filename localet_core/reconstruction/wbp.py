@@ -12,6 +12,8 @@ from typing import Callable, Iterator, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from localet_core.device import memory_budget, resolve_device
+from localet_core.pipeline import Slab, assemble_slabs, slab_ranges
 from localet_core.reconstruction.backprojection import (
     backproject_grid_sample,
     backproject_separable,
@@ -19,9 +21,7 @@ from localet_core.reconstruction.backprojection import (
     separable_matrix,
     to_separable_layout,
 )
-from localet_core.device import memory_budget, resolve_device
 from localet_core.reconstruction.filters import RampFilter, bin_images, ramp_filter_oblique, ramp_filter_rows
-from localet_core.pipeline import Slab, assemble_slabs, slab_ranges
 from localet_core.reconstruction.geometry import TiltGeometry
 
 #: Slices per block of the sparse kernel's row order (see :func:`separable_matrix`): measured

@@ -4,12 +4,30 @@ image-formation functions that act on 2D projections (CTF, dose filter, attenuat
 The projector (line integrals at the tilt angles) lives elsewhere; see
 :mod:`localet_core.simulate.optics` for how its output becomes an image.
 """
-from .optics import (apply_ctf, attenuate, ctf_2d, critical_exposure, dose_symmetric_order,
-                     electron_wavelength, exposure_filter, image_intensity, interaction_constant,
-                     poisson_noise, prior_dose)
+from .optics import (
+                     apply_ctf,
+                     attenuate,
+                     critical_exposure,
+                     ctf_2d,
+                     dose_symmetric_order,
+                     electron_wavelength,
+                     exposure_filter,
+                     image_intensity,
+                     interaction_constant,
+                     poisson_noise,
+                     prior_dose,
+)
 from .phantom import FAMILIES, OBJECT_TYPES, Phantom, PhantomConfig, make_phantom, phantom_config
-from .templates import (available_templates, ice_potential, load_template, lowpass_template,
-                        place_template, random_rotation, rotate_resample, template_metadata)
+from .templates import (
+                     available_templates,
+                     ice_potential,
+                     load_template,
+                     lowpass_template,
+                     place_template,
+                     random_rotation,
+                     rotate_resample,
+                     template_metadata,
+)
 
 __all__ = [
     "Phantom", "PhantomConfig", "make_phantom", "phantom_config", "FAMILIES", "OBJECT_TYPES",

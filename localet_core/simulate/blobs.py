@@ -46,7 +46,7 @@ def peak_index(volume: np.ndarray, near: Tuple[int, int, int], radius: int = 3) 
     lo = [max(0, c - radius) for c in near]
     sub = volume[lo[0]:near[0] + radius + 1, lo[1]:near[1] + radius + 1, lo[2]:near[2] + radius + 1]
     idx = np.unravel_index(np.argmax(sub), sub.shape)
-    return tuple(int(i + l) for i, l in zip(idx, lo))
+    return tuple(int(i + start) for i, start in zip(idx, lo))
 
 
 def rotation_xf(n_views: int, angle_deg: float, shift: Tuple[float, float], scale: float = 1.0) -> np.ndarray:
@@ -67,4 +67,4 @@ def peak_position(volume: np.ndarray, near: Sequence[float], radius: int = 3) ->
     box = volume[lo[0]:iz + 3, lo[1]:iy + 3, lo[2]:ix + 3].astype(np.float64)
     w = np.clip(box - 0.5 * box.max(), 0, None)
     grids = np.meshgrid(*(np.arange(n) for n in box.shape), indexing="ij")
-    return np.array([(g * w).sum() / w.sum() + l for g, l in zip(grids, lo)])
+    return np.array([(g * w).sum() / w.sum() + start for g, start in zip(grids, lo)])

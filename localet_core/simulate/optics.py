@@ -50,7 +50,7 @@ def electron_wavelength(voltage_kv: float = 300.0) -> float:
 
 
 def interaction_constant(voltage_kv: float = 300.0) -> float:
-    """sigma (rad per V*A): phase shift per unit projected potential (6.53e-4 at 300 kV)."""
+    """Sigma (rad per V*A): phase shift per unit projected potential (6.53e-4 at 300 kV)."""
     v = voltage_kv * 1e3
     lam = electron_wavelength(voltage_kv)
     return 2.0 * math.pi / (lam * v) * (_M0C2_EV + v) / (2.0 * _M0C2_EV + v)

@@ -30,8 +30,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .templates import available_templates, ice_potential, output_size, place_template, \
-    quantise_scale, random_rotation, template_metadata
+from .templates import (
+    available_templates,
+    ice_potential,
+    output_size,
+    place_template,
+    quantise_scale,
+    random_rotation,
+    template_metadata,
+)
 
 __all__ = ["Phantom", "PhantomConfig", "make_phantom", "phantom_config", "FAMILIES", "OBJECT_TYPES"]
 

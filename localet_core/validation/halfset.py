@@ -20,9 +20,9 @@ import torch
 
 from localet_core.config import ESTIMATES
 from localet_core.errors import FieldError
-from localet_core.validation.fsc import FSCResult, compute_fsc, split_alternate_tilts
-from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.io import TiltStack
+from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.validation.fsc import FSCResult, compute_fsc, split_alternate_tilts
 
 if TYPE_CHECKING:
     from localet_core.methods import Method

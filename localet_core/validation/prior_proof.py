@@ -199,7 +199,8 @@ def curve_resolution(frequency: np.ndarray, values: np.ndarray, n_voxels: np.nda
 
 def prior_proof_fsc(half_1: np.ndarray, half_2: np.ndarray, reference_1: np.ndarray,
                     reference_2: np.ndarray, tilt_range: Tuple[float, float],
-                    pixel_size: Optional[float] = None, min_reference_fsc: float = MIN_REFERENCE_FSC) -> PriorProofResult:
+                    pixel_size: Optional[float] = None,
+                    min_reference_fsc: float = MIN_REFERENCE_FSC) -> PriorProofResult:
     """The prior-proof estimate of a reconstruction's half maps.
 
     Args:

@@ -14,9 +14,17 @@ from localet_core.config import OutputOptions  # torch-free: the engine's defaul
 from localet_core.contracts.model_card import fit_warnings, read_model_card, shipped_model_path
 from localet_core.contracts.naming import half_name
 from localet_scipion import convert
-from localet_scipion.constants import (EVEN, METHOD_CHOICES, METHOD_PRETRAINED, METHOD_TRAINED,
-                                       METHOD_WBP, ODD, OUTPUT_FAILED_TS, OUTPUT_TOMOGRAMS,
-                                       PRETRAINED_MODEL)
+from localet_scipion.constants import (
+    EVEN,
+    METHOD_CHOICES,
+    METHOD_PRETRAINED,
+    METHOD_TRAINED,
+    METHOD_WBP,
+    ODD,
+    OUTPUT_FAILED_TS,
+    OUTPUT_TOMOGRAMS,
+    PRETRAINED_MODEL,
+)
 from localet_scipion.protocols.protocol_base import ProtLocaletBase
 
 logger = logging.getLogger(__name__)

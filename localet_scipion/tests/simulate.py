@@ -39,8 +39,9 @@ def write_series(folder: str, tsId: str, shape=(48, 64), thickness: int = 16,
     and the ground truth ``tsId_truth.mrc`` (the specimen on the unbinned output grid).
     ``corrupt`` puts a NaN in the full stack (localet refuses it: a failing series)."""
     import torch
-    from localet_core.reconstruction.geometry import TiltGeometry
+
     from localet_core.io import write_tlt, write_xf
+    from localet_core.reconstruction.geometry import TiltGeometry
     from localet_core.reconstruction.projector import forward_project
 
     os.makedirs(folder, exist_ok=True)

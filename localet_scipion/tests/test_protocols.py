@@ -292,6 +292,7 @@ class TestLocaletScipion(BaseTest):
 
     def test_import_model(self):
         from safetensors.numpy import save_file
+
         from localet_scipion.protocols import ProtLocaletImportModel
 
         path = os.path.join(ROOT, "tiny.safetensors")
