@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from localet_core.errors import FieldError
 from localet_core.validation.fourier import hermitian_weights
 from localet_core.validation.wedge import missing_wedge_mask
 
@@ -139,7 +138,7 @@ def bead_contrast(volume: ArrayLike, fraction: float = 5e-5, minimum: int = 20) 
     ``fraction`` of the voxels (at least ``minimum``), in robust standard deviations (1.4826 x
     the median absolute deviation) below the median. A misaligned or mirrored reconstruction
     smears the beads and lowers it (used to check orientation on real data, where there is no
-    ground truth).
+    ground truth). 0 for a volume without spread.
 
     Args:
         volume: ``(nz, ny, nx)`` reconstruction, densities as reconstructed from raw intensities
@@ -148,7 +147,7 @@ def bead_contrast(volume: ArrayLike, fraction: float = 5e-5, minimum: int = 20) 
     v = np.asarray(volume, dtype=np.float64).ravel()
     v = v - np.median(v)
     scale = 1.4826 * np.median(np.abs(v))
-    if not scale > 0:
-        raise FieldError("volume", "has no spread (median absolute deviation 0)")
+    if not scale > 0:  # no spread at all (e.g. a constant volume): nothing stands out
+        return 0.0
     k = max(minimum, int(v.size * fraction))
     return float(-np.partition(v, k)[:k].mean() / scale)
