@@ -534,3 +534,12 @@ def test_a_noisy_first_shell_is_not_the_resolution():
     assert crossed and 19 / 64 < freq < 20 / 64
     # the plain rule (no band) takes the dip
     assert crossing_frequency(f, c, 0.5)[0] < 2 / 64
+
+
+def test_a_curve_never_above_the_criterion_reports_at_most_the_box():
+    f = torch.arange(33, dtype=torch.float64) / 64
+    c = torch.full((33,), 0.2, dtype=torch.float64)
+    c[0] = 1.0
+    n = torch.full((33,), 500.0, dtype=torch.float64)
+    freq, crossed = crossing_frequency(f, c, 0.5, n, band=3, min_shell_voxels=100)
+    assert crossed and freq >= 1 / 64  # at most the box size (64 px), never larger

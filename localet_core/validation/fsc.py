@@ -221,7 +221,8 @@ def crossing_frequency(frequency: torch.Tensor, fsc: torch.Tensor,
     (``band=BAND, min_shell_voxels=MIN_SHELL_VOXELS`` and ``n_voxels``): the search starts at the
     first shell holding at least ``min_shell_voxels`` Fourier voxels; drops below the threshold
     before the curve has been at or above it for ``band`` consecutive shells are ignored; a curve
-    that never gets there falls back to the plain rule (its first drop from the origin).
+    that never gets there falls back to the plain rule (its first drop from the origin), at
+    the first shell at the lowest (a resolution of the box size: nothing resolved).
 
     Args:
         frequency: shell frequencies (cycles/pixel), increasing, shell 0 at 0.
@@ -266,9 +267,11 @@ def crossing_frequency(frequency: torch.Tensor, fsc: torch.Tensor,
             run = 0
         prev_f, prev_d = fi, d
     if band > 0 and not established:
-        # never at or above the threshold for a band of shells: the plain first drop from the
-        # origin (a low frequency: nothing is resolved), not a crossing far out
-        return crossing_frequency(f, c, t)
+        # never at or above the threshold for a band of shells: nothing is resolved. The plain
+        # first drop from the origin, but never below the first shell (a resolution larger than
+        # the box would mean nothing)
+        crossing, crossed = crossing_frequency(f, c, t)
+        return max(crossing, float(f[1]) if len(f) > 1 else crossing), crossed
     return 0.5, False
 
 
