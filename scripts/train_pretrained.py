@@ -86,6 +86,32 @@ BROAD_GROUPS = [
     ("gb13b", 21000, 40, ["--voxel", "13", "--tilt-range", "-57,57", "--tilt-step", "2", "--dose", "90",
                           "--shape", "128,128,128", "--thickness", "80,150", "--family", "broad"]),
 ]
+# Stage 3 (the per-view encoder, issue 15): the domain users feed the model. Pixel sizes 6-24 A,
+# 31-61 views, symmetric ranges +-57 to +-70 and lamella-like asymmetric ones (-40..60, -62..48,
+# -50..64), 2-4.5 e/A^2 per view, ice 50-300 nm; mostly the broad preset. The shifted test set's
+# pixel size (14 A) and schemes (-54..54/2, -45..45/3) stay out.
+WIDE_GROUPS = [
+    ("w06", 30000, 14, ["--voxel", "6", "--tilt-range", "-60,60", "--tilt-step", "3", "--dose", "120",
+                        "--shape", "160,128,128", "--thickness", "50,90", "--family", "broad"]),
+    ("w07", 31000, 14, ["--voxel", "7", "--tilt-range", "-66,66", "--tilt-step", "3", "--dose", "180",
+                        "--shape", "160,128,128", "--thickness", "60,105", "--family", "diverse"]),
+    ("w09", 32000, 14, ["--voxel", "9", "--tilt-range", "-40,60", "--tilt-step", "2", "--dose", "150",
+                        "--shape", "160,128,128", "--thickness", "80,140", "--family", "broad"]),
+    ("w10", 33000, 14, ["--voxel", "10", "--tilt-range", "-63,63", "--tilt-step", "3", "--dose", "100",
+                        "--shape", "128,128,128", "--thickness", "80,120", "--family", "broad"]),
+    ("w11", 34000, 14, ["--voxel", "11", "--tilt-range", "-70,70", "--tilt-step", "3", "--dose", "200",
+                        "--shape", "128,128,128", "--thickness", "100,135", "--family", "broad"]),
+    ("w13", 35000, 14, ["--voxel", "13", "--tilt-range", "-60,60", "--tilt-step", "4", "--dose", "90",
+                        "--shape", "128,128,128", "--thickness", "110,160", "--family", "broad"]),
+    ("w16", 36000, 14, ["--voxel", "16", "--tilt-range", "-62,48", "--tilt-step", "2", "--dose", "220",
+                        "--shape", "128,128,128", "--thickness", "140,200", "--family", "diverse"]),
+    ("w18", 37000, 14, ["--voxel", "18", "--tilt-range", "-60,60", "--tilt-step", "2", "--dose", "150",
+                        "--shape", "128,128,128", "--thickness", "150,220", "--family", "broad"]),
+    ("w20", 38000, 14, ["--voxel", "20", "--tilt-range", "-50,64", "--tilt-step", "3", "--dose", "150",
+                        "--shape", "128,128,128", "--thickness", "150,240", "--family", "broad"]),
+    ("w24", 39000, 14, ["--voxel", "24", "--tilt-range", "-57,57", "--tilt-step", "3", "--dose", "120",
+                        "--shape", "128,128,128", "--thickness", "180,300", "--family", "broad"]),
+]
 COMMON = ["--defocus", "2,5"]
 # L2, not L1: most target voxels are plain ice (exactly 0), and L1 fits the conditional *median*,
 # which at low SNR is that 0 (a flat output with a few confident blobs); L2 fits the conditional
