@@ -96,6 +96,12 @@ class ModelConfig:
         n_angle_basis: M, Legendre polynomials in the angle per kernel.
         activation: one of :data:`ACTIVATIONS`.
         fbp_residual: add a fixed FBP channel with a learned gain to the output.
+        encoder: widths of the per-view encoder's hidden convolutions (``()``: no encoder, the
+            first layer is linear in the views). Each is an ``encoder_kernel`` x
+            ``encoder_kernel`` convolution on the filtered view, FiLM-conditioned on the tilt
+            angle, then the activation (:mod:`localet_core.network.encoder`).
+        encoder_channels: the encoder's output channels, back-projected beside the linear ones.
+        encoder_kernel: odd size of the encoder's convolutions (detector pixels).
         filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
             (:class:`localet_core.reconstruction.filters.RampFilter`).
     """
@@ -107,12 +113,23 @@ class ModelConfig:
     n_angle_basis: int = 6
     activation: str = "gelu"
     fbp_residual: bool = True
+    encoder: Tuple[int, ...] = ()
+    encoder_channels: int = 0
+    encoder_kernel: int = 3
     filter_window: str = RAMP_WINDOW
     filter_cutoff: Any = None
     filter_falloff: float = RADIAL_FALLOFF
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "encoder", tuple(int(h) for h in self.encoder))
+        if any(h < 1 for h in self.encoder):
+            raise FieldError("encoder", f"widths must be >= 1, got {self.encoder}")
+        if bool(self.encoder) != (self.encoder_channels > 0):
+            raise FieldError("encoder_channels", "must be >= 1 with encoder widths and 0 without, got "
+                                                 f"{self.encoder_channels} with widths {self.encoder}")
+        if int(self.encoder_kernel) != self.encoder_kernel or self.encoder_kernel < 1 or self.encoder_kernel % 2 == 0:
+            raise FieldError("encoder_kernel", f"must be an odd whole number, got {self.encoder_kernel}")
         if int(self.patch_size) != self.patch_size or self.patch_size < 1 or self.patch_size % 2 == 0:
             raise FieldError("patch_size", f"must be an odd whole number, got {self.patch_size}")
         if int(self.step) != self.step or self.step < 1:
@@ -128,6 +145,7 @@ class ModelConfig:
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["encoder"] = list(self.encoder)
         return d
 
     @classmethod
@@ -147,8 +165,15 @@ class ModelConfig:
 
     @property
     def total_channels(self) -> int:
-        """First-layer channels including the fixed FBP channel (index 0 when present)."""
-        return self.channels + int(self.fbp_residual)
+        """First-layer channels including the fixed FBP channel (index 0 when present) and the
+        encoder's (last)."""
+        return self.channels + int(self.fbp_residual) + self.encoder_channels
+
+    @property
+    def encoder_radius(self) -> int:
+        """Half-width (detector pixels) of the encoder's receptive field: one output pixel
+        depends on the ``(2 R + 1)^2`` view pixels around it (0 without an encoder)."""
+        return len(self.encoder) * (self.encoder_kernel // 2)
 
 
 @dataclass(frozen=True)
@@ -181,8 +206,16 @@ class TrainConfig:
     #: the values between the 0.5 and 99.5 percentiles) and clamped to +-k, so a few extreme
     #: voxels (gold) neither set the scale nor teach the network extreme outputs.
     reference_clip: Optional[float] = 20.0
+    #: None: each step takes ``batch_size`` random voxels of one pair through the direct (patch)
+    #: form. A number n: each step runs the exact fast form (:class:`~localet_core.network.inference.FastForm`,
+    #: differentiable) on n consecutive rows (Y) of one pair, at a random place, and the loss
+    #: covers every voxel of them (``batch_size`` is then unused): a per-view encoder runs once
+    #: per view on the rows the slab needs, and a step supervises nz * n * nx voxels.
+    slab_rows: Optional[int] = None
 
     def __post_init__(self) -> None:
+        if self.slab_rows is not None and self.slab_rows < 1:
+            raise FieldError("slab_rows", f"must be >= 1, got {self.slab_rows}")
         if self.loss not in LOSSES:
             raise FieldError("loss", f"must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         for name in ("steps", "batch_size", "val_every", "checkpoint_every", "refresh_every"):

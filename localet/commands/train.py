@@ -49,20 +49,33 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @core_option("--noise", type=float, setting=(TrainConfig, "noise"),
              help="Augmentation: Gaussian noise std added to the normalised views.")
 @click.option("--no-halves", is_flag=True, help="Do not use the odd/even half stacks as augmentation.")
+@core_option("--slab-rows", type=int, setting=(TrainConfig, "slab_rows"),
+             help="Train on slabs: each step runs the exact fast form on this many consecutive rows (Y) "
+                  "of one pair and fits every voxel of them (--batch-size unused) [default: random "
+                  "voxels through the patch form].")
 @core_option("--refresh-every", type=int, setting=(TrainConfig, "refresh_every"),
              help="Steps between augmentation draws.")
 @core_option("--patch-size", type=int, setting=(ModelConfig, "patch_size"), help="P (odd).")
 @core_option("--step", "patch_step", type=int, setting=(ModelConfig, "step"), help="Delta, in binned pixels.")
 @core_option("--channels", type=int, setting=(ModelConfig, "channels"), help="First-layer channels k.")
 @core_option("--hidden", setting=(ModelConfig, "hidden"), to_text=as_text, help="Hidden widths, comma-separated.")
+@core_option("--encoder", setting=(ModelConfig, "encoder"), to_text=as_text,
+             help="Per-view encoder: widths of its convolutions, comma-separated (empty: none). "
+                  "With --init MODEL of the same architecture without one, the encoder is added to it "
+                  "(the model starts as MODEL exactly).")
+@core_option("--encoder-channels", type=int, setting=(ModelConfig, "encoder_channels"),
+             help="Channels the encoder back-projects (with --encoder).")
+@core_option("--encoder-kernel", type=int, setting=(ModelConfig, "encoder_kernel"),
+             help="Encoder convolution size (odd, detector pixels).")
 @core_option("--angle-basis", type=int, setting=(ModelConfig, "n_angle_basis"), help="Legendre terms per kernel.")
 @core_option("--activation", type=click.Choice(config.ACTIVATIONS), setting=(ModelConfig, "activation"))
 @core_option("--device", setting=("localet_core.device.resolve_device", "spec"), default="auto",
              help="auto, cpu or cuda:N.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
-            loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, refresh_every,
-            patch_size, patch_step, channels, hidden, angle_basis, activation, device, progress, init, clip_reference):
+            loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, slab_rows, refresh_every,
+            patch_size, patch_step, channels, hidden, encoder, encoder_channels, encoder_kernel, angle_basis,
+            activation, device, progress, init, clip_reference):
     """Train a localized network on pairs of tilt series and reference volumes.
 
     The defaults are the shipped model's recipe (L2 loss, references clipped at 20, patch size
@@ -92,20 +105,25 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
                   inputs=inputs, folders=[out], keep_on_failure=True)  # a checkpoint is kept for --resume
     if resume and not (out / CHECKPOINT_NAME).is_file():
         click.echo(f"Warning: --resume: no {out / CHECKPOINT_NAME} yet; starting from step 0", err=True)
-    try:
-        widths = tuple(int(h) for h in hidden.split(",") if h.strip())
-    except ValueError:
-        raise InputError("--hidden", f"expected whole numbers like 32,32, got {hidden!r}") from None
+    widths = _widths("--hidden", hidden)
+    enc_widths = _widths("--encoder", encoder)
     mc = ModelConfig(patch_size=patch_size, step=patch_step, channels=channels, hidden=widths,
-                     n_angle_basis=angle_basis, activation=activation)
+                     n_angle_basis=angle_basis, activation=activation, encoder=enc_widths,
+                     encoder_channels=encoder_channels if enc_widths else 0, encoder_kernel=encoder_kernel)
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
-                     refresh_every=refresh_every, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,
+                     refresh_every=refresh_every, slab_rows=slab_rows, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,
                      reference_clip=clip_reference or None)  # 0: plain z-score
-    if init is not None:  # fine-tuning: the starting model fixes the architecture
+    if init is not None:  # fine-tuning: the starting model fixes the architecture (+ an encoder)
+        import dataclasses
+
         from localet_core.network.modelfile import load_model
 
-        mc = load_model(init)[0].config
+        start = load_model(init)[0].config
+        mc = start
+        if enc_widths and not start.encoder:
+            mc = dataclasses.replace(start, encoder=enc_widths, encoder_channels=encoder_channels,
+                                     encoder_kernel=encoder_kernel)
     summary = train(specs, out_dir, mc, tc, device=device, resume=resume, progress=progress,
                     model_name=model_name, init_model=init)
     if summary.get("model_file"):
@@ -114,3 +132,13 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
                    f"{summary['first_loss']:.4g} -> {summary['final_loss']:.4g}"
                    + (f", val loss {val:.4g}" if val is not None else "")
                    + f", {summary['seconds']:.1f} s on {summary['device']}", err=True)
+
+
+def _widths(flag: str, text: str) -> tuple:
+    """``"32,32"`` -> ``(32, 32)`` (an empty text: ``()``)."""
+    from localet_core.errors import InputError
+
+    try:
+        return tuple(int(h) for h in str(text).split(",") if h.strip())
+    except ValueError:
+        raise InputError(flag, f"expected whole numbers like 32,32, got {text!r}") from None

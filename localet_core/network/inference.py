@@ -20,6 +20,11 @@ commutes with whole-pixel shifts. Per slab of output rows:
 3. add the first-layer bias and run the per-voxel layers on ``(voxels, K)`` as large matrix
    products, in float32 or bfloat16.
 
+With a per-view encoder (:mod:`localet_core.network.encoder`) its C channels are computed on the
+detector rows of the band (blocks of :data:`ENCODER_BLOCK` rows, cached across slabs) and
+back-projected in step 2 beside the linear channels; the direct form computes them per voxel on
+windows of the views, so fast == direct holds for them too.
+
 Output units: the network's (trained against normalised references, see
 :mod:`localet_core.network.training`); the input stack is normalised by
 :func:`localet_core.network.patches.prepare_network_views`.
@@ -35,7 +40,8 @@ import torch.nn.functional as F
 
 from localet_core.config import PRECISIONS
 from localet_core.device import memory_budget
-from localet_core.network.model import LocalizedNet
+from localet_core.network.encoder import encode_at_voxels
+from localet_core.network.model import LocalizedNet, angular_basis
 from localet_core.network.patches import prepare_network_views, sample_patches
 from localet_core.pipeline import Slab, distribute_slabs, slab_ranges
 from localet_core.reconstruction.backprojection import (
@@ -43,6 +49,7 @@ from localet_core.reconstruction.backprojection import (
     backproject_separable,
     choose_kernel,
     separable_matrix,
+    transpose_csr,
 )
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import sparse_matrix_bytes
@@ -52,6 +59,8 @@ from localet_core.reconstruction.wbp import sparse_matrix_bytes
 SPARSE_ROW_CHANNELS = 128
 #: Voxels per chunk of the per-voxel layers (bounds the hidden activations' memory).
 HEAD_CHUNK = 1 << 18
+#: Detector rows the encoder computes at a time (reused by the slabs that need them).
+ENCODER_BLOCK = 64
 #: torch dtype of each of :data:`localet_core.config.PRECISIONS`
 DTYPES = dict(zip(PRECISIONS, (torch.float32, torch.bfloat16)))
 
@@ -84,8 +93,10 @@ class FastForm:
     """
 
     def __init__(self, model: LocalizedNet, images: torch.Tensor, geometry: TiltGeometry,
-                 precision: str = "fp32", kernel: str = "auto", budget: Optional[int] = None) -> None:
+                 precision: str = "fp32", kernel: str = "auto", budget: Optional[int] = None,
+                 trainable: bool = False) -> None:
         cfg = model.config
+        self.trainable = trainable
         self.model, self.geometry = model, geometry
         self.device = images.device
         self.kernel = choose_kernel(geometry, self.device, kernel)
@@ -99,22 +110,34 @@ class FastForm:
         # the grid-sample kernel's temporaries (~32 bytes per view x voxel x channel) within it
         self.max_elements = 1 << 25 if budget is None else min(1 << 25, max(1 << 16, budget // 32))
         angles = torch.as_tensor(geometry.used_angles)
-        with torch.no_grad():
-            kernels = model.view_kernels(angles).to(device=self.device, dtype=torch.float32)
-            self.bias = model.first_bias().detach().to(self.device, torch.float32)
-        self.channels = kernels.shape[1]
-        self.conv_weight = kernels.reshape(n * self.channels, 1, cfg.patch_size, cfg.patch_size)
+        self.lin_channels = cfg.channels + int(cfg.fbp_residual)
+        self.channels = cfg.total_channels
+        if not trainable:  # evaluated once; a trainable form evaluates them at every slab
+            with torch.no_grad():
+                self.conv_weight, self.bias = self._first_weights(angles)
+        self.images, self.angles = images.float(), angles
+        self._enc_rows: Tuple[int, int] = (0, 0)
+        self._enc: Optional[torch.Tensor] = None
         # zero-pad once by 2 halos: the correlation of the padded image, unpadded, gives the
         # channel images on the extended grid [-halo, size + halo) in both directions
         h2 = 2 * self.halo
         self.padded = F.pad(images.float().unsqueeze(0), (h2, h2, h2, h2))
         self.weights = torch.as_tensor(geometry.view_weights(), dtype=torch.float32, device=self.device)
         self.ext_width = self.width + 2 * self.halo
-        self.matrix = None
+        self.matrix = self.matrix_t = None
         if self.kernel == "sparse":
             self.matrix = separable_matrix(geometry, self.weights, device=self.device,
                                            col_origin=-self.halo, n_cols=self.ext_width)
+            if trainable:
+                self.matrix_t = transpose_csr(self.matrix)
         self.head = model if self.dtype == torch.float32 else _cast_copy(model, self.dtype)
+
+    def _first_weights(self, angles: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The grouped-convolution weight ``(n * K_lin, 1, P, P)`` and the bias ``(K,)``."""
+        cfg = self.model.config
+        kernels = self.model.view_kernels(angles).to(device=self.device, dtype=torch.float32)
+        weight = kernels.reshape(-1, 1, cfg.patch_size, cfg.patch_size)
+        return weight, self.model.first_bias().to(self.device, torch.float32)
 
     def rows_per_slab(self, budget: int) -> int:
         """Output rows per slab under ``budget`` bytes: channel images of the band (x2 for the
@@ -123,8 +146,10 @@ class FastForm:
         nz, ny, nx = self.geometry.output_shape
         n = len(self.geometry.used_views)
         cfg = self.model.config
-        widest = max((cfg.channels,) + cfg.hidden)
+        widest = max((cfg.channels + cfg.encoder_channels,) + cfg.hidden)
         fixed = HEAD_CHUNK * widest * 4 * 3
+        if cfg.encoder:  # the cached block of encoder channels and the encoder's activations
+            fixed += 4 * n * self.width * ENCODER_BLOCK * (cfg.encoder_channels + 2 * max(cfg.encoder))
         per_row = 4 * self.channels * (2 * n * self.ext_width + 3 * nz * nx)
         rows = max(1, (budget - fixed) // per_row)
         if self.kernel == "sparse":
@@ -150,17 +175,41 @@ class FastForm:
         # padded row index = detector row + 2 halo; input rows n0 - halo .. n1 - 1 + halo
         band = self.padded[:, :, n0 - self.halo + h2:n1 + self.halo + h2]
         cfg = self.model.config
-        chans = F.conv2d(band, self.conv_weight, groups=n, dilation=cfg.step)
-        chans = chans.view(n, self.channels, n1 - n0, self.ext_width)
+        if self.trainable:
+            conv_weight, bias = self._first_weights(self.angles)
+        else:
+            conv_weight, bias = self.conv_weight, self.bias
+        chans = F.conv2d(band, conv_weight, groups=n, dilation=cfg.step)
+        chans = chans.view(n, self.lin_channels, n1 - n0, self.ext_width)
+        if self.model.encoder is not None:
+            enc = F.pad(self.encoded(n0, n1), (self.halo, self.halo))
+            chans = torch.cat([chans, enc], dim=1)
         nz = self.geometry.output_shape[0]
         if self.kernel == "sparse":
             layout = chans.permute(0, 3, 2, 1).reshape(n * self.ext_width, n1 - n0, self.channels)
-            out = backproject_separable(self.matrix, layout, (0, n1 - n0), nz)
+            out = backproject_separable(self.matrix, layout, (0, n1 - n0), nz, transposed=self.matrix_t)
         else:
             out = backproject_grid_sample(self.geometry, chans.permute(0, 2, 3, 1), self.weights,
                                           (y0, y1), z_range=z_range, max_elements=self.max_elements,
                                           detector_origin=(n0, -self.halo))
-        return out + self.bias
+        return out + bias
+
+    def encoded(self, n0: int, n1: int) -> torch.Tensor:
+        """``(n, C, n1 - n0, W)`` encoder channels of detector rows n0:n1 (zero off the
+        detector), from a cached block of :data:`ENCODER_BLOCK` rows when it holds them."""
+        if self.trainable:  # no cache: the encoder changes at every step
+            return self.model.encode(self.images, self.angles, (n0, n1)).float()
+        a, b = max(0, n0), min(self.height, n1)
+        c0, c1 = self._enc_rows
+        if self._enc is None or a < c0 or b > c1:
+            c0, c1 = a, min(self.height, max(b, a + ENCODER_BLOCK))
+            with torch.no_grad():
+                self._enc = self.model.encode(self.images, self.angles, (c0, c1)).float()
+            self._enc_rows = (c0, c1)
+        out = self._enc.new_zeros(self._enc.shape[:2] + (n1 - n0, self.width))
+        if b > a:
+            out[:, :, a - n0:b - n0] = self._enc[:, :, a - c0:b - c0]
+        return out
 
     def slab(self, y0: int, y1: int, z_chunk: Optional[int] = None) -> torch.Tensor:
         """``(nz, y1 - y0, nx)`` float32 predictions for output rows y0:y1 (on the device),
@@ -227,8 +276,12 @@ def iter_direct_slabs(
     nz, ny, nx = geometry.output_shape
     cfg = model.config
     n = len(geometry.used_views)
-    batch = max(1, budget // (3 * 4 * n * cfg.patch_size ** 2))
+    per_voxel = cfg.patch_size ** 2
+    if cfg.encoder:  # the windows and the encoder's activations on them
+        per_voxel += (2 * cfg.encoder_radius + 2) ** 2 * (1 + 2 * max(cfg.encoder))
+    batch = max(1, budget // (3 * 4 * n * per_voxel))
     angles = torch.as_tensor(geometry.used_angles)
+    basis = angular_basis(angles, cfg.n_angle_basis).to(images)
     weights = torch.as_tensor(geometry.view_weights())
     device = images.device
     if ranges is None:
@@ -240,7 +293,10 @@ def iter_direct_slabs(
             out = torch.empty(grid.shape[0], dtype=torch.float32, device=device)
             for a in range(0, grid.shape[0], batch):
                 patches = sample_patches(images, geometry, grid[a:a + batch], cfg.patch_size, cfg.step)
-                out[a:a + batch] = model(patches, angles, weights).float()
+                encoded = None
+                if model.encoder is not None:
+                    encoded = encode_at_voxels(model.encoder, images, basis, geometry, grid[a:a + batch])
+                out[a:a + batch] = model(patches, angles, weights, encoded).float()
             yield y0, y1, out.view(nz, y1 - y0, nx).cpu().numpy()
 
 

@@ -14,12 +14,18 @@
   (:mod:`localet_core.network.inference`).
 * ``h_fbp`` is an optional fixed channel: the centre pixel with kernel 1, i.e. the weighted
   back-projection itself; ``g`` is a learned gain, so the MLP learns a correction to FBP.
+* Optional non-linear channels (``ModelConfig.encoder``): a per-view CNN ``E`` conditioned on
+  the angle (:mod:`localet_core.network.encoder`) whose C outputs are back-projected like the
+  view itself, ``h_e(r) = sum_theta w_theta E_theta[e](r_theta) + b_e``, and join the linear
+  channels at the per-voxel layers. The sum over views stays a quadrature (any tilt scheme) and
+  the fast form stays exact: the encoder runs once per view on the detector grid.
 
 Tensor shapes: patches ``(B, n_views, P, P)``, angles ``(n_views,)`` degrees, weights
 ``(n_views,)`` radians, output ``(B,)``.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict
 
 import torch
@@ -57,7 +63,14 @@ class LocalizedNet(nn.Module):
         self.bias0 = nn.Parameter(torch.zeros(k))
         if config.fbp_residual:
             self.fbp_gain = nn.Parameter(torch.ones(()))
-        widths = (k,) + config.hidden + (1,)
+        self.encoder = None
+        if config.encoder:
+            from localet_core.network.encoder import ViewEncoder
+
+            self.encoder = ViewEncoder(config.encoder, config.encoder_channels, config.encoder_kernel,
+                                       m, _activation(config.activation))
+            self.bias_enc = nn.Parameter(torch.zeros(config.encoder_channels))
+        widths = (k + config.encoder_channels,) + config.hidden + (1,)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self._act = _activation(config.activation)
 
@@ -75,17 +88,47 @@ class LocalizedNet(nn.Module):
         return kernels
 
     def first_bias(self) -> torch.Tensor:
-        """``(K,)`` first-layer bias (0 for the FBP channel)."""
+        """``(K,)`` first-layer bias (0 for the FBP channel; the encoder's channels last)."""
+        parts = [self.bias0]
         if self.config.fbp_residual:
-            return torch.cat([self.bias0.new_zeros(1), self.bias0])
-        return self.bias0
+            parts.insert(0, self.bias0.new_zeros(1))
+        if self.encoder is not None:
+            parts.append(self.bias_enc)
+        return torch.cat(parts) if len(parts) > 1 else self.bias0
 
-    def first_layer(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``(B, n, P, P)`` patches -> ``(B, K)``: one matrix product over (view, i, j)."""
-        kernels = self.view_kernels(angles_deg) * torch.as_tensor(weights).to(self.coeffs).view(-1, 1, 1, 1)
+    def encode(self, images: torch.Tensor, angles_deg: torch.Tensor,
+               rows: "tuple[int, int] | None" = None) -> torch.Tensor:
+        """The encoder's channels on detector rows ``rows = (r0, r1)`` (default: all) of
+        ``(n, H, W)`` filtered views: ``(n, C, r1 - r0, W)``, zero on rows off the detector."""
+        n, height, width = images.shape
+        r0, r1 = (0, height) if rows is None else rows
+        a, b = max(0, r0), min(height, r1)
+        c = self.config.encoder_channels
+        out = images.new_zeros((n, c, r1 - r0, width))
+        if b > a:
+            rad = self.encoder.radius
+            src = images[:, max(0, a - rad):min(height, b + rad)]
+            padded = F.pad(src.unsqueeze(1), (rad, rad, rad - (a - max(0, a - rad)),
+                                               rad - (min(height, b + rad) - b)))
+            basis = angular_basis(angles_deg, self.config.n_angle_basis).to(images)
+            out[:, :, a - r0:b - r0] = self.encoder(padded, basis)
+        return out
+
+    def first_layer(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor,
+                    encoded: "torch.Tensor | None" = None) -> torch.Tensor:
+        """``(B, n, P, P)`` patches -> ``(B, K)``: one matrix product over (view, i, j); with an
+        encoder, ``encoded`` ``(B, n, C)`` are its channels at the voxels' projections
+        (:func:`~localet_core.network.encoder.sample_points` or ``encode_at_voxels``)."""
+        w = torch.as_tensor(weights).to(self.coeffs)
+        kernels = self.view_kernels(angles_deg) * w.view(-1, 1, 1, 1)
         b, n, p, _ = patches.shape
         flat = kernels.permute(0, 2, 3, 1).reshape(n * p * p, -1)
-        return patches.reshape(b, n * p * p).to(flat.dtype) @ flat + self.first_bias()
+        h = patches.reshape(b, n * p * p).to(flat.dtype) @ flat
+        if self.encoder is not None:
+            if encoded is None:
+                raise ValueError("this model has an encoder: pass its channels at the voxels")
+            h = torch.cat([h, torch.einsum("bnc,n->bc", encoded.to(flat.dtype), w)], dim=1)
+        return h + self.first_bias()
 
     # ------------------------------------------------------------------ per-voxel layers
     def head(self, h: torch.Tensor) -> torch.Tensor:
@@ -101,9 +144,10 @@ class LocalizedNet(nn.Module):
             out = out + self.fbp_gain.to(out.dtype) * fbp
         return out
 
-    def forward(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Direct (patch) form: ``(B, n, P, P)`` -> ``(B,)``."""
-        return self.head(self.first_layer(patches, angles_deg, weights))
+    def forward(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor,
+                encoded: "torch.Tensor | None" = None) -> torch.Tensor:
+        """Direct (patch) form: ``(B, n, P, P)`` (and ``(B, n, C)`` encoder channels) -> ``(B,)``."""
+        return self.head(self.first_layer(patches, angles_deg, weights, encoded))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -111,6 +155,33 @@ class LocalizedNet(nn.Module):
     def macs_per_voxel(self, n_views: int) -> Dict[str, int]:
         """Multiply-adds per output voxel: direct first layer vs per-voxel layers."""
         c = self.config
-        widths = (c.channels,) + c.hidden + (1,)
-        return {"first_layer_direct": n_views * c.patch_size ** 2 * c.total_channels,
-                "per_voxel_layers": sum(a * b for a, b in zip(widths[:-1], widths[1:]))}
+        widths = (c.channels + c.encoder_channels,) + c.hidden + (1,)
+        out = {"first_layer_direct": n_views * c.patch_size ** 2 * c.total_channels,
+               "per_voxel_layers": sum(a * b for a, b in zip(widths[:-1], widths[1:]))}
+        if c.encoder:
+            cin, per_pixel = 1, 0
+            for w in c.encoder:
+                per_pixel += cin * w * c.encoder_kernel ** 2
+                cin = w
+            out["encoder_per_view_pixel"] = per_pixel + cin * c.encoder_channels
+        return out
+
+
+def grow(start: LocalizedNet, config: ModelConfig) -> LocalizedNet:
+    """A model of ``config`` (with an encoder) that computes exactly what ``start`` (the same
+    architecture without one) computes: ``start``'s weights, the per-voxel layers' new input
+    columns zero. The encoder keeps its random initial weights, so training can take it from
+    there (fine-tuning a shipped linear-first-layer model)."""
+    base = dataclasses.replace(config, encoder=(), encoder_channels=0)
+    if start.config.encoder or start.config != base:
+        raise ValueError("the starting model's architecture differs beyond the encoder")
+    model = LocalizedNet(config)
+    state = model.state_dict()
+    for key, value in start.state_dict().items():
+        if key == "layers.0.weight":
+            state[key].zero_()
+            state[key][:, :value.shape[1]] = value
+        else:
+            state[key] = value.clone()
+    model.load_state_dict(state)
+    return model

@@ -138,13 +138,62 @@ def augmented_views(pair: Pair, config: ModelConfig, train: TrainConfig, round_:
     return images, geometry
 
 
-def _predict(model: torch.nn.Module, images: torch.Tensor, geometry: TiltGeometry,
+class VoxelPredictor(torch.nn.Module):
+    """The direct form as one module (what DistributedDataParallel wraps): filtered views,
+    their geometry and ``(B, 3)`` voxel indices -> ``(B,)`` predictions.
+
+    With an encoder it runs once on the detector rows the voxels need (whole views at most)
+    and its channels are sampled at the projections (:func:`~localet_core.network.encoder.sample_points`,
+    equal to the per-voxel windows of the direct form)."""
+
+    def __init__(self, model: LocalizedNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, geometry: TiltGeometry, voxels: torch.Tensor) -> torch.Tensor:
+        cfg = self.model.config
+        vox = voxels.to(images.device, torch.float64)
+        patches = sample_patches(images, geometry, vox, cfg.patch_size, cfg.step)
+        angles = torch.as_tensor(geometry.used_angles)
+        weights = torch.as_tensor(geometry.view_weights())
+        encoded = None
+        if self.model.encoder is not None:
+            from localet_core.network.encoder import sample_points
+
+            rows, _ = geometry.detector_coordinates(vox[:, 0], vox[:, 1], vox[:, 2], dtype=torch.float64)
+            height = images.shape[1]
+            r0 = max(0, min(height, int(math.floor(float(rows.min())))))
+            r1 = max(r0 + 1, min(height, int(math.floor(float(rows.max()))) + 2))
+            features = self.model.encode(images, angles, (r0, r1))
+            encoded = sample_points(features, geometry, vox, row_origin=r0)
+        return self.model(patches, angles, weights, encoded)
+
+
+class SlabPredictor(torch.nn.Module):
+    """The fast form as one module (what DistributedDataParallel wraps in slab training): a
+    trainable :class:`~localet_core.network.inference.FastForm` of the model and output rows
+    ``y0:y1`` -> ``(nz, y1 - y0, nx)`` predictions, differentiable in every weight."""
+
+    def __init__(self, model: LocalizedNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, fast: Any, y0: int, y1: int) -> torch.Tensor:
+        return fast.slab(y0, y1)
+
+
+def _bare(net: torch.nn.Module) -> LocalizedNet:
+    """The :class:`LocalizedNet` inside a predictor (under DDP or not)."""
+    return getattr(net, "module", net).model
+
+
+def _predict(net: torch.nn.Module, images: torch.Tensor, geometry: TiltGeometry,
              voxels: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    patches = sample_patches(images, geometry, voxels.to(images.device, torch.float64),
-                             config.patch_size, config.step)
-    angles = torch.as_tensor(geometry.used_angles)
-    weights = torch.as_tensor(geometry.view_weights())
-    return model(patches, angles, weights)
+    """Predictions at ``voxels`` with ``net``: a :class:`VoxelPredictor` (possibly under DDP)
+    or a bare :class:`LocalizedNet`."""
+    if isinstance(net, LocalizedNet):
+        net = VoxelPredictor(net)
+    return net(images, geometry, voxels)
 
 
 def _loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -213,11 +262,11 @@ def train(
     ckpt_path = out / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
         start_step, log_rows = load_checkpoint(ckpt_path, model, optimizer, model_config, device)
-    net: torch.nn.Module = model
+    net: torch.nn.Module = VoxelPredictor(model) if tc.slab_rows is None else SlabPredictor(model)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     val_sets = _validation_sets(val_pairs, model_config, tc, device)
 
     views = _AugmentedViews(train_pairs, model_config, tc, rank, device)
@@ -262,16 +311,26 @@ def train(
 def _initial_model(model_config: ModelConfig, seed: int, device: torch.device,
                    init_model: Optional[PathLike]) -> LocalizedNet:
     """A new model, its weights drawn from ``seed`` (the same on every rank), or those of
-    ``init_model`` (fine-tuning; :class:`InputError` if its architecture differs)."""
+    ``init_model`` (fine-tuning; :class:`InputError` if its architecture differs). A model
+    without an encoder can start one of the same architecture with an encoder
+    (:func:`~localet_core.network.model.grow`: it starts as the old model exactly)."""
     torch.manual_seed(_seed(seed, 0))  # initial weights: the same on every rank
     model = LocalizedNet(model_config).to(device)
     if init_model is not None:
+        from localet_core.network.model import grow
         from localet_core.network.modelfile import load_model
 
         start, _ = load_model(init_model)
-        if start.config != model_config:
+        if start.config == model_config:
+            model.load_state_dict(start.state_dict())
+        elif model_config.encoder and not start.config.encoder:
+            try:
+                model.load_state_dict(grow(start, model_config).state_dict())
+            except ValueError:
+                raise InputError(init_model, "has another architecture than the one asked for "
+                                             "(beyond the encoder)") from None
+        else:
             raise InputError(init_model, "has another architecture than the one asked for")
-        model.load_state_dict(start.state_dict())
     return model
 
 
@@ -301,8 +360,12 @@ def _validate(model: torch.nn.Module, val_sets: Sequence[ValSet], model_config: 
     total = 0.0
     with torch.no_grad():
         for images, geometry, vox, target in val_sets:
-            pred = torch.cat([_predict(model, images, geometry, vox[a:a + 4096], model_config)
-                              for a in range(0, vox.shape[0], 4096)])
+            chunk = 4096
+            if model_config.encoder:  # chunks of neighbouring rows: each encodes a band only
+                order = torch.argsort(vox[:, 1], stable=True)
+                vox, target, chunk = vox[order], target[order], 1024
+            pred = torch.cat([_predict(model, images, geometry, vox[a:a + chunk], model_config)
+                              for a in range(0, vox.shape[0], chunk)])
             total += float(_loss(pred, target, loss))
     model.train()
     return total / len(val_sets)
@@ -317,6 +380,7 @@ class _AugmentedViews:
         self.pairs, self.model_config, self.tc, self.rank, self.device = pairs, model_config, tc, rank, device
         self.round = -1
         self.cache: Dict[int, Tuple[torch.Tensor, TiltGeometry]] = {}
+        self.forms: Dict[Tuple[int, int], Any] = {}
 
     def at(self, step: int, index: int) -> Tuple[torch.Tensor, TiltGeometry]:
         """Views ``(n_used, ny, nx)`` and geometry of pair ``index`` at ``step``."""
@@ -326,6 +390,19 @@ class _AugmentedViews:
                           for i, p in enumerate(self.pairs)}
             self.round = round_
         return self.cache[index]
+
+    def fast_form(self, step: int, index: int, model: LocalizedNet) -> Any:
+        """A trainable fast form of ``model`` on pair ``index``'s views at ``step`` (built once
+        per round: its back-projection matrix depends on the round's dropped tilts)."""
+        from localet_core.network.inference import FastForm
+
+        images, geometry = self.at(step, index)
+        key = (self.round, index)
+        if key not in self.forms:
+            if len(self.forms) >= 16:  # a few matrices at a time (tens of MB each)
+                self.forms.pop(next(iter(self.forms)))
+            self.forms[key] = FastForm(model, images, geometry, trainable=True)
+        return self.forms[key]
 
 
 def _optimisation_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -344,13 +421,21 @@ def _optimisation_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     index = int(torch.randint(len(pairs), (1,), generator=gen))
     pair = pairs[index]
     images, geometry = views.at(step, index)
-    vox = _random_voxels(pair.reference.shape, tc.batch_size, gen)
-    target = pair.reference[vox[:, 0], vox[:, 1], vox[:, 2]].to(device)
     lr = tc.lr_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    loss = _loss(_predict(net, images, geometry, vox, model_config), target, tc.loss)
+    if tc.slab_rows is None:
+        vox = _random_voxels(pair.reference.shape, tc.batch_size, gen)
+        target = pair.reference[vox[:, 0], vox[:, 1], vox[:, 2]].to(device)
+        pred = _predict(net, images, geometry, vox, model_config)
+    else:  # one slab of rows through the fast form (see TrainConfig.slab_rows)
+        ny = pair.reference.shape[1]
+        rows = min(tc.slab_rows, ny)
+        y0 = int(torch.randint(ny - rows + 1, (1,), generator=gen))
+        target = pair.reference[:, y0:y0 + rows].to(device)
+        pred = net(views.fast_form(step, index, _bare(net)), y0, y0 + rows)
+    loss = _loss(pred, target, tc.loss)
     loss.backward()
     value = loss.detach()
     if world > 1:  # every rank sees the same mean loss, so all stop together on NaN

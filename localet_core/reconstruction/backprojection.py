@@ -104,6 +104,7 @@ def backproject_separable(
     y_range: Tuple[int, int],
     nz: int,
     z_block: int = 1,
+    transposed: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Apply a :func:`separable_matrix` to rows ``y0:y1``.
 
@@ -113,19 +114,43 @@ def backproject_separable(
             :func:`to_separable_layout` makes once per reconstruction.
         y_range: ``(y0, y1)`` detector rows = output rows.
         nz: number of output slices wanted (the matrix may cover a few more: block padding).
+        transposed: the matrix's transpose as CSR (:func:`transpose_csr`), for a gradient
+            w.r.t. ``images_t``: without it torch transposes the matrix at every backward pass.
 
     Returns:
         ``(nz, y1 - y0, nx_out, C)`` back-projected slab.
     """
     y0, y1 = y_range
     rows = images_t[:, y0:y1].reshape(images_t.shape[0], -1)
-    out = torch.sparse.mm(matrix, rows)  # (nz_padded * nx_out, (y1 - y0) * C)
+    if transposed is not None and rows.requires_grad:
+        out = _SparseApply.apply(matrix, transposed, rows)
+    else:
+        out = torch.sparse.mm(matrix, rows)  # (nz_padded * nx_out, (y1 - y0) * C)
     nzp = -(-nz // z_block) * z_block
     nxo = matrix.shape[0] // nzp
     if z_block == 1:
         return out.view(nz, nxo, y1 - y0, -1).permute(0, 2, 1, 3)
     blocks = out.view(nzp // z_block, nxo, z_block, y1 - y0, -1).permute(0, 2, 3, 1, 4)
     return blocks.reshape(nzp, y1 - y0, nxo, -1)[:nz]
+
+
+def transpose_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """The transpose of a CSR matrix, as CSR (for :func:`backproject_separable`'s gradient)."""
+    return matrix.to_sparse_coo().t().coalesce().to_sparse_csr()
+
+
+class _SparseApply(torch.autograd.Function):
+    """``matrix @ dense`` with the gradient ``transposed @ grad`` (no per-step transpose)."""
+
+    @staticmethod
+    def forward(ctx, matrix, transposed, dense):  # noqa: D102
+        ctx.save_for_backward(transposed)
+        return torch.sparse.mm(matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (transposed,) = ctx.saved_tensors
+        return None, None, torch.sparse.mm(transposed, grad.contiguous())
 
 
 def to_separable_layout(images: torch.Tensor) -> torch.Tensor:
