@@ -3,6 +3,7 @@
     python benchmarks/bench_reconstruct.py                 # 512 x 512 x 128 from 41 x 512^2
     python benchmarks/bench_reconstruct.py --size 1024 --thickness 256 --device cuda
     python benchmarks/bench_reconstruct.py --xf        # also a raw stack with an 85-degree .xf
+    python benchmarks/bench_reconstruct.py --encoder 16,16 --encoder-channels 8   # or --model NAME
 
 All timings in the same process and run, on random input (speed does not depend on the data or
 the weights). The direct (patch) form is timed on a few output rows and extrapolated to the whole
@@ -46,6 +47,9 @@ def main() -> None:
     ap.add_argument("--patch-size", type=int, default=ModelConfig.patch_size)
     ap.add_argument("--channels", type=int, default=ModelConfig.channels)
     ap.add_argument("--hidden", default=",".join(map(str, ModelConfig.hidden)))
+    ap.add_argument("--encoder", default="", help="per-view encoder widths, e.g. 16,16 (default: none)")
+    ap.add_argument("--encoder-channels", type=int, default=8)
+    ap.add_argument("--model", help="time this model file's architecture instead (e.g. localet-default)")
     ap.add_argument("--direct-rows", type=int, default=1, help="rows timed for the direct form")
     ap.add_argument("--memory", type=float, default=None, help="budget in GiB (default: as the CLI)")
     ap.add_argument("--repeat", type=int, default=1)
@@ -58,7 +62,13 @@ def main() -> None:
     geometry = TiltGeometry(angles=angles, detector_shape=(n, n), thickness=args.thickness)
     stack = np.random.default_rng(0).standard_normal((args.views, n, n)).astype(np.float32)
     hidden = tuple(int(h) for h in args.hidden.split(",") if h)
-    cfg = ModelConfig(patch_size=args.patch_size, channels=args.channels, hidden=hidden)
+    encoder = tuple(int(h) for h in args.encoder.split(",") if h)
+    cfg = ModelConfig(patch_size=args.patch_size, channels=args.channels, hidden=hidden, encoder=encoder,
+                      encoder_channels=args.encoder_channels if encoder else 0)
+    if args.model:
+        from localet_core.network.modelfile import load_model
+
+        cfg = load_model(args.model)[0].config
     torch.manual_seed(0)
     model = LocalizedNet(cfg)
     with torch.no_grad():
