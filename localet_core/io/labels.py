@@ -30,10 +30,10 @@ def printable(text: str) -> str:
 
 def _shown(arg: str) -> str:
     """A command-line word as the label shows it: a path by its file name (the folders would
-    fill the label), quoted when it holds spaces."""
+    fill the label), quoted when it holds blanks or quotes."""
     if os.sep in arg and not arg.startswith("-"):
         arg = os.path.basename(arg.rstrip(os.sep)) or arg
-    return shlex.quote(arg) if arg else "''"
+    return shlex.quote(arg) if not arg or any(c.isspace() or c in "'\"" for c in arg) else arg
 
 
 def history_label(program: str, args: Sequence[str] = (), when: Optional[datetime.datetime] = None) -> str:
