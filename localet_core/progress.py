@@ -233,15 +233,15 @@ def command_progress(name: str, progress: ProgressSpec = None, start: Optional[f
 
     Args:
         name: the command as the lines name it (``localet reconstruct``).
-        progress: ``--progress/--no-progress``: None (bar on a terminal, lines elsewhere),
-            True (a bar), False (nothing), or one of :data:`MODES`.
+        progress: ``--progress/--no-progress``: None or True (a bar on a terminal, lines
+            elsewhere), False (nothing), or one of :data:`MODES`.
         start: the ``clock`` reading when the command started (default: now): the elapsed
             times and the final wall time count from it.
         interval, stream, clock: as :class:`ProgressLog`.
 
     On a clean exit in ``lines`` mode the final line is written; after an error it is not.
     """
-    mode = resolve_mode(progress, stream) if _is_writer_rank() else "off"
+    mode = resolve_mode(None if progress is True else progress, stream) if _is_writer_rank() else "off"
     log = ProgressLog(name, interval, stream, clock, start) if mode == "lines" else None
     job = _Job(mode, log)
     token = _current.set(_Share(job, 0.0, 1.0))

@@ -82,7 +82,12 @@ def test_parts_and_stages_give_one_percentage_for_the_whole_command():
 def test_modes_terminals_get_bars_logs_get_lines():
     assert resolve_mode(None, Tty()) == "bar"
     assert resolve_mode(None, io.StringIO()) == "lines"
-    assert resolve_mode(True, io.StringIO()) == "bar"  # --progress: a bar, as asked
+    assert resolve_mode(True, io.StringIO()) == "bar"  # the API's progress=True: a bar (e.g. a notebook)
+    out = io.StringIO()
+    with command_progress("localet p", progress=True, stream=out):  # the CLI's --progress: lines in a log
+        with stage(1, "rows") as rows:
+            rows.advance(1)
+    assert "localet p: 0% done (rows)" in out.getvalue() and "wall time" in out.getvalue()
     assert resolve_mode(False, Tty()) == "off"
     assert resolve_mode("lines", Tty()) == "lines"
     with pytest.raises(ValueError):

@@ -222,9 +222,9 @@ def grid_options(fn: Callable) -> Callable:
 #: ``--progress/--no-progress`` of the long-running commands (:func:`reports_progress`).
 progress_option = click.option(
     "--progress/--no-progress", default=None,
-    help="--progress: a progress bar with ETA; --no-progress: no progress report [default: a bar on "
-         "a terminal, else (a log) a line with percentage, elapsed and remaining time every "
-         f"{ENV_INTERVAL} seconds ({DEFAULT_INTERVAL:g}) and a last line with the wall time].")
+    help="Report progress on stderr: a bar with ETA on a terminal; in a log, a line with percentage, "
+         f"elapsed and remaining time every {ENV_INTERVAL} seconds ({DEFAULT_INTERVAL:g}) and a last "
+         "line with the wall time [default: --progress].")
 
 
 def compute_options(fn: Callable) -> Callable:
