@@ -50,7 +50,8 @@ def main() -> None:
         signal.signal(signum, _on_signal)
     try:
         with all_or_none():  # a failed command leaves none of its outputs (localet_core.io.outputs)
-            cli.main(standalone_mode=False)
+            # the command line as typed, for the header labels of the outputs (_options.history_label)
+            cli.main(args=sys.argv[1:], standalone_mode=False, obj={"argv": list(sys.argv[1:])})
     except click.exceptions.Abort as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, Terminated):  # click turns a KeyboardInterrupt into Abort

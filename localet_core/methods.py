@@ -42,7 +42,7 @@ class Method:
     def volume(self, stack: Union[np.ndarray, torch.Tensor], geometry: TiltGeometry,
                on_slab: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
         """The whole ``geometry.output_shape`` volume in memory."""
-        return assemble_slabs(geometry.output_shape, self.slabs(stack, geometry), on_slab)
+        return assemble_slabs(geometry.output_shape, self.slabs(stack, geometry), on_slab, description=self.name)
 
     def describe(self) -> str:
         """A few words for logs and reports."""

@@ -8,8 +8,7 @@ shared among torchrun processes (:func:`distribute_slabs`: rank 0 receives every
 """
 from __future__ import annotations
 
-import sys
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,14 +27,20 @@ def slab_ranges(ny: int, rows: int) -> List[Tuple[int, int]]:
 
 
 def assemble_slabs(shape: Tuple[int, int, int], slabs: Iterable[Slab],
-                   on_slab: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+                   on_slab: Optional[Callable[[int, int], None]] = None,
+                   description: str = "reconstructing") -> np.ndarray:
     """Gather slabs into one ``shape`` ``(nz, ny, nx)`` float32 volume; ``on_slab(y0, y1)`` is
-    called after each (progress)."""
+    called after each. Inside a command the rows are reported as a stage of its progress
+    (lines only, no bar: :mod:`localet_core.progress`)."""
+    from localet_core.progress import stage
+
     volume = np.empty(shape, dtype=np.float32)
-    for y0, y1, slab in slabs:
-        volume[:, y0:y1] = slab
-        if on_slab is not None:
-            on_slab(y0, y1)
+    with stage(shape[1], description, unit="row", bar=False) as rows:
+        for y0, y1, slab in slabs:
+            volume[:, y0:y1] = slab
+            rows.advance(y1 - y0)
+            if on_slab is not None:
+                on_slab(y0, y1)
     return volume
 
 
@@ -45,26 +50,26 @@ def write_slabs(
     slabs: Iterable[Slab],
     progress: Optional[bool] = None,
     description: str = "reconstructing",
+    label: Union[None, str, Sequence[str]] = None,
 ) -> None:
     """Stream slabs covering ``geometry.output_shape`` ``(nz, ny, nx)`` into the MRC file
     ``path`` with the output voxel size; the file appears only once every slab is written.
 
     Args:
-        progress: show a progress bar with ETA on stderr (default: when stderr is a terminal).
+        progress: show a progress bar with ETA on stderr (default: when stderr is a terminal);
+            inside a command its mode applies (:func:`localet_core.progress.command_progress`:
+            progress lines in a log).
+        label: the header label(s) (:class:`localet_core.io.VolumeWriter`).
     """
-    from tqdm import tqdm
-
     from localet_core.io import VolumeWriter
+    from localet_core.progress import stage
 
     shape = geometry.output_shape
-    if progress is None:
-        progress = sys.stderr.isatty()
-    with VolumeWriter(path, shape=shape, voxel_size=geometry.voxel_size) as writer, \
-            tqdm(total=shape[1], unit="row", desc=description, disable=not progress,
-                 file=sys.stderr, leave=False) as bar:
+    with VolumeWriter(path, shape=shape, voxel_size=geometry.voxel_size, label=label) as writer, \
+            stage(shape[1], description, unit="row", progress=progress, leave=False) as rows:
         for y0, y1, slab in slabs:
             writer[:, y0:y1, :] = slab
-            bar.update(y1 - y0)
+            rows.advance(y1 - y0)
 
 
 def distribute_slabs(

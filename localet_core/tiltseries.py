@@ -41,6 +41,13 @@ class TiltSeries:
         geometry = self.raw_geometry or self.geometry
         return (geometry.n_views,) + tuple(geometry.detector_shape)
 
+    def output_labels(self, label: str, stack: Optional[TiltStack] = None) -> Tuple[str, ...]:
+        """The header labels of a volume reconstructed from this series (or from its half
+        ``stack``): the stack's labels, then ``label`` (:func:`localet_core.io.labels.history_label`)."""
+        from localet_core.io.labels import merge_labels
+
+        return merge_labels((stack or self.stack).labels, [label])
+
     def prepare_half(self, half: TiltStack) -> TiltStack:
         """A half (odd/even) stack of the same raw series, resampled like the full stack. At
         binning 1 ``half.data`` is resampled in place (pass a copy to keep the raw views).
@@ -53,7 +60,7 @@ class TiltSeries:
         if self.raw_geometry is None:
             return half
         return TiltStack(data=_align_owned(half.data, self.raw_geometry), pixel_size=self.stack.pixel_size,
-                         path=half.path)
+                         path=half.path, labels=half.labels)
 
 
 def _align_owned(data: np.ndarray, geometry: TiltGeometry) -> np.ndarray:
@@ -176,5 +183,5 @@ def load_tilt_series(
 
     aligned = aligned_geometry(geometry)
     data = _align_owned(stack.data, geometry)
-    return TiltSeries(stack=TiltStack(data=data, pixel_size=aligned.pixel_size, path=stack.path),
+    return TiltSeries(stack=TiltStack(data=data, pixel_size=aligned.pixel_size, path=stack.path, labels=stack.labels),
                       geometry=aligned, raw_geometry=geometry)

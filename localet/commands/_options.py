@@ -4,6 +4,7 @@ the engine's fields (:data:`FLAGS`)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable, Optional, Tuple, Union
 
@@ -12,6 +13,7 @@ import click
 from localet_core import config
 from localet_core.config import OutputOptions
 from localet_core.errors import InputError
+from localet_core.progress import DEFAULT_INTERVAL, ENV_INTERVAL
 
 #: The flag of each engine field (:attr:`localet_core.errors.FieldError.field`), used when the
 #: CLI shows a :class:`~localet_core.errors.FieldError`: ``binning: ...`` is printed as
@@ -130,6 +132,36 @@ def core_option(*decls: str, setting: Tuple[Union[type, Callable, str], str],
     return click.option(*decls, cls=CoreOption, setting=setting, to_text=to_text, **kwargs)
 
 
+def reports_progress(fn: Callable) -> Callable:
+    """Run a command inside :func:`localet_core.progress.command_progress`, in the mode of its
+    ``--progress/--no-progress`` flag (none: bars on a terminal, progress lines in a log),
+    timed from the start of the process. Put it right above the command's function."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from localet_core.progress import command_progress, process_start
+
+        name = f"localet {click.get_current_context().info_name}"
+        with command_progress(name, kwargs.get("progress"), start=process_start()):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+def history_label() -> str:
+    """The header label of this command's outputs: ``localet CMD: ARGS ... DATE`` from the
+    command line :func:`localet.cli.main` received (without it, e.g. under click's test
+    runner, the command's name alone); see :func:`localet_core.io.labels.history_label`."""
+    from localet_core.io.labels import history_label as make_label
+
+    ctx = click.get_current_context()
+    obj = ctx.find_root().obj
+    argv = list(obj.get("argv", ())) if isinstance(obj, dict) else []
+    name = ctx.info_name or ""
+    args = argv[argv.index(name) + 1:] if name in argv else []
+    return make_label(f"localet {name}".strip(), args)
+
+
 def _pair(text: Optional[str], name: str) -> Tuple[float, float]:
     """'a' or 'a,b' -> (a, b) with b = 0 when absent."""
     if text is None:
@@ -191,6 +223,14 @@ def grid_options(fn: Callable) -> Callable:
     ])
 
 
+#: ``--progress/--no-progress`` of the long-running commands (:func:`reports_progress`).
+progress_option = click.option(
+    "--progress/--no-progress", default=None,
+    help="Report progress on stderr: a bar with ETA on a terminal; in a log, a line with percentage, "
+         f"elapsed and remaining time every {ENV_INTERVAL} seconds ({DEFAULT_INTERVAL:g}) and a last "
+         "line with the wall time [default: --progress].")
+
+
 def compute_options(fn: Callable) -> Callable:
     """Where and within how much memory to compute."""
     return _apply(fn, [
@@ -198,8 +238,7 @@ def compute_options(fn: Callable) -> Callable:
                     help="auto (CUDA when available), cpu, or cuda:N."),
         click.option("--memory", metavar="SIZE",
                      help="Working-memory budget such as 4G [default: half the free RAM or VRAM]."),
-        click.option("--progress/--no-progress", default=None,
-                     help="Progress bar with ETA [default: when stderr is a terminal]."),
+        progress_option,
     ])
 
 

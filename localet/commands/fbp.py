@@ -5,7 +5,15 @@ import time
 
 import click
 
-from localet.commands._options import _pair, build_output_options, core_option, output_options, tilt_series_options
+from localet.commands._options import (
+    _pair,
+    build_output_options,
+    core_option,
+    history_label,
+    output_options,
+    reports_progress,
+    tilt_series_options,
+)
 from localet_core import config
 
 EPILOG = """\b
@@ -29,6 +37,7 @@ Examples:
              help="Apodisation window of the ramp filter.")
 @core_option("--iterations", type=int, setting=("localet_core.methods.SIRT", "iterations"),
              default=config.SIRT_ITERATIONS, help="SIRT iterations.")
+@reports_progress
 def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, method, radial, window, iterations):
     """Reconstruct a tilt series by weighted back-projection (WBP/FBP) or SIRT.
@@ -57,7 +66,8 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     geometry = series.geometry
     check_free_space({output: volume_bytes(geometry.output_shape)})
     recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)
-    write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method)
+    write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method,
+                label=series.output_labels(history_label()))
     nz, ny, nx = geometry.output_shape
     voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"
     click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "

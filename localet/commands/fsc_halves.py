@@ -10,6 +10,8 @@ from localet.commands._options import (
     compute_options,
     core_option,
     grid_options,
+    history_label,
+    reports_progress,
     tilt_series_options,
 )
 from localet_core import config
@@ -42,6 +44,7 @@ Examples:
               help="STAR table of the reported curves.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot of the curves.")
 @click.option("--save-halves", metavar="PREFIX", help="Also write PREFIX_half1.mrc and PREFIX_half2.mrc.")
+@reports_progress
 def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
             shift, offset, x_axis_tilt, device, memory, progress, estimate, output, plot, save_halves):
     """Validate a reconstruction by its halves: reconstruct halves from --odd/--even stacks (or,
@@ -83,8 +86,10 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     recon = make_method(method, model=model_name, device=dev, budget=budget)
     check = validate_halves(series.data, series.geometry, recon, *halves, estimate=estimate)
     if save_halves:
+        history = history_label()
         for i, half in enumerate(check.halves, start=1):
-            write_volume(saved_half_name(save_halves, i), half, series.geometry.voxel_size)
+            write_volume(saved_half_name(save_halves, i), half, series.geometry.voxel_size,
+                         label=series.output_labels(history, halves[i - 1]))
     names = (f"{stack} half 1", f"{stack} half 2")
     title = f"{Path(stack).name}: {check.how} ({method})"
     if check.prior_proof is None:

@@ -5,7 +5,14 @@ import time
 
 import click
 
-from localet.commands._options import build_output_options, core_option, output_options, tilt_series_options
+from localet.commands._options import (
+    build_output_options,
+    core_option,
+    history_label,
+    output_options,
+    reports_progress,
+    tilt_series_options,
+)
 from localet_core import config
 
 EPILOG = """\b
@@ -35,6 +42,7 @@ Examples:
 @core_option("--form", type=click.Choice(config.FORMS), default=config.FORMS[0],
              setting=("localet_core.methods.Localet", "form"),
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
+@reports_progress
 def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form, validate):
     """Reconstruct a tilt series with a localized supervised network (denoised, wedge-filled).
@@ -50,6 +58,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
     from localet_core.methods import Localet
     from localet_core.pipeline import is_writer, write_slabs
+    from localet_core.progress import parts
     from localet_core.tiltseries import load_tilt_series
 
     start = time.perf_counter()
@@ -69,7 +78,8 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     check_free_space({out: volume_bytes(geometry.output_shape) for out in outputs[:1 + len(halves_given)]})
     for warning in fit_warnings(card, geometry.voxel_size):
         click.echo(f"Warning: {warning}", err=True)
-    jobs = [(series.data, output, "reconstruct")]
+    history = history_label()
+    jobs = [(series.data, output, "reconstruct", series.output_labels(history))]
     half_stacks = {}
     for half, path in zip(HALVES, (odd, even)):
         if path is not None:
@@ -78,24 +88,27 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
                 raise InputError(path, f"has shape {raw.data.shape[::-1]} (x, y, views) but the full "
                                        f"stack has {series.stack_shape[::-1]}")
             half_stacks[half] = series.prepare_half(raw)  # in the aligned frame, like the full stack
-            jobs.append((half_stacks[half].data, half_name(output, half), half))
+            jobs.append((half_stacks[half].data, half_name(output, half), half,
+                         series.output_labels(history, half_stacks[half])))
     writer = is_writer()
-    for data, out, label in jobs:
-        slabs = recon.slabs(data, geometry)
+    validating = validate and len(half_stacks) == 2 and geometry.voxel_size is not None
+    with parts(len(jobs) + validating):  # the progress: each slab pass, then the validation
+        for data, out, description, labels in jobs:
+            slabs = recon.slabs(data, geometry)
+            if writer:
+                write_slabs(out, geometry, slabs, progress=progress, description=description, label=labels)
+            else:  # torchrun: compute this rank's share, rank 0 writes
+                for _ in slabs:
+                    pass
         if writer:
-            write_slabs(out, geometry, slabs, progress=progress, description=label)
-        else:  # torchrun: compute this rank's share, rank 0 writes
-            for _ in slabs:
-                pass
-    if writer:
-        nz, ny, nx = geometry.output_shape
-        voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"
-        click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "
-                   f"{len(geometry.used_views)} of {geometry.n_views} views, model "
-                   f"{card.get('name', model_name)}, {form}/{precision} on {device}, "
-                   f"{time.perf_counter() - start:.1f} s", err=True)
-        if validate and len(half_stacks) == 2 and geometry.voxel_size is not None:
-            _validate(series, recon, half_stacks, output)
+            nz, ny, nx = geometry.output_shape
+            voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"
+            click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "
+                       f"{len(geometry.used_views)} of {geometry.n_views} views, model "
+                       f"{card.get('name', model_name)}, {form}/{precision} on {device}, "
+                       f"{time.perf_counter() - start:.1f} s", err=True)
+            if validating:
+                _validate(series, recon, half_stacks, output)
 
 
 def _validate(series, recon, half_stacks, output) -> None:

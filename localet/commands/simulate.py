@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from localet.commands._options import _pair, as_text, core_option
+from localet.commands._options import _pair, as_text, core_option, history_label, progress_option, reports_progress
 from localet_core import config
 from localet_core.config import SimulationConfig
 
@@ -41,8 +41,10 @@ Examples:
 @core_option("--tilt-axis", type=float, setting=(SimulationConfig, "tilt_axis_deg"),
              help="Rotate the raw images so the tilt axis lies at this angle (degrees); in the .xf.")
 @click.option("--no-halves", is_flag=True, help="Do not write odd/even half-dose stacks.")
+@progress_option
+@reports_progress
 def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dose, defocus, family,
-            thickness_nm, misalign, tilt_axis, no_halves):
+            thickness_nm, misalign, tilt_axis, no_halves, progress):
     """Simulate tilt series of cellular specimens built from real macromolecules (PDB 4V5D,
     3JB9, 4V1W, 6Z6U, 6QT9), membranes, filaments, gold and ice, with CTF, dose filtering and
     Poisson noise, in localet's (IMOD's) geometry.
@@ -54,6 +56,7 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     """
     from localet_core.errors import InputError
     from localet_core.io.outputs import guard_outputs
+    from localet_core.progress import stage
     from localet_core.simulate.forward import (
         series_bytes,
         series_paths,
@@ -86,11 +89,14 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     sizes = {path: per_file[role] for n in names
              for role, path in series_paths(out_dir, n, xf=has_xf, halves=settings.halves).items()}
     guard_outputs([*sizes, out_dir / "pairs.star"], sizes=sizes, folders=[out_dir])
-    for k in range(count):
-        series = simulate_series(settings, seed + k)
-        rows.append(write_series(series, out_dir, f"{name}_{seed + k:0{width}d}", voxel))
-        click.echo(f"{rows[-1]['stack']}: {len(series.angles)} views, defocus "
-                   f"{series.params['defocus_um']:.2f} um, ice {series.params['ice_thickness_A'] / 10:.0f} nm",
-                   err=True)
+    label = history_label()
+    with stage(count, "simulate", unit="series", progress=progress, bar=False) as done:
+        for k, series_name in enumerate(names):
+            series = simulate_series(settings, seed + k)
+            rows.append(write_series(series, out_dir, series_name, voxel, label=label))
+            done.advance(1)
+            click.echo(f"{rows[-1]['stack']}: {len(series.angles)} views, defocus "
+                       f"{series.params['defocus_um']:.2f} um, ice {series.params['ice_thickness_A'] / 10:.0f} nm",
+                       err=True)
     write_pairs_star(out_dir / "pairs.star", rows)
     click.echo(f"wrote {count} series and {out_dir / 'pairs.star'}", err=True)

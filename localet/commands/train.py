@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from localet.commands._options import as_text, core_option
+from localet.commands._options import as_text, core_option, progress_option, reports_progress
 from localet_core import config
 from localet_core.config import ModelConfig, TrainConfig
 
@@ -71,7 +71,8 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @core_option("--activation", type=click.Choice(config.ACTIVATIONS), setting=(ModelConfig, "activation"))
 @core_option("--device", setting=("localet_core.device.resolve_device", "spec"), default="auto",
              help="auto, cpu or cuda:N.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal].")
+@progress_option
+@reports_progress
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
             loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, slab_rows, refresh_every,
             patch_size, patch_step, channels, hidden, encoder, encoder_channels, encoder_kernel, angle_basis,

@@ -26,6 +26,7 @@ import mrcfile
 import numpy as np
 
 from localet_core.errors import InputError, PathLike
+from localet_core.io.labels import decode_labels
 from localet_core.io.mrc_header import HeaderFacts, check_size_argument, float32_value, header_voxel_size, inspect_mrc
 
 __all__ = ["TiltStack", "Volume", "read_stack", "read_volume"]
@@ -39,11 +40,14 @@ class TiltStack:
         data: float32 array of shape (n_views, ny, nx) = (view, row, column), in stack order.
         pixel_size: Angstrom per pixel, or None when neither the header nor the caller set it.
         path: the file it was read from, or None for an in-memory stack.
+        labels: the header's labels (its history, :mod:`localet_core.io.labels`), which the
+            outputs made from it keep.
     """
 
     data: np.ndarray
     pixel_size: Optional[float] = None
     path: Optional[Path] = None
+    labels: Tuple[str, ...] = ()
 
     @property
     def n_views(self) -> int:
@@ -139,8 +143,9 @@ def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
         if override is None and int(mrc.header.mx) > 0 and cella_x < 0:
             raise InputError(p, f"has a negative pixel size in its header ({cella_x / int(mrc.header.mx):g} A); "
                                 "give the pixel size explicitly (--pixel-size)")
+        labels = decode_labels(mrc.header)
     return TiltStack(data=stack, pixel_size=override if override is not None else header_size,
-                     path=p)
+                     path=p, labels=labels)
 
 
 def read_volume(path: PathLike) -> Volume:

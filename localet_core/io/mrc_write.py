@@ -16,7 +16,7 @@ import operator
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple, Union
 
 import mrcfile
 import numpy as np
@@ -231,12 +231,16 @@ class VolumeWriter:
         shape: (nz, ny, nx) in voxels.
         voxel_size: Angstrom per voxel (isotropic), or None to leave it unset (0 in the header).
         origin: the header origin (x, y, z) in Angstrom.
-        label: an optional header label (printable ASCII, at most 80 characters); by default
-            "localet <date>".
+        label: the header label, or up to 10 labels in order (printable ASCII, at most 80
+            characters each; :mod:`localet_core.io.labels` builds IMOD-style ones); by
+            default "localet <date>".
+        image_stack: a stack of 2D images (a tilt series): space group 0 and ``mz = 1``, as
+            MRC2014 and IMOD mark stacks; otherwise a volume (space group 1).
     """
 
     def __init__(self, path: PathLike, shape: Sequence[int], voxel_size: Optional[float] = None,
-                 origin: Sequence[float] = (0.0, 0.0, 0.0), label: Optional[str] = None) -> None:
+                 origin: Sequence[float] = (0.0, 0.0, 0.0), label: Union[None, str, Sequence[str]] = None,
+                 image_stack: bool = False) -> None:
         self.path = Path(os.fspath(path)).expanduser()
         shape = tuple(operator.index(n) for n in shape)
         if len(shape) != 3 or min(shape) < 1:
@@ -249,9 +253,14 @@ class VolumeWriter:
         self.origin: Tuple[float, float, float] = origin  # type: ignore[assignment]
         if label is None:
             label = f"localet {datetime.datetime.now().strftime('%d-%b-%y  %H:%M:%S')}"
-        if len(label) > 80 or not mrc_utils.is_printable_ascii(label):
-            raise ValueError("label must be printable ASCII of at most 80 characters")
-        self.label = label
+        labels = (label,) if isinstance(label, str) else tuple(label)
+        if not 1 <= len(labels) <= 10:
+            raise ValueError(f"give 1 to 10 header labels, got {len(labels)}")
+        for text in labels:
+            if len(text) > 80 or not mrc_utils.is_printable_ascii(text):
+                raise ValueError("a label must be printable ASCII of at most 80 characters")
+        self.labels: Tuple[str, ...] = labels
+        self.image_stack = bool(image_stack)
         self._stats = _RunningStats()
         self._boxes = np.empty((0, 6), dtype=np.int64)  # rows: z0, z1, y0, y1, x0, x1
         self._n_boxes = 0
@@ -385,6 +394,9 @@ class VolumeWriter:
                 "no output file was created")
         mrc = self._mrc
         header = mrc.header
+        if self.image_stack:  # before the voxel size, which mrcfile spreads over mx, my, mz
+            header.ispg = 0
+            header.mz = 1
         # Unset size: 0, which read_volume/read_stack report as None.
         mrc.voxel_size = self.voxel_size if self.voxel_size is not None else 0.0
         header.origin.x, header.origin.y, header.origin.z = self.origin
@@ -392,13 +404,15 @@ class VolumeWriter:
         header.dmax = np.float32(self._stats.vmax)
         header.dmean = np.float32(self._stats.mean)
         header.rms = np.float32(self._stats.rms)
-        # One label, ours, in place of the "Created by mrcfile.py" one new_mmap added.
-        header.label[0] = self.label.encode("ascii")
-        header.nlabl = 1
+        # Ours, in place of the "Created by mrcfile.py" one new_mmap added.
+        for i in range(10):
+            header.label[i] = self.labels[i].encode("ascii") if i < len(self.labels) else b""
+        header.nlabl = len(self.labels)
 
 
 def write_volume(path: PathLike, data: Any, voxel_size: Optional[float] = None,
-                 origin: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+                 origin: Sequence[float] = (0.0, 0.0, 0.0), label: Union[None, str, Sequence[str]] = None,
+                 image_stack: bool = False) -> None:
     """Write a whole volume as a float32 (mode 2) MRC file, atomically.
 
     Args:
@@ -406,6 +420,7 @@ def write_volume(path: PathLike, data: Any, voxel_size: Optional[float] = None,
         data: array (numpy, or a torch tensor) of shape (nz, ny, nx).
         voxel_size: Angstrom per voxel, or None to leave it unset.
         origin: the header origin (x, y, z) in Angstrom.
+        label, image_stack: as :class:`VolumeWriter` (a tilt series: ``image_stack=True``).
 
     The volume is passed to :class:`VolumeWriter` in slabs along z, so that a float64 or
     float16 input is never converted to float32 all at once.
@@ -415,6 +430,7 @@ def write_volume(path: PathLike, data: Any, voxel_size: Optional[float] = None,
         raise ValueError(f"a volume must be 3D (nz, ny, nx), got shape {array.shape}")
     nz, ny, nx = array.shape
     step = max(1, _WRITE_SLAB // max(ny * nx, 1))
-    with VolumeWriter(path, shape=array.shape, voxel_size=voxel_size, origin=origin) as w:
+    with VolumeWriter(path, shape=array.shape, voxel_size=voxel_size, origin=origin, label=label,
+                      image_stack=image_stack) as w:
         for z0 in range(0, nz, step):
             w[z0:z0 + step] = array[z0:z0 + step]

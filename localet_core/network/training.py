@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,16 +233,16 @@ def train(
         pairs: training pairs (``split='train'``) and held-out validation pairs (``'val'``).
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         stop_after: stop (checkpointed) after this step, as if interrupted (tests, time slots).
-        progress: tqdm bar on stderr (default: when stderr is a terminal).
+        progress: tqdm bar on stderr (default: when stderr is a terminal; inside a command its
+            mode applies: :mod:`localet_core.progress`, progress lines in a log).
 
     The steps: load the pairs, build (or resume) the model and optimiser, fix the validation
     set, run the optimisation steps (validating, logging and checkpointing as configured),
     then write the model (with its card, once every step is done), the log and the summary.
     """
-    from tqdm import tqdm
-
     from localet_core.device import distributed_context, resolve_device
     from localet_core.network.modelfile import save_model
+    from localet_core.progress import stage
 
     tc = train_config
     device = resolve_device(device)
@@ -273,23 +272,20 @@ def train(
     guard = _DivergenceGuard(tc, start_step)
     end = tc.steps if stop_after is None else min(tc.steps, stop_after)
     t0 = time.perf_counter()
-    if progress is None:
-        progress = sys.stderr.isatty()
-    bar = tqdm(total=tc.steps, initial=start_step, desc="training", unit="step",
-               disable=not progress or rank != 0, file=sys.stderr)
+    bar = stage(tc.steps, "training", unit="step", progress=progress if rank == 0 else False,
+                initial=start_step)
     model.train()
-    for step in range(start_step, end):
-        value, lr = _optimisation_step(net, optimizer, train_pairs, views, step, model_config, tc,
-                                       rank, world, device)
-        guard.check(step, value)
-        val = (_validate(model, val_sets, model_config, tc.loss)
-               if ((step + 1) % tc.val_every == 0 or step + 1 == tc.steps) else float("nan"))
-        log_rows.append([step + 1, value, lr, val, time.perf_counter() - t0])
-        bar.update(1)
-        bar.set_postfix(loss=f"{value:.4f}", val=f"{val:.4f}" if math.isfinite(val) else "-")
-        if ((step + 1) % tc.checkpoint_every == 0 or step + 1 == end) and rank == 0:
-            save_checkpoint(out, model, optimizer, step + 1, log_rows, model_config)
-    bar.close()
+    with bar:
+        for step in range(start_step, end):
+            value, lr = _optimisation_step(net, optimizer, train_pairs, views, step, model_config, tc,
+                                           rank, world, device)
+            guard.check(step, value)
+            val = (_validate(model, val_sets, model_config, tc.loss)
+                   if ((step + 1) % tc.val_every == 0 or step + 1 == tc.steps) else float("nan"))
+            log_rows.append([step + 1, value, lr, val, time.perf_counter() - t0])
+            bar.advance(1, postfix={"loss": f"{value:.4f}", "val": f"{val:.4f}" if math.isfinite(val) else "-"})
+            if ((step + 1) % tc.checkpoint_every == 0 or step + 1 == end) and rank == 0:
+                save_checkpoint(out, model, optimizer, step + 1, log_rows, model_config)
 
     summary = _summary(end, log_rows, _rank_checksums(model, world), world, model_config, tc,
                        device, time.perf_counter() - t0)

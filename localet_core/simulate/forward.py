@@ -24,13 +24,14 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from localet_core.config import SimulationConfig
+from localet_core.progress import Stage, stage
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.projector import forward_project
 from localet_core.simulate.optics import dose_symmetric_order, image_intensity, poisson_noise, prior_dose
@@ -106,16 +107,28 @@ def raw_from_aligned(aligned: torch.Tensor, xf: np.ndarray) -> torch.Tensor:
 
 
 def simulate_series(config: SimulationConfig, seed: int) -> SimulatedSeries:
-    """Simulate one tilt series and its ground truth from ``config`` and ``seed``."""
+    """Simulate one tilt series and its ground truth from ``config`` and ``seed``.
+
+    Inside a command its steps are reported as one stage of its progress (the phantom about
+    two thirds of the time, the projection and image formation the rest;
+    :mod:`localet_core.progress`)."""
+    with stage(10, f"seed {seed}", bar=False) as steps:
+        return _simulate_series(config, seed, steps)
+
+
+def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> SimulatedSeries:
+    """:func:`simulate_series`, reporting to the stage ``steps`` (10 units)."""
     rng = np.random.default_rng([seed, 7])
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     angles = config.angles
     max_tilt = float(np.abs(angles).max())
     phantom = make_phantom(config.shape, config.voxel_size, seed=seed, family=config.family,
                            tilt_max_deg=max_tilt, thickness_nm=config.thickness_nm)
+    steps.advance(7)
     nz, ny, nx = config.shape
     potential = phantom.volume + phantom.ice
     projections = phantom.crop(project_oversampled(potential, angles)) * config.voxel_size  # V*A
+    steps.advance(1)
     order = dose_symmetric_order(angles)
     dose_per_view = config.dose / len(angles)
     before = prior_dose(order, dose_per_view)
@@ -135,6 +148,7 @@ def simulate_series(config: SimulationConfig, seed: int) -> SimulatedSeries:
     else:
         odd = even = None
         stack = poisson_noise(intensity, electrons, gen)
+    steps.advance(1)
     truth = -phantom.crop(phantom.volume)
     params = {
         "seed": seed, "config": {k: (list(v) if isinstance(v, tuple) else v)
@@ -180,9 +194,13 @@ def series_bytes(config: SimulationConfig) -> Dict[str, int]:
             "xf": 80 * views, "odd": stack, "even": stack}
 
 
-def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: float) -> Dict[str, Path]:
+def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: float,
+                 label: Union[None, str, Sequence[str]] = None) -> Dict[str, Path]:
     """Write ``NAME.st``, ``.tlt``, (``.xf``), ``_odd.st``/``_even.st``, ``_truth.mrc``,
-    ``_mask.mrc`` and ``.json`` into ``out_dir``; returns the paths by role."""
+    ``_mask.mrc`` and ``.json`` into ``out_dir``; returns the paths by role.
+
+    The stacks are marked as image stacks (space group 0), the truth and mask as volumes
+    (space group 1); every MRC file carries ``label`` (:class:`localet_core.io.VolumeWriter`)."""
     from localet_core.contracts.naming import HALVES, half_name
     from localet_core.io import atomic_output, write_tlt, write_volume, write_xf
 
@@ -191,17 +209,17 @@ def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: 
     paths = {"stack": out_dir / f"{name}.st", "tlt": out_dir / f"{name}.tlt",
              "reference": out_dir / f"{name}_truth.mrc", "mask": out_dir / f"{name}_mask.mrc",
              "params": out_dir / f"{name}.json"}
-    write_volume(paths["stack"], series.stack, voxel_size)
+    write_volume(paths["stack"], series.stack, voxel_size, label=label, image_stack=True)
     write_tlt(paths["tlt"], series.angles)
-    write_volume(paths["reference"], series.truth, voxel_size)
-    write_volume(paths["mask"], series.slab_mask.astype(np.float32), voxel_size)
+    write_volume(paths["reference"], series.truth, voxel_size, label=label)
+    write_volume(paths["mask"], series.slab_mask.astype(np.float32), voxel_size, label=label)
     if series.xf is not None:
         paths["xf"] = out_dir / f"{name}.xf"
         write_xf(paths["xf"], series.xf)
     if series.odd is not None:
         paths["odd"], paths["even"] = (Path(half_name(paths["stack"], half)) for half in HALVES)
-        write_volume(paths["odd"], series.odd, voxel_size)
-        write_volume(paths["even"], series.even, voxel_size)
+        write_volume(paths["odd"], series.odd, voxel_size, label=label, image_stack=True)
+        write_volume(paths["even"], series.even, voxel_size, label=label, image_stack=True)
     with atomic_output(paths["params"]) as tmp:
         tmp.write_text(json.dumps(series.params, indent=1))
     return paths

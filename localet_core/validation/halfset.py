@@ -21,6 +21,7 @@ import torch
 from localet_core.config import ESTIMATES
 from localet_core.errors import FieldError
 from localet_core.io import TiltStack
+from localet_core.progress import parts, stage
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.validation.fsc import FSCResult, compute_fsc, split_alternate_tilts
 
@@ -47,21 +48,31 @@ def reconstruct_halves(
 
     Returns:
         ``(half1, half2, how)`` with ``how`` in ``{"odd/even", "alternate tilts"}``.
+
+    Inside a command, each half is half of this step's progress (:mod:`localet_core.progress`).
     """
     if (odd is None) != (even is None):
         raise FieldError("halves", "give both half stacks (odd and even), or neither")
     if odd is not None and even is not None:
         for half in (odd, even):
             geometry.check_stack(half.data.shape, half.path or "half stack")
-        return reconstruct(odd.data, geometry), reconstruct(even.data, geometry), "odd/even"
+        with parts(2):
+            return _half(1, reconstruct, odd.data, geometry), _half(2, reconstruct, even.data, geometry), "odd/even"
     used = list(geometry.used_views)
     first, second = split_alternate_tilts([geometry.angles[i] for i in used])
     halves = []
-    for keep in (first, second):
-        kept = {used[i] for i in keep}
-        excluded = tuple(i for i in range(geometry.n_views) if i not in kept)
-        halves.append(reconstruct(stack, dataclasses.replace(geometry, excluded=excluded)))
+    with parts(2):
+        for k, keep in enumerate((first, second), start=1):
+            kept = {used[i] for i in keep}
+            excluded = tuple(i for i in range(geometry.n_views) if i not in kept)
+            halves.append(_half(k, reconstruct, stack, dataclasses.replace(geometry, excluded=excluded)))
     return halves[0], halves[1], "alternate tilts"
+
+
+def _half(k: int, reconstruct: Reconstructor, stack: np.ndarray, geometry: TiltGeometry) -> np.ndarray:
+    """``reconstruct(stack, geometry)``, named ``half k of 2`` in the progress lines."""
+    with stage(1, f"half {k} of 2", bar=False):
+        return reconstruct(stack, geometry)
 
 
 def half_set_fsc(half1: np.ndarray, half2: np.ndarray, geometry: TiltGeometry) -> FSCResult:
@@ -114,18 +125,22 @@ def validate_halves(
 
     if estimate not in ESTIMATES:
         raise FieldError("estimate", f"must be one of {', '.join(ESTIMATES)}, got {estimate!r}")
-    if halves is None:
-        h1, h2, how = reconstruct_halves(stack, geometry, method.volume, odd, even)
-    else:
-        (h1, h2), how = halves, "odd/even" if odd is not None else "alternate tilts"
-    result = HalfSetValidation((h1, h2), how, half_set_fsc(h1, h2, geometry))
-    if estimate == "prior-proof" or (estimate == "auto" and method.learned):
-        if isinstance(method, WBP):
-            w1, w2 = h1, h2
+    prior_proof = estimate == "prior-proof" or (estimate == "auto" and method.learned)
+    wbp_halves = prior_proof and not isinstance(method, WBP)
+    # the progress (inside a command): one part per pair of halves reconstructed here
+    with parts((halves is None) + wbp_halves):
+        if halves is None:
+            h1, h2, how = reconstruct_halves(stack, geometry, method.volume, odd, even)
         else:
-            reference = WBP(device=getattr(method, "device", "auto"), budget=getattr(method, "budget", None))
-            w1, w2, _ = reconstruct_halves(stack, geometry, reference.volume, odd, even)
-        angles = geometry.used_angles
-        result.prior_proof = prior_proof_fsc(h1, h2, w1, w2, (float(angles.min()), float(angles.max())),
-                                             pixel_size=geometry.voxel_size)
+            (h1, h2), how = halves, "odd/even" if odd is not None else "alternate tilts"
+        result = HalfSetValidation((h1, h2), how, half_set_fsc(h1, h2, geometry))
+        if prior_proof:
+            if wbp_halves:
+                reference = WBP(device=getattr(method, "device", "auto"), budget=getattr(method, "budget", None))
+                w1, w2, _ = reconstruct_halves(stack, geometry, reference.volume, odd, even)
+            else:
+                w1, w2 = h1, h2
+            angles = geometry.used_angles
+            result.prior_proof = prior_proof_fsc(h1, h2, w1, w2, (float(angles.min()), float(angles.max())),
+                                                 pixel_size=geometry.voxel_size)
     return result
