@@ -12,7 +12,13 @@
 2. `localet train`, stage 1: the network from scratch on the eleven groups (fixed seed;
    checkpoints in WORK/run; a rerun resumes).
    Stage 2: fine-tuned from stage 1 on the broad groups (WORK/run2).
-3. The model card gets a summary of the data, the wall time and the hardware, and the model is
+   Stage 2's model is shipped as `localet-linear` (its first layer is linear in the views).
+3. Stage 3 (`--stage3-only` starts it from the packaged `localet-linear`): a per-view encoder
+   (16, 16 -> 8 channels) is added to that model (it starts as that model exactly) and the whole
+   network is fine-tuned on slabs (`--slab-rows 8`: the exact fast form, differentiated) on the
+   wide-domain groups: 6-24 A, 31-61 views, lamella-like asymmetric ranges, 2-4.5 e/A^2 per view,
+   ice 50-300 nm (WORK/run3; a rerun resumes from its last checkpoint).
+4. The model card gets a summary of the data, the wall time and the hardware, and the model is
    copied to localet_core/data/models/localet-default.safetensors.
 
 Everything is seeded: the same command gives the same data and, on the same hardware and torch
@@ -127,6 +133,12 @@ TRAIN = ["--steps", "24000", "--batch-size", "1024", "--lr", "3e-3", "--loss", "
 # Stage 2 fine-tunes stage 1's model on the broad groups alone, at a lower rate. Measured in
 # docs/network.md: that lifts the shifted test set's Pearson (and costs the training family a
 # little at P = 13); mixing half the stage-1 series back in did worse on both.
+# Stage 3: the encoder, fine-tuned with everything else on slabs (docs/network.md, "Per-view
+# encoder"). Augmentation is redrawn every 400 steps, so the back-projection matrices of a round
+# (one per pair) are built once and reused.
+ENCODER_STAGE = ["--steps", "1200", "--lr", "1e-3", "--loss", "l2", "--clip-reference", "20", "--seed", "0",
+                 "--drop-tilts", "0.25", "--val-every", "200", "--checkpoint-every", "50",
+                 "--refresh-every", "400", "--slab-rows", "8", "--encoder", "16,16", "--encoder-channels", "8"]
 FINETUNE = ["--steps", "5000", "--batch-size", "1024", "--lr", "1e-3", "--loss", "l2", "--clip-reference", "20",
             "--seed", "0", "--drop-tilts", "0.25", "--val-every", "500", "--checkpoint-every", "500",
             "--refresh-every", "50"]
@@ -194,19 +206,83 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="scratch folder (about 15 GB)")
     ap.add_argument("--jobs", type=int, default=2, help="simulations run at once")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the data (quick trials)")
-    ap.add_argument("--steps", type=int, help="override the number of training steps (both stages)")
+    ap.add_argument("--steps", type=int, help="override the number of training steps (every stage)")
+    ap.add_argument("--stage3-only", action="store_true",
+                    help="skip stages 1-2: start stage 3 from the packaged localet-linear model")
     ap.add_argument("--no-install", action="store_true", help="do not copy the model into the package")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    simulated = simulate(args.work, args.jobs, args.scale, GROUPS + BROAD_GROUPS)
+    groups = WIDE_GROUPS if args.stage3_only else GROUPS + BROAD_GROUPS + WIDE_GROUPS
+    simulated = simulate(args.work, args.jobs, args.scale, groups)
     t_sim = time.time() - t0
-    run1, run2 = args.work / "run", args.work / "run2"
-    pairs1 = merge_pairs(args.work, [g[0] for g in GROUPS], args.work / "pairs_stage1.star")
-    train(pairs1, run1, TRAIN, args.steps)
-    pairs2 = merge_pairs(args.work, [g[0] for g in BROAD_GROUPS], args.work / "pairs_stage2.star")
-    train(pairs2, run2, ["--init", str(run1 / "localet-default.safetensors"), *FINETUNE], args.steps)
+    run1, run2, run3 = args.work / "run", args.work / "run2", args.work / "run3"
+    from localet_core.network.modelfile import load_model, save_model
 
+    if args.stage3_only:
+        linear = MODEL_DIR / "localet-linear.safetensors"
+        _, card2 = load_model(linear)
+        earlier = card2.get("training_data", {})
+        t_before = float(card2.get("training_seconds") or 0.0)
+    else:
+        pairs1 = merge_pairs(args.work, [g[0] for g in GROUPS], args.work / "pairs_stage1.star")
+        train(pairs1, run1, TRAIN, args.steps)
+        pairs2 = merge_pairs(args.work, [g[0] for g in BROAD_GROUPS], args.work / "pairs_stage2.star")
+        train(pairs2, run2, ["--init", str(run1 / "localet-default.safetensors"), *FINETUNE], args.steps)
+        linear = run2 / "localet-linear.safetensors"
+        finish_linear(run1, run2, linear, args)
+        _, card2 = load_model(linear)
+        earlier = card2["training_data"]
+        t_before = float(card2["training_seconds"])
+    pairs3 = merge_pairs(args.work, [g[0] for g in WIDE_GROUPS], args.work / "pairs_stage3.star")
+    train(pairs3, run3, ["--init", str(linear), *ENCODER_STAGE], args.steps)
+
+    model, card = load_model(run3 / "localet-default.safetensors")
+    sizes = card2.get("pixel_size_A", []) + card.get("pixel_size_A", [])
+    if sizes:
+        card["pixel_size_A"] = [min(sizes), max(sizes)]
+    card["tilt_schemes"] = _merged_schemes(card2.get("tilt_schemes", []) + card.get("tilt_schemes", []))
+    card["training_data"] = {
+        **{k: v for k, v in earlier.items() if k.startswith("stage_") or k in ("source", "templates")},
+        "stage_3": {"series": len(card.get("training_data", [])),
+                    "validation_series": len(card.get("validation_data", [])),
+                    "groups": _count(WIDE_GROUPS, args.scale), "train_options": card["train_config"],
+                    "initialised_from": "localet-linear (stage 2), an encoder added"},
+    }
+    card.pop("validation_data", None)
+    t3 = json.loads((run3 / "summary.json").read_text())["seconds"]
+    card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH"
+    card["training_hardware"] = _hardware()
+    card["training_seconds"] = round(t_before + t3, 1)
+    card["stage3_training_seconds"] = round(t3, 1)
+    card["simulation_seconds"] = round(t_sim, 1) if simulated == len(groups) else None
+    target = run3 / "localet-default.final"
+    save_model(target, model, card)
+    if not args.no_install:
+        MODEL_DIR.mkdir(parents=True, exist_ok=True)
+        save_model(MODEL_DIR / "localet-default", model, card)
+        print(f"installed {MODEL_DIR / 'localet-default.safetensors'}")
+
+
+def _hardware() -> str:
+    return (f"{platform.machine()} {platform.processor() or ''}, "
+            f"{os.cpu_count()} CPU cores, torch {__import__('torch').__version__}").strip()
+
+
+def _count(groups: list, scale: float) -> list:
+    return [{"name": n, "first_seed": s, "count": max(2, int(c * scale)), "options": COMMON + o}
+            for n, s, c, o in groups]
+
+
+def _merged_schemes(schemes: list) -> list:
+    out = [dict(t) for t in {tuple(sorted(s.items())) for s in schemes}]
+    out.sort(key=lambda s: (s["min_deg"], s["mean_step_deg"]))
+    return out
+
+
+def finish_linear(run1: Path, run2: Path, target: Path, args) -> None:
+    """Stage 2's model with the card of stages 1-2, saved as ``target`` (``localet-linear``)
+    and, unless ``--no-install``, into the package."""
     from localet_core.network.modelfile import load_model, save_model
 
     _, card1 = load_model(run1 / "localet-default.safetensors")
@@ -215,41 +291,29 @@ def main() -> None:
     sizes = card1.get("pixel_size_A", []) + card.get("pixel_size_A", [])
     if sizes:
         card["pixel_size_A"] = [min(sizes), max(sizes)]
-    schemes = card1.get("tilt_schemes", []) + card.get("tilt_schemes", [])
-    card["tilt_schemes"] = [dict(t) for t in {tuple(sorted(s.items())) for s in schemes}]
-    card["tilt_schemes"].sort(key=lambda s: (s["min_deg"], s["mean_step_deg"]))
-
-    def count(groups):
-        return [{"name": n, "first_seed": s, "count": max(2, int(c * args.scale)), "options": COMMON + o}
-                for n, s, c, o in groups]
-
+    card["tilt_schemes"] = _merged_schemes(card1.get("tilt_schemes", []) + card.get("tilt_schemes", []))
+    card["name"] = "localet-linear"
     card["training_data"] = {
         "source": "simulated only (localet simulate); no experimental data",
         "stage_1": {"series": len(card1.get("training_data", [])),
                     "validation_series": len(card1.get("validation_data", [])),
-                    "groups": count(GROUPS), "train_options": card1["train_config"]},
+                    "groups": _count(GROUPS, args.scale), "train_options": card1["train_config"]},
         "stage_2": {"series": len(card.get("training_data", [])),
                     "validation_series": len(card.get("validation_data", [])),
-                    "groups": count(BROAD_GROUPS),
+                    "groups": _count(BROAD_GROUPS, args.scale),
                     "train_options": card["train_config"], "initialised_from": "stage 1"},
         "templates": "PDB 4V5D, 3JB9, 4V1W (default, diverse and broad presets), "
                      "see localet_core/data/templates.json",
     }
     card.pop("validation_data", None)
     # the runs' own clocks (a rerun that skips a finished stage takes no time here)
-    t_train = sum(json.loads((d / "summary.json").read_text())["seconds"] for d in (run1, run2))
-    card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH"
-    card["training_hardware"] = (f"{platform.machine()} {platform.processor() or ''}, "
-                                 f"{os.cpu_count()} CPU cores, torch {__import__('torch').__version__}").strip()
-    card["training_seconds"] = round(t_train, 1)
-    # None when every group was already simulated by an earlier run (the time is not known here)
-    card["simulation_seconds"] = round(t_sim, 1) if simulated == len(GROUPS + BROAD_GROUPS) else None
-    target = run2 / "localet-default.final"
+    card["training_seconds"] = round(sum(json.loads((d / "summary.json").read_text())["seconds"]
+                                         for d in (run1, run2)), 1)
+    card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH (stages 1-2)"
+    card["training_hardware"] = _hardware()
     save_model(target, model, card)
     if not args.no_install:
-        MODEL_DIR.mkdir(parents=True, exist_ok=True)
-        save_model(MODEL_DIR / "localet-default", model, card)
-        print(f"installed {MODEL_DIR / 'localet-default.safetensors'}")
+        save_model(MODEL_DIR / "localet-linear", model, card)
 
 
 if __name__ == "__main__":

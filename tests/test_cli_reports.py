@@ -56,8 +56,9 @@ def check_progress(result, wall: float, command: str, min_lines: int = 3):
     if len(matches) >= 2:  # once some work is done: the time left
         assert any(m["left"] for m in matches[1:]), steps
     reported = seconds(final["wall"])
-    # from the start of the process (loading included), in whole seconds
-    assert elapsed[-1] <= reported <= wall + 1 and reported >= wall - 2, (reported, wall)
+    # from the start of the process (loading included), in whole seconds; the test's clock also
+    # holds the interpreter's start and exit, which take seconds on a loaded machine
+    assert elapsed[-1] <= reported <= wall + 1 and reported >= wall - 5, (reported, wall)
     return [m["detail"] for m in matches]
 
 

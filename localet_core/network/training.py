@@ -395,7 +395,7 @@ class _AugmentedViews:
         images, geometry = self.at(step, index)
         key = (self.round, index)
         if key not in self.forms:
-            if len(self.forms) >= 16:  # a few matrices at a time (tens of MB each)
+            if len(self.forms) >= 64:  # matrices of up to 64 pairs (tens of MB each)
                 self.forms.pop(next(iter(self.forms)))
             self.forms[key] = FastForm(model, images, geometry, trainable=True)
         return self.forms[key]
