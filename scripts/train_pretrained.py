@@ -1,4 +1,5 @@
-"""Make localet's shipped model, `localet-default`, from simulated data only. One command:
+"""Make localet's shipped models, `localet-default` and `localet-encoder`, from simulated data only.
+One command:
 
     python scripts/train_pretrained.py --work /path/to/scratch [--jobs 2]
 
@@ -12,14 +13,15 @@
 2. `localet train`, stage 1: the network from scratch on the eleven groups (fixed seed;
    checkpoints in WORK/run; a rerun resumes).
    Stage 2: fine-tuned from stage 1 on the broad groups (WORK/run2).
-   Stage 2's model is shipped as `localet-linear` (its first layer is linear in the views).
-3. Stage 3 (`--stage3-only` starts it from the packaged `localet-linear`): a per-view encoder
+   Stage 2's model is `localet-default` (its first layer is linear in the views); its card gets a
+   summary of the data, the wall time and the hardware, and it is copied to
+   localet_core/data/models/localet-default.safetensors.
+3. Stage 3 (`--stage3-only` starts it from the packaged `localet-default`): a per-view encoder
    (16, 16 -> 8 channels) is added to that model (it starts as that model exactly) and the whole
    network is fine-tuned on slabs (`--slab-rows 8`: the exact fast form, differentiated) on the
    wide-domain groups: 6-24 A, 31-61 views, lamella-like asymmetric ranges, 2-4.5 e/A^2 per view,
-   ice 50-300 nm (WORK/run3; a rerun resumes from its last checkpoint).
-4. The model card gets a summary of the data, the wall time and the hardware, and the model is
-   copied to localet_core/data/models/localet-default.safetensors.
+   ice 50-300 nm (WORK/run3; a rerun resumes from its last checkpoint). It is shipped as the
+   opt-in `localet-encoder` (docs/network.md says why it is not the default).
 
 Everything is seeded: the same command gives the same data and, on the same hardware and torch
 build, the same weights.
@@ -208,7 +210,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the data (quick trials)")
     ap.add_argument("--steps", type=int, help="override the number of training steps (every stage)")
     ap.add_argument("--stage3-only", action="store_true",
-                    help="skip stages 1-2: start stage 3 from the packaged localet-linear model")
+                    help="skip stages 1-2: start stage 3 from the packaged localet-default model")
     ap.add_argument("--no-install", action="store_true", help="do not copy the model into the package")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -220,8 +222,10 @@ def main() -> None:
     from localet_core.network.modelfile import load_model, save_model
 
     if args.stage3_only:
-        linear = MODEL_DIR / "localet-linear.safetensors"
-        _, card2 = load_model(linear)
+        linear = MODEL_DIR / "localet-default.safetensors"
+        start, card2 = load_model(linear)
+        if start.config.encoder:
+            raise SystemExit(f"{linear} already has an encoder: stage 3 starts from a linear-first-layer model")
         earlier = card2.get("training_data", {})
         t_before = float(card2.get("training_seconds") or 0.0)
     else:
@@ -229,7 +233,7 @@ def main() -> None:
         train(pairs1, run1, TRAIN, args.steps)
         pairs2 = merge_pairs(args.work, [g[0] for g in BROAD_GROUPS], args.work / "pairs_stage2.star")
         train(pairs2, run2, ["--init", str(run1 / "localet-default.safetensors"), *FINETUNE], args.steps)
-        linear = run2 / "localet-linear.safetensors"
+        linear = run2 / "localet-default.final.safetensors"
         finish_linear(run1, run2, linear, args)
         _, card2 = load_model(linear)
         earlier = card2["training_data"]
@@ -247,21 +251,22 @@ def main() -> None:
         "stage_3": {"series": len(card.get("training_data", [])),
                     "validation_series": len(card.get("validation_data", [])),
                     "groups": _count(WIDE_GROUPS, args.scale), "train_options": card["train_config"],
-                    "initialised_from": "localet-linear (stage 2), an encoder added"},
+                    "initialised_from": "localet-default (stage 2), an encoder added"},
     }
     card.pop("validation_data", None)
     t3 = json.loads((run3 / "summary.json").read_text())["seconds"]
+    card["name"] = "localet-encoder"
     card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH"
     card["training_hardware"] = _hardware()
     card["training_seconds"] = round(t_before + t3, 1)
     card["stage3_training_seconds"] = round(t3, 1)
     card["simulation_seconds"] = round(t_sim, 1) if simulated == len(groups) else None
-    target = run3 / "localet-default.final"
+    target = run3 / "localet-encoder.final"
     save_model(target, model, card)
     if not args.no_install:
         MODEL_DIR.mkdir(parents=True, exist_ok=True)
-        save_model(MODEL_DIR / "localet-default", model, card)
-        print(f"installed {MODEL_DIR / 'localet-default.safetensors'}")
+        save_model(MODEL_DIR / "localet-encoder", model, card)
+        print(f"installed {MODEL_DIR / 'localet-encoder.safetensors'}")
 
 
 def _hardware() -> str:
@@ -281,8 +286,8 @@ def _merged_schemes(schemes: list) -> list:
 
 
 def finish_linear(run1: Path, run2: Path, target: Path, args) -> None:
-    """Stage 2's model with the card of stages 1-2, saved as ``target`` (``localet-linear``)
-    and, unless ``--no-install``, into the package."""
+    """Stage 2's model with the card of stages 1-2, saved as ``target`` and, unless
+    ``--no-install``, into the package as ``localet-default``."""
     from localet_core.network.modelfile import load_model, save_model
 
     _, card1 = load_model(run1 / "localet-default.safetensors")
@@ -292,7 +297,6 @@ def finish_linear(run1: Path, run2: Path, target: Path, args) -> None:
     if sizes:
         card["pixel_size_A"] = [min(sizes), max(sizes)]
     card["tilt_schemes"] = _merged_schemes(card1.get("tilt_schemes", []) + card.get("tilt_schemes", []))
-    card["name"] = "localet-linear"
     card["training_data"] = {
         "source": "simulated only (localet simulate); no experimental data",
         "stage_1": {"series": len(card1.get("training_data", [])),
@@ -313,7 +317,8 @@ def finish_linear(run1: Path, run2: Path, target: Path, args) -> None:
     card["training_hardware"] = _hardware()
     save_model(target, model, card)
     if not args.no_install:
-        save_model(MODEL_DIR / "localet-linear", model, card)
+        save_model(MODEL_DIR / "localet-default", model, card)
+        print(f"installed {MODEL_DIR / 'localet-default.safetensors'}")
 
 
 if __name__ == "__main__":

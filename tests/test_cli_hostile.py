@@ -418,6 +418,7 @@ def test_building_the_wheel_gives_no_packaging_warnings(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "localet_core/data/templates.npz" in names
     assert "localet_core/data/models/localet-default.safetensors" in names
+    assert "localet_core/data/models/localet-encoder.safetensors" in names
 
 
 # ------------------------------------------------------------------------- 2. memory is bounded
