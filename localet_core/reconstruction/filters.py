@@ -23,6 +23,7 @@ from typing import Optional, Tuple
 import torch
 
 from localet_core.config import RADIAL_FALLOFF, RAMP_WINDOW, WINDOWS
+from localet_core.device import empty
 from localet_core.errors import FieldError
 
 
@@ -65,6 +66,9 @@ class RampFilter:
         return out
 
 
+#: Padded values per batch of :func:`ramp_filter_rows` (16 MB of float32).
+FILTER_BATCH = 1 << 22
+
 #: eTomo's default RADIAL 0.35,0.035 (cycles/pixel): what users compare against.
 ETOMO_RADIAL = RampFilter(cutoff=0.35, falloff=0.035)
 
@@ -104,15 +108,28 @@ def _taper_pad(images: torch.Tensor, n_pad: int, dim: int) -> torch.Tensor:
 
 
 def ramp_filter_rows(images: torch.Tensor, ramp: RampFilter) -> torch.Tensor:
-    """Filter each row of ``images`` (..., ny, nx) along X (the last axis). Same shape out."""
+    """Filter each row of ``images`` (..., ny, nx) along X (the last axis). Same shape out
+    (contiguous, a new tensor).
+
+    Rows are filtered in batches of about :data:`FILTER_BATCH` padded values: the padded lines,
+    their spectra and the inverse transforms of a batch are a few tens of MB (a stack of
+    1024^2 views at once took 1 GB of them), stay in cache, and each batch's result goes
+    straight into the output."""
     nx = images.shape[-1]
     n_pad = padded_size(nx)
-    padded = _taper_pad(images, n_pad, dim=-1)
     freq = torch.fft.rfftfreq(n_pad, device=images.device, dtype=torch.float64)
     response = ramp.response(freq, n_pad).to(torch.float32)
-    # float32 FFTs: 5x faster than float64 here, and far more precise than the data
-    spectrum = torch.fft.rfft(padded.float(), dim=-1) * response
-    return torch.fft.irfft(spectrum, n=n_pad, dim=-1)[..., :nx].to(images.dtype)
+    lines = images.reshape(-1, nx)
+    out = empty(lines.shape, images.dtype, images.device)
+    batch = max(1, FILTER_BATCH // n_pad)
+    for r0 in range(0, lines.shape[0], batch):
+        r1 = min(lines.shape[0], r0 + batch)
+        padded = _taper_pad(lines[r0:r1], n_pad, dim=-1)
+        # float32 FFTs: 5x faster than float64 here, and far more precise than the data
+        spectrum = torch.fft.rfft(padded.float(), dim=-1)
+        spectrum *= response
+        out[r0:r1] = torch.fft.irfft(spectrum, n=n_pad, dim=-1)[:, :nx]
+    return out.view(images.shape)
 
 
 def ramp_filter_oblique(images: torch.Tensor, linear: torch.Tensor, ramp: RampFilter) -> torch.Tensor:
