@@ -9,7 +9,7 @@ shared among torchrun processes (:func:`distribute_slabs`: rank 0 receives every
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,12 +45,16 @@ def write_slabs(
     slabs: Iterable[Slab],
     progress: Optional[bool] = None,
     description: str = "reconstructing",
+    background: bool = True,
 ) -> None:
     """Stream slabs covering ``geometry.output_shape`` ``(nz, ny, nx)`` into the MRC file
     ``path`` with the output voxel size; the file appears only once every slab is written.
 
     Args:
         progress: show a progress bar with ETA on stderr (default: when stderr is a terminal).
+        background: write each slab (header statistics, the write itself) in a second thread
+            while the next one is computed (:class:`SlabWriterThread`); at most two finished
+            slabs wait for it. ``False`` writes each slab before computing the next.
     """
     from tqdm import tqdm
 
@@ -62,9 +66,71 @@ def write_slabs(
     with VolumeWriter(path, shape=shape, voxel_size=geometry.voxel_size) as writer, \
             tqdm(total=shape[1], unit="row", desc=description, disable=not progress,
                  file=sys.stderr, leave=False) as bar:
-        for y0, y1, slab in slabs:
-            writer[:, y0:y1, :] = slab
-            bar.update(y1 - y0)
+        if not background:
+            for y0, y1, slab in slabs:
+                writer[:, y0:y1, :] = slab
+                bar.update(y1 - y0)
+            return
+        with SlabWriterThread(writer) as thread:
+            for y0, y1, slab in slabs:
+                thread.put(y0, y1, slab)
+                bar.update(y1 - y0)
+
+
+class SlabWriterThread:
+    """Write slabs into a :class:`~localet_core.io.VolumeWriter` from a second thread.
+
+    ``put(y0, y1, slab)`` hands a slab over and returns at once while a slot is free (one
+    slab waits; the thread writes another), so computing the next slab overlaps with the
+    statistics and the write of the last one (numpy and the system calls release the GIL).
+    The first error of the thread is raised by the next ``put`` or on leaving the ``with``
+    block; an error in the block stops the thread (the remaining slabs are dropped) and
+    propagates, so the writer discards its temporary file.
+    """
+
+    def __init__(self, writer: Any, depth: int = 1) -> None:
+        import queue
+        import threading
+
+        self.writer = writer
+        self._queue: "queue.Queue[Optional[Slab]]" = queue.Queue(maxsize=depth)
+        self._error: Optional[BaseException] = None
+        self._abort = False
+        self._thread = threading.Thread(target=self._run, name="localet-slab-writer", daemon=True)
+
+    def __enter__(self) -> "SlabWriterThread":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None or self._abort:
+                continue  # drain: the main thread raises (or has raised) the error
+            y0, y1, slab = item
+            try:
+                self.writer[:, y0:y1, :] = slab
+            except BaseException as exc:  # handed to the main thread
+                self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, y0: int, y1: int, slab: np.ndarray) -> None:
+        """Queue rows ``y0:y1`` (``(nz, y1 - y0, nx)``); raises the thread's error, if any."""
+        self._raise()
+        self._queue.put((y0, y1, slab))
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._abort = True
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None:
+            self._raise()
 
 
 def distribute_slabs(
