@@ -2,8 +2,9 @@
 
 Writing always goes through :func:`~localet_core.io.atomic.atomic_output`, so no partial
 file ever appears under the final name. Volumes are written in mode 2 (float32) by
-:class:`VolumeWriter`, which fills a memory-mapped file block by block and keeps the header
-statistics up to date without ever holding a second full-size copy of the volume. Volumes are
+:class:`VolumeWriter`, which writes a preallocated file block by block with plain ``pwrite``
+calls and keeps the header statistics up to date without ever holding a second full-size copy
+of the volume or reading it back. Volumes are
 ``(nz, ny, nx)``; voxel sizes in Angstrom, origins (x, y, z) in Angstrom.
 """
 from __future__ import annotations
@@ -265,9 +266,13 @@ class VolumeWriter:
             for y0, y1, slab in blocks:
                 w[:, y0:y1, :] = slab      # any box given by ints / step-1 slices / ...
 
-    The data go into a memory-mapped temporary file next to ``path``. Header statistics (min,
-    max, mean, rms = standard deviation about the mean) are accumulated in float64 from each
-    written block, so the whole volume is never read back or copied. On a clean exit the
+    The data go into a temporary file next to ``path``, laid out (header, size, disk space
+    reserved) by mrcfile and written with ``pwrite`` straight from each block, so its pages
+    live in the page cache and not in this process; writing them back to disk starts every
+    64 MB (:func:`_start_writeback`), during the computation, not all in the final ``fsync``.
+    Header statistics (min, max, mean, rms = standard deviation about the mean) are accumulated
+    with float64 sums from each written block (:meth:`_RunningStats.of_block`), so the whole
+    volume is never read back or copied. On a clean exit the
     header is completed, the file flushed, closed and renamed onto ``path``; on an exception
     (inside the block or from the writer) the temporary file is removed and ``path`` is left
     as it was.
