@@ -117,3 +117,27 @@ def test_background_writer_stops_when_the_producer_fails(tmp_path):
     with pytest.raises(RuntimeError, match="fell over"):
         write_slabs(tmp_path / "v.mrc", g, slabs())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_slab_buffers_are_reused_only_once_the_consumer_let_go():
+    from localet_core.reconstruction.wbp import SlabBuffers
+
+    g = _geometry(ny=50, nx=30, nz=20)
+    stack = np.random.default_rng(2).standard_normal((len(ANGLES), 50, 30)).astype(np.float32)
+    budget = 4 * 4 * 20 * 30 * 7  # 7 rows per slab: 8 slabs
+    kept = [s for _, _, s in iter_wbp_slabs(stack, g, device="cpu", budget=budget)]
+    views = [s[:, 1:, ::2] for _, _, s in iter_wbp_slabs(stack, g, device="cpu", budget=budget)]
+    tensors = [torch.from_numpy(s) for _, _, s in iter_wbp_slabs(stack, g, device="cpu", budget=budget)]
+    for held in (kept, views, tensors):  # nothing a consumer still holds is overwritten
+        pointers = {h.__array_interface__["data"][0] if isinstance(h, np.ndarray) else h.data_ptr() for h in held}
+        assert len(pointers) == len(held) == 8
+    for a, v, t in zip(kept, views, tensors):
+        np.testing.assert_array_equal(a[:, 1:, ::2], v)
+        np.testing.assert_array_equal(a, t.numpy())
+    pool = SlabBuffers()
+    first = pool.take((2, 3))
+    assert pool.take((2, 3)).data_ptr() != first.data_ptr()  # taken, not lent yet: not free
+    lent = pool.lend(first)
+    assert pool.take((2, 3)).data_ptr() != first.data_ptr()
+    del lent
+    assert pool.take((1, 3)).data_ptr() == first.data_ptr()  # let go: reused

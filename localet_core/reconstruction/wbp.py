@@ -7,12 +7,13 @@ as soon as it is done, so the whole volume never has to sit in memory.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from localet_core.device import memory_budget, resolve_device
+from localet_core.device import empty, memory_budget, resolve_device
 from localet_core.pipeline import Slab, assemble_slabs, slab_ranges
 from localet_core.reconstruction.backprojection import (
     SeparableSlabs,
@@ -37,6 +38,48 @@ KERNEL_ROWS = 32
 # The last sparse matrix built, by (geometry, weights, device, dtype, z_block): a command that
 # reconstructs several stacks of one geometry (a series and its odd/even halves) builds it once.
 _MATRIX_CACHE: dict = {}
+
+
+class SlabBuffers:
+    """Output slabs recycled once their consumer is done with them.
+
+    A slab is written into a buffer (:meth:`take`) and handed out as a numpy array
+    (:meth:`lend`); a buffer is taken again only when that array is gone, i.e. neither it nor
+    any view of it, nor anything holding one (a torch tensor made with ``from_numpy``, a
+    ``memoryview``), is alive: numpy views of an array whose base is a torch tensor keep that
+    array itself as their base. A consumer that writes each slab to disk, or copies it into a
+    volume, so reuses one to three buffers, and a fresh buffer's page faults (about a third of
+    the cost of filling it) are paid once, not per slab.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: list = []  # [tensor, weak reference to the array lent from it, or _TAKEN]
+
+    def take(self, shape: Tuple[int, ...]) -> torch.Tensor:
+        """A contiguous float32 CPU tensor of ``shape`` that no lent array uses any more."""
+        size = int(np.prod(shape))
+        for entry in self._buffers:
+            buffer, lent = entry
+            if (lent is None or lent() is None) and buffer.numel() >= size:
+                entry[1] = _TAKEN
+                return buffer[:size].view(shape)
+        buffer = empty((size,))
+        self._buffers.append([buffer, _TAKEN])
+        return buffer.view(shape)
+
+    def lend(self, slab: torch.Tensor) -> np.ndarray:
+        """``slab`` (from :meth:`take`, or any CPU tensor) as a numpy array; its buffer is taken
+        again once that array is gone."""
+        array = slab.cpu().numpy()
+        for entry in self._buffers:
+            if entry[1] is _TAKEN and entry[0].data_ptr() == slab.data_ptr():
+                entry[1] = weakref.ref(array)
+        return array
+
+
+def _TAKEN() -> bool:
+    """Stands for the weak reference of a buffer taken but not lent yet: never free."""
+    return True
 
 
 def prepare_views(
@@ -117,6 +160,7 @@ def iter_backprojection_slabs(
     weights: torch.Tensor,
     kernel: str = "auto",
     budget: Optional[int] = None,
+    buffers: Optional["SlabBuffers"] = None,
 ) -> Iterator[Tuple[int, int, torch.Tensor]]:
     """Back-project prepared images slab by slab.
 
@@ -125,6 +169,8 @@ def iter_backprojection_slabs(
         weights: ``(n_used,)`` per-view weights.
         kernel: ``auto``, ``sparse`` or ``grid_sample`` (see :mod:`localet_core.reconstruction.backprojection`).
         budget: bytes for the working set (default: half the free memory of the device).
+        buffers: where the sparse kernel's one-channel slabs are written (:class:`SlabBuffers`,
+            CPU); default: a new tensor per slab.
 
     Yields:
         ``(y0, y1, slab)`` with ``slab`` of shape ``(nz, y1 - y0, nx_out, C)`` on the device.
@@ -145,7 +191,8 @@ def iter_backprojection_slabs(
             rows = min(rows, KERNEL_ROWS)
             kernel_slabs = SeparableSlabs(matrix, images if images.dim() == 3 else images[..., 0], nz, z_block, rows)
             for y0, y1 in slab_ranges(ny, rows):
-                yield y0, y1, kernel_slabs(y0, y1).unsqueeze(-1)
+                out = None if buffers is None else buffers.take((nz, y1 - y0, kernel_slabs.nxo))
+                yield y0, y1, kernel_slabs(y0, y1, out).unsqueeze(-1)
             return
         layout = to_separable_layout(images)
         for y0, y1 in slab_ranges(ny, rows):
@@ -170,9 +217,11 @@ def iter_wbp_slabs(
     device = resolve_device(device)
     images = prepare_views(stack, geometry, ramp, device)
     weights = torch.as_tensor(geometry.view_weights(), dtype=torch.float32)
+    buffers = SlabBuffers() if device.type == "cpu" else None
     with torch.no_grad():
-        for y0, y1, slab in iter_backprojection_slabs(images, geometry, weights, kernel, budget):
-            yield y0, y1, slab[..., 0].cpu().numpy()  # (nz, rows, nx) contiguous for the sparse kernel
+        for y0, y1, slab in iter_backprojection_slabs(images, geometry, weights, kernel, budget, buffers):
+            slab = slab[..., 0]
+            yield y0, y1, buffers.lend(slab) if buffers is not None else slab.cpu().numpy()
 
 
 def weighted_backprojection(
