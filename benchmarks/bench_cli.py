@@ -22,7 +22,8 @@ written once with mrcfile into a temporary folder) it runs, as child processes:
   e.g. ``git worktree add /tmp/base <commit>``), alternated with this one run by run, so both
   see the same machine load; the ratios are printed;
 * the in-process figures of ``benchmarks/bench_backprojection.py`` (WBP in memory, filtering
-  included, and the back-projection kernel alone, in their own process), for comparison;
+  included, and the back-projection kernel alone, in their own process, with the
+  ``OMP_WAIT_POLICY=PASSIVE`` the CLI sets), for comparison;
 * IMOD's ``tilt`` on the same stack and angles (``tilt -InputProjections STACK -OutputFile OUT
   -TILTFILE TLT -THICKNESS N/4 -MODE 2``, one process) when a ``tilt`` binary is on the PATH,
   otherwise a line saying it was skipped. IMOD is free software (GPL): its source is published
@@ -116,15 +117,17 @@ def fmt(r: dict) -> str:
             f"(cpu {r['user_s']:.1f} s user + {r['sys_s']:.1f} s sys)")
 
 
-def in_process(tree: Path, size: str, threads: int, repeat: int, folder: Path) -> Optional[dict]:
-    """bench_backprojection.py's 'localet' stage of ``tree`` (WBP in memory + kernel alone)."""
+def in_process(tree: Path, size: str, threads: int, repeat: int, folder: Path, extra: Dict[str, str]) -> Optional[dict]:
+    """bench_backprojection.py's 'localet' stage of ``tree`` (WBP in memory + kernel alone), with
+    the ``OMP_WAIT_POLICY`` the CLI sets (PASSIVE) unless ``extra`` sets one."""
     script = tree / "benchmarks" / "bench_backprojection.py"
     if not script.exists():
         return None
     out = folder / "inproc.npy"
     proc = subprocess.run([sys.executable, str(script), "--stage", "localet", "--sizes", size,
                            "--threads", str(threads), "--out", str(out), "--repeat", str(repeat)],
-                          capture_output=True, text=True, env=child_env(tree, {}))
+                          capture_output=True, text=True,
+                          env=child_env(tree, {"OMP_WAIT_POLICY": "PASSIVE", **extra}))
     out.unlink(missing_ok=True)
     if proc.returncode != 0:
         print(f"  (in-process stage of {tree} failed: {proc.stderr.strip().splitlines()[-1:]})")
@@ -197,7 +200,7 @@ def main() -> None:
                         print(f"    this run is {ratio:.2f}x faster than the baseline (best against best)")
             if not args.no_in_process and args.device == "cpu":
                 for name, tree in trees:
-                    r = in_process(tree, f"{n}x{n}x{n // 4}", os.cpu_count() or 1, args.repeat, folder)
+                    r = in_process(tree, f"{n}x{n}x{n // 4}", os.cpu_count() or 1, args.repeat, folder, extra)
                     if r is not None:
                         print(f"  in process ({name}, bench_backprojection.py): WBP with filtering "
                               f"{r['seconds']:.2f} s, kernel alone {r['kernel_seconds']:.2f} s, "
