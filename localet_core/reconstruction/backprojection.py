@@ -190,7 +190,9 @@ class SeparableSlabs:
         for v in range(n):  # (rows, nx_det) -> (nx_det, rows): a blocked transpose each
             layout[v].copy_(self.images[v, y0:y1].t())
         product = self._product[:self.nzp * nxo * rows].view(self.nzp * nxo, rows)
-        torch.mm(self.matrix, layout.view(n * nxd, rows), out=product)
+        # addmm with beta = 0 writes into product without a temporary (mm(out=) zero-fills a
+        # fresh one per call: 32 MB of page faults per slab); product's old values are ignored
+        torch.addmm(product, self.matrix, layout.view(n * nxd, rows), beta=0, out=product)
         blocks = product.view(self.nzp // zb, nxo, zb * rows)
         if out is None:
             out = empty((nz, rows, nxo), product.dtype, product.device)
