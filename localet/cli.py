@@ -41,7 +41,15 @@ def _on_signal(signum, frame) -> None:
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2; an
     engine field (``binning``) is named by its flag (``--bin``, :data:`FLAGS`). SIGTERM and
-    SIGHUP clean up like Ctrl-C (exit code 128 + the signal's number; Ctrl-C: 130)."""
+    SIGHUP clean up like Ctrl-C (exit code 128 + the signal's number; Ctrl-C: 130).
+
+    Before torch is first imported it sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment
+    already sets it (:data:`localet_core.config.OMP_WAIT_POLICY`)."""
+    import os
+
+    from localet_core.config import OMP_WAIT_POLICY
+
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
     from localet.commands._options import FLAGS
     from localet_core.errors import InputError, LocaletError
     from localet_core.io.outputs import all_or_none

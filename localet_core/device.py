@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 
 from localet_core.errors import FieldError
@@ -35,6 +36,20 @@ def resolve_device(spec: Union[str, torch.device, None] = "auto") -> torch.devic
     if device.type != "cpu":
         raise FieldError("device", f"unsupported device {spec!r}; use auto, cpu or cuda:N")
     return device
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.int32: np.int32,
+                 torch.int64: np.int64, torch.complex64: np.complex64}
+
+
+def empty(shape: Sequence[int], dtype: torch.dtype = torch.float32,
+          device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """``torch.empty``, but on the CPU backed by numpy's allocator, which asks Linux for huge
+    pages on large arrays: filling a fresh 32 MB buffer then costs about a third of what
+    torch's 4 kB page faults do (measured on the reference machine's VM)."""
+    if torch.device(device).type != "cpu" or dtype not in _NUMPY_DTYPES:
+        return torch.empty(tuple(shape), dtype=dtype, device=device)
+    return torch.from_numpy(np.empty(tuple(shape), dtype=_NUMPY_DTYPES[dtype]))
 
 
 #: Default cap of the working set: beyond a few hundred MB per slab nothing gets faster, and

@@ -45,6 +45,9 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     The output follows IMOD's `tilt` conventions (angles as in the .tlt, tilt axis along Y,
     volume written like `tilt -RotateBy90`) on an exact centred grid; see docs/geometry.md.
     """
+    from localet_core.io.files import prefetch
+
+    prefetch(stack)  # the stack comes off the disk while torch is imported
     from localet_core.device import parse_memory, resolve_device
     from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
     from localet_core.methods import make_method

@@ -50,6 +50,9 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     Inputs and the output grid are exactly those of `localet fbp` (IMOD conventions). Values
     are in the network's units: references normalised to zero mean and unit standard deviation.
     """
+    from localet_core.io.files import prefetch
+
+    prefetch(stack, odd, even)  # the stacks come off the disk while torch is imported
     from localet_core.contracts.model_card import fit_warnings
     from localet_core.contracts.naming import HALVES, half_name, plot_name, prior_proof_name
     from localet_core.device import parse_memory, resolve_device

@@ -2,21 +2,25 @@
 
 Writing always goes through :func:`~localet_core.io.atomic.atomic_output`, so no partial
 file ever appears under the final name. Volumes are written in mode 2 (float32) by
-:class:`VolumeWriter`, which fills a memory-mapped file block by block and keeps the header
-statistics up to date without ever holding a second full-size copy of the volume. Volumes are
+:class:`VolumeWriter`, which writes a preallocated file block by block with plain ``pwrite``
+calls and keeps the header statistics up to date without ever holding a second full-size copy
+of the volume or reading it back. Volumes are
 ``(nz, ny, nx)``; voxel sizes in Angstrom, origins (x, y, z) in Angstrom.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import errno
+import functools
 import math
 import operator
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import mrcfile
 import numpy as np
@@ -28,9 +32,12 @@ from localet_core.io.mrc_header import check_size_argument
 
 __all__ = ["VolumeWriter", "write_volume", "IncompleteVolumeError"]
 
-# Header statistics are accumulated over pieces of at most this many voxels, so that the
-# float64 temporaries stay small (32 MiB) however large a written block is.
-_STATS_CHUNK = 1 << 22
+# Header statistics are accumulated over pieces of at most this many voxels (1 MiB of float32:
+# each piece stays in cache for its few passes) however large a written block is.
+_STATS_CHUNK = 1 << 18
+# Bytes written between two requests to start writing them back to disk (_start_writeback).
+_WRITEBACK_BYTES = 64 << 20
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 # write_volume hands VolumeWriter slabs of about this many voxels (64 MiB of float32).
 _WRITE_SLAB = 1 << 24
 
@@ -117,6 +124,18 @@ def _chunks(shape: Tuple[int, int, int], limit: int) -> Iterator[Tuple[slice, sl
                 yield slice(z, z + 1), slice(y0, min(y0 + rows, ny))
 
 
+def _pieces(block: np.ndarray, limit: int) -> Iterator[np.ndarray]:
+    """A float32 (bz, by, bx) block as contiguous 1D pieces of at most ``limit`` values: views of
+    a contiguous block, copies of the (z, y) pieces of :func:`_chunks` otherwise."""
+    if block.flags.c_contiguous:
+        flat = block.reshape(-1)
+        for i in range(0, flat.size, limit):
+            yield flat[i:i + limit]
+    else:
+        for zs, ys in _chunks(block.shape, limit):
+            yield np.ascontiguousarray(block[zs, ys]).reshape(-1)
+
+
 @dataclass
 class _RunningStats:
     """Count, min, max, mean and sum of squared deviations, merged block by block in float64.
@@ -143,22 +162,32 @@ class _RunningStats:
         self.vmax = max(self.vmax, other.vmax)
 
     @classmethod
-    def of_block(cls, block: np.ndarray) -> "_RunningStats":
+    def of_block(cls, block: np.ndarray, scratch: Optional[np.ndarray] = None) -> "_RunningStats":
         """Statistics of a float32 block of shape (bz, by, bx), in pieces of bounded size.
+
+        Each piece (at most :data:`_STATS_CHUNK` voxels, a cache-sized piece of the block, read
+        in place when the block is contiguous) is summed in float64, then its deviations from
+        its float32-rounded mean are squared in float32 and summed in float64: no float64 copy
+        of the data, and no cancellation when the mean is large compared with the spread (the
+        deviations of values near the mean are exact in float32). ``scratch``: a float32
+        buffer of at least :data:`_STATS_CHUNK` values to reuse (default: a new one).
 
         Raises ValueError on NaN or Inf (NaN propagates into min, Inf shows in min/max).
         """
+        if scratch is None or scratch.size < _STATS_CHUNK:
+            scratch = np.empty(_STATS_CHUNK, dtype=np.float32)
         total = cls()
-        for zs, ys in _chunks(block.shape, _STATS_CHUNK):
-            piece = block[zs, ys].astype(np.float64)  # a fresh contiguous copy we may modify
-            part = cls(n=piece.size, vmin=float(piece.min()), vmax=float(piece.max()))
+        for piece in _pieces(block, _STATS_CHUNK):
+            n = piece.size
+            part = cls(n=n, vmin=float(piece.min()), vmax=float(piece.max()))
             if not (math.isfinite(part.vmin) and math.isfinite(part.vmax)):
                 raise ValueError("block contains NaN or infinite values (after conversion "
                                  "to float32)")
-            part.mean = float(piece.mean())
-            piece -= part.mean
-            flat = piece.reshape(-1)
-            part.m2 = float(np.dot(flat, flat))
+            part.mean = float(np.add.reduce(piece, dtype=np.float64)) / n
+            deviation = np.subtract(piece, np.float32(part.mean), out=scratch[:n])
+            s1 = float(np.add.reduce(deviation, dtype=np.float64))
+            np.square(deviation, out=deviation)
+            part.m2 = max(0.0, float(np.add.reduce(deviation, dtype=np.float64)) - s1 * s1 / n)
             total.merge(part)
         return total
 
@@ -195,11 +224,37 @@ def _reserve_disk_space(tmp: Path, final: Path) -> None:
         os.close(fd)
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    """Write all of ``data`` (bytes, or a C-contiguous array: written in place, not copied)."""
+    view = memoryview(data).cast("B")
     while view:
         n = os.pwrite(fd, view, offset)
         view, offset = view[n:], offset + n
+
+
+@functools.lru_cache(maxsize=1)
+def _sync_file_range() -> Optional[Callable[[int, int, int, int], int]]:
+    """Linux's ``sync_file_range`` from the C library, or None (other systems)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing the file's dirty pages to disk now, without waiting
+    and without dropping them from the page cache (Linux ``sync_file_range`` with
+    ``SYNC_FILE_RANGE_WRITE``): a large volume then reaches the disk while the next slabs are
+    computed, instead of all at once in the final ``fsync`` (which still follows). Elsewhere
+    this does nothing."""
+    function = _sync_file_range()
+    if function is not None:
+        function(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # offset 0, length 0: the whole file; errors: ignored
 
 
 class VolumeWriter:
@@ -211,9 +266,13 @@ class VolumeWriter:
             for y0, y1, slab in blocks:
                 w[:, y0:y1, :] = slab      # any box given by ints / step-1 slices / ...
 
-    The data go into a memory-mapped temporary file next to ``path``. Header statistics (min,
-    max, mean, rms = standard deviation about the mean) are accumulated in float64 from each
-    written block, so the whole volume is never read back or copied. On a clean exit the
+    The data go into a temporary file next to ``path``, laid out (header, size, disk space
+    reserved) by mrcfile and written with ``pwrite`` straight from each block, so its pages
+    live in the page cache and not in this process; writing them back to disk starts every
+    64 MB (:func:`_start_writeback`), during the computation, not all in the final ``fsync``.
+    Header statistics (min, max, mean, rms = standard deviation about the mean) are accumulated
+    with float64 sums from each written block (:meth:`_RunningStats.of_block`), so the whole
+    volume is never read back or copied. On a clean exit the
     header is completed, the file flushed, closed and renamed onto ``path``; on an exception
     (inside the block or from the writer) the temporary file is removed and ``path`` is left
     as it was.
@@ -262,6 +321,8 @@ class VolumeWriter:
         self.labels: Tuple[str, ...] = labels
         self.image_stack = bool(image_stack)
         self._stats = _RunningStats()
+        self._scratch = np.empty(_STATS_CHUNK, dtype=np.float32)
+        self._unsynced = 0  # bytes written since the last write-back request
         self._boxes = np.empty((0, 6), dtype=np.int64)  # rows: z0, z1, y0, y1, x0, x1
         self._n_boxes = 0
         self._mrc: Any = None
@@ -334,7 +395,7 @@ class VolumeWriter:
         # Inserting the dropped (int) axes back as size-1 axes never copies.
         values = values.reshape(box_shape)
         # Statistics first: if they reject the values, nothing has been written.
-        block_stats = _RunningStats.of_block(values)
+        block_stats = _RunningStats.of_block(values, self._scratch)
         self._write_box(starts, stops, values)
         self._stats.merge(block_stats)
         self._add_box(starts, stops)
@@ -355,11 +416,15 @@ class VolumeWriter:
         for k, z in enumerate(range(starts[0], stops[0])):
             if full_rows:  # rows y0..y1 of slice z are contiguous in the file
                 offset = self._data_offset + ((z * ny + starts[1]) * nx) * item
-                _pwrite_all(self._fd, values[k].tobytes(), offset)
+                _pwrite_all(self._fd, values[k], offset)
             else:
                 for j, y in enumerate(range(starts[1], stops[1])):
                     offset = self._data_offset + ((z * ny + y) * nx + starts[2]) * item
-                    _pwrite_all(self._fd, values[k, j].tobytes(), offset)
+                    _pwrite_all(self._fd, values[k, j], offset)
+        self._unsynced += values.nbytes
+        if self._unsynced >= _WRITEBACK_BYTES:
+            self._unsynced = 0
+            _start_writeback(self._fd)
 
     def _check_overlap(self, starts: Tuple[int, ...], stops: Tuple[int, ...]) -> None:
         boxes = self._boxes[: self._n_boxes]
