@@ -13,7 +13,9 @@
 #   3. `localet fbp` on CPU and on CUDA for the same small series: the volumes must agree
 #      within 1e-4 of the maximum (the two kernels' documented agreement is 5e-5);
 #   4. benchmarks/bench_cli.py --size 1024 --device cuda --xf --reconstruct (whole commands,
-#      best of 2, peak RSS; 1024 x 1024 x 256 from 41 views).
+#      best of 2, peak RSS; 1024 x 1024 x 256 from 41 views);
+#   5. the network: `localet reconstruct` with localet-default and localet-encoder on CPU and on
+#      CUDA (agreement within 1e-3 of the range), and 50 steps of slab training with an encoder.
 # The exit status is 0 only when every step passed.
 set -euo pipefail
 
@@ -95,6 +97,42 @@ EOF
 echo
 echo "== 4. whole commands on CUDA (benchmarks/bench_cli.py --size ${SIZE})"
 "${PYTHON}" benchmarks/bench_cli.py --size "${SIZE}" --repeat 2 --device cuda --xf --reconstruct-all || status=1
+
+echo
+echo "== 5. the network on CUDA: both shipped models CPU vs CUDA, and slab training with an encoder"
+"${PYTHON}" - <<'EOF' || status=1
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+ok = True
+with tempfile.TemporaryDirectory() as tmp:
+    d = Path(tmp)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "localet", *map(str, a)], check=True)  # noqa: E731
+    run("simulate", "-o", d / "sim", "--count", "2", "--shape", "48,96,96", "--no-progress")
+    for model in ("localet-default", "localet-encoder"):
+        vols = {}
+        for device in ("cpu", "cuda"):
+            out = d / f"{model}_{device}.mrc"
+            run("reconstruct", d / "sim" / "sim_0.st", "--tlt", d / "sim" / "sim_0.tlt", "--thickness", 48,
+                "--model", model, "--device", device, "--no-progress", "-o", out)
+            with mrcfile.open(str(out)) as m:
+                vols[device] = m.data.copy()
+        rel = float(np.abs(vols["cuda"] - vols["cpu"]).max() / np.ptp(vols["cpu"]))
+        print(f"{model}: max |cuda - cpu| = {rel:.2e} of the range: {'OK' if rel <= 1e-3 else 'FAIL'} at 1e-3")
+        ok &= rel <= 1e-3
+    t = time.perf_counter()
+    run("train", "--pairs", d / "sim" / "pairs.star", "-o", d / "train", "--init", "localet-default",
+        "--encoder", "16,16", "--encoder-channels", "8", "--slab-rows", "8", "--steps", "50",
+        "--val-every", "25", "--device", "cuda", "--no-progress")
+    print(f"slab training with an encoder on CUDA: 50 steps in {time.perf_counter() - t:.1f} s")
+sys.exit(0 if ok else 1)
+EOF
 
 echo
 if [ "${status}" -eq 0 ]; then echo "gpu_check: every step passed"; else echo "gpu_check: some step FAILED"; fi
