@@ -66,7 +66,7 @@ SUBTILTS = ("cryodrgn-4.3.1/tests/data/ay19102021_L3_position6_ribo_it09_bin8_1.
 SUBTILT_PIXEL_A = 14.56
 #: simulated field of view (pixels of 10 A): four 128 x 128 tiles for the spectra (training uses 128)
 FIELD = 256
-SEEDS = {"matched": 5, "training": 17}  # 17: beads in the 256-pixel field
+SEEDS = {"matched": 5, "training": 17, "cell": 5}  # 17: beads in the 256-pixel field
 
 
 # ------------------------------------------------------------------------------ views
@@ -373,11 +373,17 @@ def main() -> None:
         "matched": SimulationConfig(shape=(nz_matched, FIELD, FIELD), voxel_size=10.0, dose=dose_per_view * len(angles),
                                     defocus_um=round(defocus, 2), family="diverse", thickness_nm=thickness_nm),
         "training": SimulationConfig(shape=(96, FIELD, FIELD), voxel_size=10.0, dose=100.0, family="default"),
+        # the calibrated simulator at the real series' settings: a cell body in thick ice, the
+        # calibrated optics (DQE, mass-dependent attenuation, noise roll-off)
+        "cell": SimulationConfig(shape=(nz_matched, FIELD, FIELD), voxel_size=10.0, dose=dose_per_view * len(angles),
+                                 defocus_um=round(defocus, 2), family="cell", optics="calibrated",
+                                 thickness_nm=thickness_nm),
     }
     cfg_family = {key: cfg.family for key, cfg in configs.items()}
     label = {"matched": f"sim matched (diverse, {thickness_nm:g} nm, {dose_per_view * len(angles):g} e/A^2, "
                         f"{defocus:.1f} um)",
-             "training": "sim training-like (default, g10: 100 e/A^2)"}
+             "training": "sim training-like (default, g10: 100 e/A^2)",
+             "cell": f"sim calibrated (cell, calibrated optics, {thickness_nm:g} nm, {dose_per_view * len(angles):g} e/A^2)"}
     sims, sim_views = {}, {}
     for key, cfg in configs.items():
         t0 = time.perf_counter()
@@ -402,9 +408,14 @@ def main() -> None:
         ph = s.params["phantom"]
         half = s.truth.shape[2] * 10.0 / 2
         beads = [o for o in ph["objects"] if o["type"] == "bead" and abs(o["centre_A"][2]) < half]
-        lo_b, hi_b = (FAMILIES[cfg_family[key]].n_beads if isinstance(FAMILIES[cfg_family[key]].n_beads, tuple)
-                      else (FAMILIES[cfg_family[key]].n_beads,) * 2)
+        preset = FAMILIES[cfg_family[key]]
         padded_um2 = ph["padded_shape"][1] * ph["padded_shape"][2] * 1e-6
+        if preset.bead_density_per_um2 is not None:  # drawn per area: the mean count
+            lo_d, hi_d = (preset.bead_density_per_um2 if isinstance(preset.bead_density_per_um2, tuple)
+                          else (preset.bead_density_per_um2,) * 2)
+            lo_b, hi_b = lo_d * padded_um2, hi_d * padded_um2
+        else:
+            lo_b, hi_b = (preset.n_beads if isinstance(preset.n_beads, tuple) else (preset.n_beads,) * 2)
         truth[key] = {"thickness_nm": ph["thickness_nm"], "crowding": ph["crowding_reached"],
                       "bead_density": 0.5 * (lo_b + hi_b) / padded_um2, "bead_diameter_nm": ph["bead_diameter_nm"],
                       "beads_in_fov": len(beads), "area_um2": (s.truth.shape[1] * s.truth.shape[2]) * 1e-6}
@@ -417,8 +428,8 @@ def main() -> None:
 
     # ---- the table
     views = {"real": real, **sim_views}
-    cols = ["real", "matched", "training"]
-    head = ["real EMPIAR-10499", label["matched"], label["training"]]
+    cols = ["real", *configs]
+    head = ["real EMPIAR-10499", *(label[c] for c in configs)]
 
     def k0(v):
         return int(np.argmin(np.abs(v["angles"])))
@@ -507,8 +518,8 @@ def figure(path: Path, views, vols, sub, label) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"real": "k", "matched": "tab:blue", "training": "tab:orange"}
-    names = {"real": "real EMPIAR-10499", "matched": label["matched"], "training": label["training"]}
+    colours = {"real": "k", "matched": "tab:blue", "training": "tab:orange", "cell": "tab:green"}
+    names = {"real": "real EMPIAR-10499", **label}
     fig = plt.figure(figsize=(15, 12.5))
     gs = fig.add_gridspec(3, 3, height_ratios=[1, 1, 0.9])
     # (a) mean against tilt, normalised to 0 deg, with the fits
@@ -585,8 +596,10 @@ def figure(path: Path, views, vols, sub, label) -> None:
     ax.legend(fontsize=7)
     ax.set_ylim(1e-6, 1)
     # (g-i) XZ slices at 20 A, same scale
-    for col, key in enumerate(("real", "matched", "training")):
-        ax = fig.add_subplot(gs[2, col])
+    keys = [k for k in ("real", "matched", "training", "cell") if k in vols]
+    bottom = gs[2, :].subgridspec(1, len(keys))
+    for col, key in enumerate(keys):
+        ax = fig.add_subplot(bottom[0, col])
         xz = vols[key]["xz"]
         lo_, hi_ = np.percentile(xz, [1, 99])
         ax.imshow(xz, cmap="gray", vmin=lo_, vmax=hi_, origin="lower", aspect="equal")

@@ -249,7 +249,9 @@ class TrainConfig:
 #: set (scripts/train_pretrained.py).
 DEMO_SEED = 424242
 #: The specimen presets of :data:`localet_core.simulate.phantom.FAMILIES`, by name.
-FAMILY_NAMES = ("default", "diverse", "broad", "shifted")
+FAMILY_NAMES = ("default", "diverse", "broad", "shifted", "cell")
+#: The optics presets of :data:`localet_core.simulate.optics.OPTICS`, by name.
+OPTICS_NAMES = ("ideal", "calibrated")
 
 
 #: Lower bound of the simulator's memory per voxel of the field of view (bytes): the oversampled
@@ -284,6 +286,9 @@ class SimulationConfig:
         halves: also make odd/even half-dose stacks.
         misalign_px: standard deviation of random per-view shifts (pixels); 0 for none.
         tilt_axis_deg: rotation of the raw images (written in the .xf); 0 for none.
+        optics: microscope and detector model, one of :data:`OPTICS_NAMES`: "ideal" (every
+            electron counted, attenuation by the ice thickness, white noise) or "calibrated"
+            (DQE, mass-dependent attenuation, noise roll-off; docs/simulation.md).
     """
 
     shape: Tuple[int, int, int] = (96, 128, 128)
@@ -298,6 +303,7 @@ class SimulationConfig:
     halves: bool = True
     misalign_px: float = 0.0
     tilt_axis_deg: float = 0.0
+    optics: str = "ideal"
 
     def __post_init__(self) -> None:
         if len(self.shape) != 3 or min(self.shape) < 8:
@@ -309,6 +315,8 @@ class SimulationConfig:
             raise FieldError("tilt_step", f"must be positive, got {self.tilt_step:g}")
         if self.family not in FAMILY_NAMES:
             raise FieldError("family", f"must be one of {', '.join(FAMILY_NAMES)}, got {self.family!r}")
+        if self.optics not in OPTICS_NAMES:
+            raise FieldError("optics", f"must be one of {', '.join(OPTICS_NAMES)}, got {self.optics!r}")
         for name in ("voxel_size", "dose"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -66,6 +66,7 @@ FLAGS = {
     "tilt_range": "--tilt-range",
     "tilt_step": "--tilt-step",
     "family": "--family",
+    "optics": "--optics",
     "estimate": "--estimate",
     "voxel_size": "--voxel",
     "dose": "--dose",

@@ -14,6 +14,7 @@ Examples:
   localet simulate -o sim --count 200 --seed 0                      # training pairs + pairs.star
   localet simulate -o testB --family shifted --tilt-range -54,54 --tilt-step 2 --dose 60 --voxel 12
   localet simulate -o aligned --misalign 2 --tilt-axis 85            # raw images + .xf
+  localet simulate -o cell --family cell --optics calibrated --voxel 20 --shape 160,128,128 --thickness 250,320
 """
 
 
@@ -34,17 +35,23 @@ Examples:
              help="Underfocus in um, or a range drawn per series.")
 @core_option("--family", type=click.Choice(config.FAMILY_NAMES), setting=(SimulationConfig, "family"),
              help="Specimen preset: 'diverse' adds membranes, filaments and crowding; 'broad' also "
-                  "scales each particle 0.5-3x; 'shifted' uses other templates (a test set).")
+                  "scales each particle 0.5-3x; 'shifted' uses other templates (a test set); "
+                  "'cell' is a crowded, membrane-bounded cell body in thick ice (calibrated "
+                  "against a real cell).")
 @click.option("--thickness", "thickness_nm", metavar="NM[,NM]", help="Ice thickness (nm) or a range.")
 @core_option("--misalign", type=float, setting=(SimulationConfig, "misalign_px"),
              help="Std of random per-view shifts (pixels), written as an .xf.")
 @core_option("--tilt-axis", type=float, setting=(SimulationConfig, "tilt_axis_deg"),
              help="Rotate the raw images so the tilt axis lies at this angle (degrees); in the .xf.")
+@core_option("--optics", type=click.Choice(config.OPTICS_NAMES), setting=(SimulationConfig, "optics"),
+             help="Microscope and detector model: 'ideal' (every electron counted, attenuation by "
+                  "the ice thickness, white noise) or 'calibrated' against a real series (DQE, "
+                  "mass-dependent attenuation, noise roll-off; docs/simulation.md).")
 @click.option("--no-halves", is_flag=True, help="Do not write odd/even half-dose stacks.")
 @progress_option
 @reports_progress
 def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dose, defocus, family,
-            thickness_nm, misalign, tilt_axis, no_halves, progress):
+            thickness_nm, misalign, tilt_axis, optics, no_halves, progress):
     """Simulate tilt series of cellular specimens built from real macromolecules (PDB 4V5D,
     3JB9, 4V1W, 6Z6U, 6QT9), membranes, filaments, gold and ice, with CTF, dose filtering and
     Poisson noise, in localet's (IMOD's) geometry.
@@ -80,7 +87,8 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
         thickness = (t0, t1) if "," in thickness_nm else t0
     settings = SimulationConfig(shape=dims, voxel_size=voxel, tilt_range=(lo, hi), tilt_step=tilt_step,
                                 dose=dose, defocus_um=defocus_um, family=family, thickness_nm=thickness,
-                                halves=not no_halves, misalign_px=misalign, tilt_axis_deg=tilt_axis)
+                                halves=not no_halves, misalign_px=misalign, tilt_axis_deg=tilt_axis,
+                                optics=optics)
     rows = []
     width = len(str(seed + count - 1))
     names = [f"{name}_{seed + k:0{width}d}" for k in range(count)]

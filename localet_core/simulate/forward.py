@@ -8,11 +8,15 @@ Steps (each parameter lands in ``SimulatedSeries.params``, with the seed):
    in X and Z, then binned back (the plain voxel-driven projector has a mild moire near 45
    degrees); the central ``nx`` detector columns are the field of view.
 2. Image formation (``optics.image_intensity``): exposure filter in dose-symmetric acquisition
-   order, CTF, inelastic attenuation ``exp(-t / (lambda cos theta))``.
+   order, CTF, inelastic attenuation ``exp(-t / (lambda cos theta))``; with the "calibrated"
+   optics (``SimulationConfig.optics``) the attenuation follows each ray's own path through ice
+   and denser matter (``optics.inelastic_path``), and the amplitude contrast is drawn.
 3. Optional misalignment: each raw image is the aligned one seen through a known transform,
    written as an IMOD ``.xf`` (raw -> aligned), so ``--xf`` must undo it.
-4. Electron counts: Poisson at the dose per view; odd/even halves are two independent draws at
-   half the dose each (a frame split), and the full stack is their sum.
+4. Electron counts: Poisson at the dose per view (times the DQE of the calibrated optics);
+   odd/even halves are two independent draws at half the dose each (a frame split), and the
+   full stack is their sum; the calibrated optics then roll the noise power off towards Nyquist
+   (``optics.detector_rolloff``).
 
 The ground truth is the excess potential over ice of the field of view, with its sign flipped
 so that it has the contrast of the data (protein dark, as in raw images and their WBP). Every
@@ -34,8 +38,17 @@ from localet_core.config import SimulationConfig
 from localet_core.progress import Stage, stage
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.projector import forward_project
-from localet_core.simulate.optics import dose_symmetric_order, image_intensity, poisson_noise, prior_dose
+from localet_core.simulate.optics import (
+    OPTICS,
+    detector_rolloff,
+    dose_symmetric_order,
+    image_intensity,
+    inelastic_path,
+    poisson_noise,
+    prior_dose,
+)
 from localet_core.simulate.phantom import make_phantom
+from localet_core.simulate.templates import ice_potential
 
 #: Oversampling of the projection along X and Z (see step 1 above).
 OVERSAMPLE = 2
@@ -126,28 +139,42 @@ def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> Simul
                            tilt_max_deg=max_tilt, thickness_nm=config.thickness_nm)
     steps.advance(7)
     nz, ny, nx = config.shape
-    potential = phantom.volume + phantom.ice
-    projections = phantom.crop(project_oversampled(potential, angles)) * config.voxel_size  # V*A
+    optics = OPTICS[config.optics]
+    path = None
+    if optics.mass_factor > 0:
+        # the ice and the excess projected apart: the attenuation follows each ray's own path
+        excess = phantom.crop(project_oversampled(phantom.volume, angles)) * config.voxel_size
+        ice = phantom.crop(project_oversampled(phantom.ice, angles)) * config.voxel_size
+        projections = excess + ice  # V*A
+        path = inelastic_path(ice, excess, ice_potential(), optics.mass_factor)
+    else:
+        potential = phantom.volume + phantom.ice
+        projections = phantom.crop(project_oversampled(potential, angles)) * config.voxel_size  # V*A
     steps.advance(1)
     order = dose_symmetric_order(angles)
     dose_per_view = config.dose / len(angles)
     before = prior_dose(order, dose_per_view)
     defocus = _draw(rng, config.defocus_um)
+    # the ideal profile draws nothing more, so its series are those of earlier versions
+    dqe = _draw(rng, optics.dqe) if optics.dqe != 1.0 else 1.0
+    amplitude = _draw(rng, optics.amplitude_contrast) if optics.amplitude_contrast != 0.07 else 0.07
     thickness_a = float(phantom.params["thickness_nm"]) * 10.0
     intensity = image_intensity(projections, config.voxel_size, angles, defocus, thickness_a,
-                                prior_dose_e=before, dose_e=dose_per_view, voltage_kv=config.voltage_kv)
+                                prior_dose_e=before, dose_e=dose_per_view, voltage_kv=config.voltage_kv,
+                                amplitude_contrast=amplitude, path=path)
     xf = None
     if config.misalign_px > 0 or config.tilt_axis_deg != 0:
         xf = misalignment(len(angles), rng, config.misalign_px, config.tilt_axis_deg)
         intensity = raw_from_aligned(intensity, xf)
-    electrons = dose_per_view * config.voxel_size**2
+    electrons = dose_per_view * config.voxel_size**2 * dqe
+    rolloff = lambda t: detector_rolloff(t, optics.noise_rolloff)
     if config.halves:
-        odd = poisson_noise(intensity, electrons / 2, gen)
-        even = poisson_noise(intensity, electrons / 2, gen)
+        odd = rolloff(poisson_noise(intensity, electrons / 2, gen))
+        even = rolloff(poisson_noise(intensity, electrons / 2, gen))
         stack = odd + even
     else:
         odd = even = None
-        stack = poisson_noise(intensity, electrons, gen)
+        stack = rolloff(poisson_noise(intensity, electrons, gen))
     steps.advance(1)
     truth = -phantom.crop(phantom.volume)
     params = {
@@ -156,6 +183,8 @@ def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> Simul
         "angles_deg": angles.tolist(), "acquisition_order": [int(i) for i in order],
         "dose_per_view_e_per_A2": dose_per_view, "defocus_um": defocus,
         "electrons_per_pixel_per_view": electrons, "ice_thickness_A": thickness_a,
+        "optics": config.optics, "dqe": dqe, "amplitude_contrast": amplitude,
+        "mass_factor": optics.mass_factor, "noise_rolloff": optics.noise_rolloff,
         "oversample": OVERSAMPLE, "phantom": phantom.params,
         "truth": "minus the excess potential over ice (V): the contrast of the data, protein dark",
     }

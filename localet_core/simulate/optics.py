@@ -19,7 +19,8 @@ potential, in V*A: a projector's sum over voxels times the voxel size) is::
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,6 +37,10 @@ __all__ = [
     "attenuate",
     "poisson_noise",
     "image_intensity",
+    "inelastic_path",
+    "detector_rolloff",
+    "OpticsProfile",
+    "OPTICS",
 ]
 
 Scalars = Union[float, Sequence[float], np.ndarray, torch.Tensor]
@@ -257,7 +262,8 @@ def image_intensity(projections: torch.Tensor, pixel_size: float, angles_deg: Sc
                     defocus_um: Scalars, thickness: float, prior_dose_e: Scalars = 0.0,
                     dose_e: Scalars = 0.0, voltage_kv: float = 300.0, cs_mm: float = 2.7,
                     amplitude_contrast: float = 0.07, phase_shift: float = 0.0,
-                    mean_free_path: float = 3500.0) -> torch.Tensor:
+                    mean_free_path: float = 3500.0,
+                    path: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Noise-free relative intensity of a tilt series from projected potential.
 
     Args:
@@ -265,6 +271,8 @@ def image_intensity(projections: torch.Tensor, pixel_size: float, angles_deg: Sc
         pixel_size: A. angles_deg: (n_views,) deg. defocus_um: scalar or (n_views,) um.
         thickness: ice thickness (A) for the attenuation.
         prior_dose_e, dose_e: e/A^2 before and during each view (exposure filter; 0 = none).
+        path: (n_views, ny, nx) inelastic path per pixel, A (:func:`inelastic_path`); when
+            given it replaces ``thickness / cos(theta)`` in the attenuation, pixel by pixel.
 
     Returns:
         (n_views, ny, nx) float32: ``(1 - 2 CTF*(phase - mean)) * exp(-t / (lambda cos))``.
@@ -278,4 +286,78 @@ def image_intensity(projections: torch.Tensor, pixel_size: float, angles_deg: Sc
     phase = phase - phase.mean(dim=(-2, -1), keepdim=True)
     img = 1.0 - 2.0 * apply_ctf(phase, pixel_size, defocus_um, voltage_kv, cs_mm,
                                 amplitude_contrast, phase_shift)
+    if path is not None:
+        return img * torch.exp(-path.to(img.dtype) / mean_free_path)
     return attenuate(img, thickness, angles_deg, mean_free_path)
+
+
+def inelastic_path(ice_projection: torch.Tensor, excess_projection: torch.Tensor,
+                   ice_potential_v: float, mass_factor: float) -> torch.Tensor:
+    """Inelastic path length per pixel (A) through a specimen of ice and denser matter.
+
+    ``(P_ice + mass_factor * P_excess) / V_ice``: the ice's projected potential over its own
+    potential is the length of ice a ray crosses (so the slab's tilt and shape are in it), and
+    matter with an excess potential scatters inelastically in proportion to its extra mass:
+    protein (about 1 V over ice's 4.6 V) is about 1.45 times as dense as ice, hence
+    ``mass_factor`` about 2 (0.22 x 2 = 0.45 extra path per A of protein). Dense columns
+    (membrane stacks, crowded cytoplasm, gold) are then darker at all frequencies, the amplitude
+    contrast of real images that the weak-phase CTF alone leaves out.
+
+    Args:
+        ice_projection, excess_projection: (n_views, ny, nx) line integrals, V*A.
+        ice_potential_v: vitreous ice's mean inner potential, V.
+        mass_factor: extra inelastic path per A of excess path, relative to ice.
+    """
+    return (ice_projection + mass_factor * excess_projection.clamp_min(0.0)) / ice_potential_v
+
+
+def detector_rolloff(images: torch.Tensor, loss_at_nyquist: float) -> torch.Tensor:
+    """A detector's noise roll-off: the power spectrum times ``1 - loss * (k / k_Nyquist)^2``.
+
+    Real views (motion-corrected, Fourier-cropped frames) carry about 11 % less noise power at
+    Nyquist than at mid frequencies (docs/simulation.md); 0 leaves the images as they are.
+
+    Args:
+        images: (n_views, ny, nx) or (ny, nx), counts.
+        loss_at_nyquist: the fraction of power lost at the Nyquist frequency, in [0, 1).
+    """
+    if loss_at_nyquist <= 0:
+        return images
+    ny, nx = images.shape[-2:]
+    ky = torch.fft.fftfreq(ny, dtype=torch.float64).view(-1, 1)
+    kx = torch.fft.rfftfreq(nx, dtype=torch.float64).view(1, -1)
+    k2 = ((ky ** 2 + kx ** 2) / 0.25).clamp(max=1.0)
+    gain = torch.sqrt(1.0 - loss_at_nyquist * k2).to(torch.float32)
+    out = torch.fft.irfft2(torch.fft.rfft2(images.float()) * gain, s=(ny, nx))
+    return out.to(images.dtype)
+
+
+@dataclass(frozen=True)
+class OpticsProfile:
+    """How the microscope and detector are modelled; values or ``(lo, hi)`` ranges drawn per
+    series.
+
+    Attributes:
+        dqe: detected fraction of the electrons at low frequency (1: every electron counted).
+        amplitude_contrast: the CTF's amplitude-contrast fraction.
+        mass_factor: extra inelastic path per A of excess potential path, relative to ice
+            (:func:`inelastic_path`); 0: attenuation by the ice thickness alone,
+            ``exp(-t / (lambda cos theta))``.
+        noise_rolloff: power lost at Nyquist by the detector (:func:`detector_rolloff`).
+    """
+
+    dqe: Union[float, Tuple[float, float]] = 1.0
+    amplitude_contrast: Union[float, Tuple[float, float]] = 0.07
+    mass_factor: float = 0.0
+    noise_rolloff: float = 0.0
+
+
+#: The optics presets by name. "ideal" is the simulator before its calibration (every training
+#: set and test set of the first models); "calibrated" follows the real EMPIAR-10499 series
+#: (docs/simulation.md, "Calibration against real images": DQE 0.7-0.85 from its counts,
+#: amplitude contrast 0.07-0.1 as Warp fitted it, mass-dependent attenuation, the noise roll-off).
+OPTICS: Dict[str, OpticsProfile] = {
+    "ideal": OpticsProfile(),
+    "calibrated": OpticsProfile(dqe=(0.7, 0.85), amplitude_contrast=(0.07, 0.1), mass_factor=2.0,
+                                noise_rolloff=0.11),
+}

@@ -42,7 +42,7 @@ from .templates import (
 
 __all__ = ["Phantom", "PhantomConfig", "make_phantom", "phantom_config", "FAMILIES", "OBJECT_TYPES"]
 
-OBJECT_TYPES = ("sheet", "vesicle", "microtubule", "actin", "bead", "particle")
+OBJECT_TYPES = ("sheet", "vesicle", "microtubule", "actin", "bead", "particle", "cell")
 
 Count = Union[int, Tuple[int, int]]
 Range = Union[float, Tuple[float, float]]
@@ -77,6 +77,20 @@ class PhantomConfig:
         overlap_tolerance: largest fraction of an object's voxels that may overlap earlier
             objects (or, for particles and beads, lie outside the slab).
         max_failures: consecutive rejections after which a template is no longer tried.
+        n_cells: cell bodies (0 or 1): a membrane-bounded ellipsoid in the ice whose inside
+            (the cytoplasm) holds the particles and the continuous background; the rest of the
+            slab is plain ice (with the membranes, filaments and beads of the other counts).
+        cell_semi_axes_nm: the cell's two lateral semi-axes, nm, each drawn from the range (at a
+            random azimuth); its centre is drawn within the middle half of the field of view.
+        cell_height: the cell's semi-axis along the slab normal, as a fraction of the ice's
+            half-thickness (minus the membrane).
+        background_v: mean excess potential (V) of a continuous background of small proteins
+            where no object lies: inside the cell, or in the whole slab without one. A
+            log-normal random field of correlation length ``background_scale_nm``; 0 = plain
+            ice between the objects (every preset but ``cell``).
+        background_scale_nm: the background field's Gaussian correlation length, nm.
+        bead_density_per_um2: gold beads per um^2 of the padded slab (a Poisson count, replacing
+            ``n_beads``); None: ``n_beads``.
 
     Raises:
         ValueError: an unknown template or object type, or a template scale not > 0 with
@@ -100,6 +114,12 @@ class PhantomConfig:
     bead_diameter_nm: Range = (5.0, 10.0)
     overlap_tolerance: float = 0.02
     max_failures: int = 30
+    n_cells: Count = 0
+    cell_semi_axes_nm: Range = (150.0, 300.0)
+    cell_height: Range = (0.6, 0.95)
+    background_v: Range = 0.0
+    background_scale_nm: float = 2.5
+    bead_density_per_um2: Optional[Range] = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -141,6 +161,14 @@ FAMILIES: Dict[str, PhantomConfig] = {
     "broad": PhantomConfig(family="broad", n_sheets=(0, 2), n_vesicles=(0, 4), n_actin=(0, 8),
                            n_beads=(0, 2), crowding=(0.05, 0.3), template_scale=(0.5, 3.0),
                            mix_templates=True),
+    # calibrated against a real cell (docs/simulation.md, "Calibration against real images"): a
+    # membrane-bounded cell body filling most of a thick ice layer, its cytoplasm crowded by the
+    # broad preset's particles (20-35 % by volume) over a continuous background of small
+    # proteins, a slab tilted up to 5 degrees, and gold beads per area (about 60 per um^2).
+    "cell": PhantomConfig(family="cell", object_types=OBJECT_TYPES, n_sheets=0, n_vesicles=(0, 3),
+                          n_microtubules=0, n_actin=(0, 4), crowding=(0.2, 0.35),
+                          template_scale=(0.5, 2.0), mix_templates=True, slab_tilt_deg=(0.0, 5.0),
+                          n_cells=1, background_v=(0.1, 0.25), bead_density_per_um2=(30.0, 90.0)),
 }
 
 
@@ -416,6 +444,62 @@ def _add_bead(cv: _Canvas, rng: np.random.Generator, diameter_nm: Range,
                                       "radius_A": round(r, 1)}, True)
 
 
+def _add_cell(cv: _Canvas, rng: np.random.Generator, c: "PhantomConfig", slab_centre: np.ndarray,
+              normal: np.ndarray, thickness: float) -> Optional[torch.Tensor]:
+    """A cell body: an ellipsoid bounded by a bilayer, its short axis along the slab normal.
+
+    Returns the cytoplasm (bool, the canvas's shape: inside the membrane), or None when the
+    ice is too thin for a cell. The membrane's signed distance is the ellipsoid's first-order
+    one, ``(rho - 1) / |grad rho|``, exact on the surface (where the bilayer lives).
+    """
+    shape, v = cv.shape, cv.voxel
+    a = 10.0 * _draw(rng, c.cell_semi_axes_nm, False)
+    b = 10.0 * _draw(rng, c.cell_semi_axes_nm, False)
+    h = _draw(rng, c.cell_height, False) * (thickness / 2.0 - 40.0)
+    if h < 100.0:
+        return None
+    phi = rng.uniform(0, 2 * math.pi)
+    fov = np.array(shape) * v
+    off = rng.uniform(-0.25, 0.25, size=2) * fov[1:]
+    e1, e2 = _perp_frame(normal)
+    # e1, e2: an orthonormal frame in the slab plane, turned by phi
+    u1 = math.cos(phi) * e1 + math.sin(phi) * e2
+    u2 = -math.sin(phi) * e1 + math.cos(phi) * e2
+    centre = slab_centre + np.array([0.0, off[0], off[1]])
+    centre[0] = slab_centre[0] - (normal[1] * off[0] + normal[2] * off[1]) / normal[0]
+    z, y, x = _axes(shape, v)
+    rz, ry, rx = z - centre[0], y - centre[1], x - centre[2]
+    p = [q[0] * rz + q[1] * ry + q[2] * rx for q in (u1, u2, normal)]
+    axes = (a, b, h)
+    rho = torch.sqrt(sum((p[i] / axes[i]) ** 2 for i in range(3)))
+    grad = torch.sqrt(sum((p[i] / axes[i] ** 2) ** 2 for i in range(3))) / rho.clamp_min(1e-6)
+    d = (rho - 1.0) / grad.clamp_min(1e-9)
+    vals = _bilayer(d, v) * cv.slab_soft
+    sup = (d.abs() <= 30.0) & cv.slab
+    ok = cv.try_add((0, 0, 0), vals, sup, {"type": "cell", "centre_A": centre.round(1).tolist(),
+                                           "semi_axes_A": [round(a, 1), round(b, 1), round(h, 1)],
+                                           "azimuth_deg": round(math.degrees(phi), 2)}, False)
+    return ((d < -30.0) & cv.slab) if ok else None
+
+
+def _background(cv: _Canvas, gen: torch.Generator, mean_v: float, scale_nm: float,
+                region: torch.Tensor) -> torch.Tensor:
+    """The continuous background of small proteins (V, the canvas's shape): a log-normal field
+    (log-std 0.5, Gaussian correlation ``scale_nm``) of mean ``mean_v`` on ``region`` where no
+    object lies, zero elsewhere."""
+    sigma = max(scale_nm * 10.0 / cv.voxel, 0.5)
+    noise = torch.randn(cv.shape, generator=gen)
+    k = [torch.fft.fftfreq(n) for n in cv.shape]
+    kz, ky = k[0].view(-1, 1, 1), k[1].view(1, -1, 1)
+    kx = torch.fft.rfftfreq(cv.shape[2]).view(1, 1, -1)
+    g = torch.exp(-2.0 * (math.pi * sigma) ** 2 * (kz ** 2 + ky ** 2 + kx ** 2))
+    field = torch.fft.irfftn(torch.fft.rfftn(noise) * g, s=cv.shape)
+    field = field / field.std().clamp_min(1e-12)
+    s = 0.5
+    out = mean_v * torch.exp(s * field - 0.5 * s * s)
+    return out * (region & (cv.labels == 0)).float()
+
+
 def _add_particles(cv: _Canvas, rng: np.random.Generator, gen: torch.Generator,
                    templates: Sequence[str], crowding: float, slab_voxels: int,
                    max_failures: int, slab_centre: np.ndarray, normal: np.ndarray,
@@ -600,8 +684,18 @@ def _generate(config: PhantomConfig, shape: Sequence[int], voxel_size: float, se
         "n_vesicles": count(c.n_vesicles, "vesicle"),
         "n_microtubules": count(c.n_microtubules, "microtubule"),
         "n_actin": count(c.n_actin, "actin"),
-        "n_beads": count(c.n_beads, "bead"),
+        "n_beads": count(c.n_beads, "bead") if c.bead_density_per_um2 is None else 0,
     }
+    bead_density = None
+    if c.bead_density_per_um2 is not None and "bead" in object_types:
+        bead_density = _draw(rng, c.bead_density_per_um2, False)
+        area_um2 = full[1] * full[2] * (v / 1e4) ** 2
+        counts["n_beads"] = int(rng.poisson(bead_density * area_um2))
+    # the cell comes first: the other objects find room around its membrane
+    cytoplasm = None
+    n_cells = count(c.n_cells, "cell")
+    for _ in range(n_cells):
+        cytoplasm = _add_cell(cv, rng, c, slab_centre, normal, thickness)
     crowd = _draw(rng, c.crowding, False) if "particle" in object_types else 0.0
     tries = 5  # each analytic object gets a few chances to find room
     for _ in range(counts["n_sheets"]):
@@ -617,10 +711,18 @@ def _generate(config: PhantomConfig, shape: Sequence[int], voxel_size: float, se
             for _ in range(tries))
     # Dirichlet(1) weights: a uniform draw over all mixtures of the templates
     mix = rng.dirichlet(np.ones(len(templates))) if c.mix_templates and crowd > 0 else None
-    slab_voxels = int(slab_mask.sum())
+    # particles go into the cytoplasm when there is a cell (the canvas's "slab" is narrowed to
+    # it while they are placed), else anywhere in the slab
+    region = slab_mask if cytoplasm is None else cytoplasm
+    slab_voxels = int(region.sum())
+    cv.slab = region
     reached = _add_particles(cv, rng, gen, templates, crowd, slab_voxels, c.max_failures,
                              slab_centre, normal, thickness, scale, mix) \
-        if crowd > 0 else 0.0
+        if crowd > 0 and slab_voxels > 0 else 0.0
+    cv.slab = slab_mask
+    mean_bg = _draw(rng, c.background_v, False) if c.background_v != 0.0 else 0.0
+    if mean_bg > 0:
+        cv.volume += _background(cv, gen, mean_bg, c.background_scale_nm, region)
 
     # nothing outside the slab (vacuum); particles are inside already, membranes are clipped
     volume = cv.volume * slab_soft
@@ -641,6 +743,9 @@ def _generate(config: PhantomConfig, shape: Sequence[int], voxel_size: float, se
         "bead_diameter_nm": c.bead_diameter_nm if not isinstance(c.bead_diameter_nm, tuple)
         else list(c.bead_diameter_nm),
         **counts,
+        "n_cells": n_cells, "cell_made": cytoplasm is not None,
+        "bead_density_per_um2": None if bead_density is None else round(bead_density, 2),
+        "background_V": round(mean_bg, 4),
         "units": "V (excess potential over ice); lengths in A unless named _nm",
         "objects": cv.objects,
     }
