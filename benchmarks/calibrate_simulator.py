@@ -356,8 +356,14 @@ def main() -> None:
     # ---- the real series: views
     series = load_tilt_series(paths["stack"], tlt=paths["tlt"], xf=paths["xf"],
                               output=OutputOptions(binning=BIN, thickness=REAL_THICKNESS))
-    raw = series.data
+    # view statistics on the raw 10 A views as recorded (the loader hands back the stack
+    # resampled into the aligned frame and binned, which smooths the noise); the WBP from that
+    import mrcfile
+
+    raw = np.asarray(mrcfile.read(paths["stack"]), dtype=np.float32)
     angles = np.asarray(series.geometry.angles)
+    if raw.shape[0] != angles.size:
+        raise SystemExit(f"{paths['stack']}: {raw.shape[0]} views but {angles.size} angles")
     prior = real_dose(paths["xml"])
     dose_per_view = float(np.median(np.diff(np.sort(prior))))
     defocus = real_defocus(paths["xml"])
@@ -368,7 +374,9 @@ def main() -> None:
 
     # ---- simulations: matched to the real series, and training-like (scripts/train_pretrained.py g10)
     thickness_nm = round(t_lambda * MEAN_FREE_PATH_A / 10.0 / 10.0) * 10.0
-    nz_matched = int(math.ceil(thickness_nm / 10.0)) + 6
+    # the box must hold the whole ice layer: thickness in nm = voxels of 10 A (this was
+    # thickness_nm / 10, a 34-voxel box for 280 nm, before the calibrated optics showed it)
+    nz_matched = int(math.ceil(thickness_nm * 10.0 / 10.0)) + 6
     configs = {
         "matched": SimulationConfig(shape=(nz_matched, FIELD, FIELD), voxel_size=10.0, dose=dose_per_view * len(angles),
                                     defocus_um=round(defocus, 2), family="diverse", thickness_nm=thickness_nm),
@@ -395,7 +403,7 @@ def main() -> None:
 
     # ---- volumes at bin 2
     t0 = time.perf_counter()
-    real_vol = wbp(raw, series.geometry)
+    real_vol = wbp(series.data, series.geometry)
     print(f"real WBP {real_vol.shape} in {time.perf_counter() - t0:.1f} s")
     vols = {"real": analyse_volume(real_vol, 10.0 * BIN)}
     truth = {}
