@@ -233,6 +233,18 @@ class TestLocaletScipion(BaseTest):
         # .xf from Scipion's transforms, applied inside localet
         inputs = json.load(open(prot._getExtraPath("TS_A", "TS_A_input.json")))
         self.assertTrue(inputs["xf"] and inputs["exclude"] is None)
+        # the resample-once path is the CLI's --xf (tests/test_alignment.py: the same volume as
+        # the aligned stack's): each of TS_A's commands (stack, odd, even) gets the .xf, and the
+        # series without transforms gets none
+        from localet_scipion.convert import quote
+        commands = [line for line in open(prot.getStdoutLog()).read().splitlines() if "-m localet fbp" in line]
+        b_inputs = json.load(open(prot._getExtraPath("TS_B", "TS_B_input.json")))
+        a_lines = [line for line in commands if f"--tlt {quote(inputs['tlt'])}" in line]
+        b_lines = [line for line in commands if f"--tlt {quote(b_inputs['tlt'])}" in line]
+        self.assertEqual(len(a_lines), 3)
+        self.assertTrue(all(f"--xf {quote(inputs['xf'])}" in line for line in a_lines), a_lines)
+        self.assertEqual(len(b_lines), 3)
+        self.assertFalse(any("--xf" in line for line in b_lines), b_lines)
         a = self.files["TS_A"]
         np.testing.assert_array_equal(_read(tomos["TS_A"].getFileName()),
                                       self._cliVolume("A", a["stack"], a["tlt"], "--xf", a["xf"]))
@@ -346,6 +358,12 @@ class TestLocaletScipion(BaseTest):
         train.inputReferences.setExtended("Tomograms")
         self.launchProtocol(train)
         self.assertEqual(sorted(train.Model.getTrainedOn()), ["TS_A", "TS_B"])
+        # the transforms reach `localet train` as the pairs' xf column (resampled once by load_pair)
+        from localet_core.contracts.pairs import read_pairs_star
+        xfs = {os.path.basename(p.tlt): p.xf for p in read_pairs_star(train._pairsStar())}
+        self.assertEqual(sorted(xfs), ["TS_A.tlt", "TS_B.tlt"])
+        self.assertTrue(xfs["TS_A.tlt"].endswith(os.path.join("TS_A", "TS_A.xf")) and os.path.exists(xfs["TS_A.tlt"]))
+        self.assertIsNone(xfs["TS_B.tlt"])
         # the voxel-size warning reads the trained model's own card (trained at PIXEL A)
         binned = self.newProtocol(ProtLocaletReconstruct, method=METHOD_TRAINED, thickness=THICKNESS,
                                   binning=2)
