@@ -155,9 +155,10 @@ def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> Simul
     dose_per_view = config.dose / len(angles)
     before = prior_dose(order, dose_per_view)
     defocus = _draw(rng, config.defocus_um)
-    # the ideal profile draws nothing more, so its series are those of earlier versions
-    dqe = _draw(rng, optics.dqe) if optics.dqe != 1.0 else 1.0
-    amplitude = _draw(rng, optics.amplitude_contrast) if optics.amplitude_contrast != 0.07 else 0.07
+    # _draw takes no random number for a plain value: the ideal profile's series are those of
+    # earlier versions
+    dqe = _draw(rng, optics.dqe)
+    amplitude = _draw(rng, optics.amplitude_contrast)
     thickness_a = float(phantom.params["thickness_nm"]) * 10.0
     intensity = image_intensity(projections, config.voxel_size, angles, defocus, thickness_a,
                                 prior_dose_e=before, dose_e=dose_per_view, voltage_kv=config.voltage_kv,
