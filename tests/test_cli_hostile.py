@@ -510,3 +510,48 @@ def test_sirt_with_an_x_axis_tilt_is_refused_in_one_line_when_the_volume_does_no
                      "--memory", "1M", "-o", "x.mrc", cwd=tmp_path)
     assert_refused(result, "--memory", "X-axis tilt")
     assert not (tmp_path / "x.mrc").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_fsc_halves_peak_memory_follows_the_budget_not_the_volumes(tmp_path):
+    """Two 250 MB WBP halves under --memory 64M: each is transformed as its slabs arrive and the
+    FSC finished from a scratch file; the peak stays within the process's own footprint + the
+    budget + 160 MB, and no scratch file is left (the in-memory path held both halves and two
+    transforms: over 1 GB)."""
+    from localet_core.validation.streamed import in_memory_bytes
+
+    ny, nx = 256, 64
+    write_mrc(tmp_path / "mid.st", blob_projections(BLOBS, ANGLES, (ny, nx)))
+    write_tlt(tmp_path / "mid.tlt", ANGLES)
+    args = ["fsc-halves", "mid.st", "--tlt", "mid.tlt", "--method", "wbp"]
+    rc, err, base = _peak_rss_mb([*args, "--thickness", 8, "-o", "small.star"], tmp_path)
+    assert rc == 0, err
+    thickness, budget_mb, constant_mb = 4000, 64, 160
+    assert in_memory_bytes((thickness, ny, nx), 2) / 2**20 > 4 * (budget_mb + constant_mb)
+    rc, err, peak = _peak_rss_mb([*args, "--thickness", thickness, "--memory", f"{budget_mb}M",
+                                  "--save-halves", "h", "-o", "large.star"], tmp_path)
+    assert rc == 0, err
+    assert peak < base + budget_mb + constant_mb, (peak, base)
+    assert (tmp_path / "large.star").stat().st_size > 0
+    assert (tmp_path / "h_half1.mrc").stat().st_size == 1024 + 4 * ny * nx * thickness
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_reconstruct_validation_peak_memory_follows_the_budget(series, tmp_path):
+    """reconstruct --odd --even of a thick volume under --memory 64M: three network volumes
+    written slab by slab, then the prior-proof validation reads its halves back slab by slab,
+    computes the halves' WBP slab by slab and the four FSCs out of core."""
+    from localet_core.validation.streamed import in_memory_bytes
+
+    args = ["reconstruct", "ts.st", "--tlt", "ts.tlt", "--odd", "ts_odd.st", "--even", "ts_even.st"]
+    rc, err, base = _peak_rss_mb([*args, "--thickness", 8, "-o", "s.mrc"], tmp_path)
+    assert rc == 0, err
+    thickness, budget_mb, constant_mb = 12000, 64, 160
+    assert in_memory_bytes((thickness, NY, NX), 4) / 2**20 > budget_mb + constant_mb
+    rc, err, peak = _peak_rss_mb([*args, "--thickness", thickness, "--memory", f"{budget_mb}M", "-o", "big.mrc"],
+                                 tmp_path)
+    assert rc == 0, err
+    assert peak < base + budget_mb + constant_mb, (peak, base)
+    assert "prior-proof resolution" in err and (tmp_path / "big_prior_proof.star").exists()
+    assert leftovers(tmp_path) == []
