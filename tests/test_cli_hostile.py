@@ -192,8 +192,19 @@ def test_reconstruct_checks_the_space_of_all_three_volumes_at_once(series, tmp_p
     thickness = int(0.5 * free / (4 * NY * NX))
     result = run_cli("reconstruct", "ts.st", "--tlt", "ts.tlt", "--odd", "ts_odd.st", "--even", "ts_even.st",
                      "--thickness", thickness, "-o", "rec.mrc", cwd=tmp_path)
-    assert_refused(result, "rec.mrc and 2 other output(s) need", "free in")
+    # the validation's out-of-core FSC scratch (four half volumes' transforms) counts too
+    assert_refused(result, "rec.mrc and 2 other output(s) with", "of temporary files need", "free in")
     assert not leftovers(tmp_path) and not list(tmp_path.glob("rec*"))
+
+
+def test_fsc_halves_checks_the_space_of_its_scratch_files_before_any_work(series, tmp_path):
+    """Halves too large for --memory go through a scratch file: no room for it is refused first."""
+    free = shutil.disk_usage(tmp_path).free
+    thickness = int(0.6 * free / (8 * NY * (NX // 2 + 1)))  # two halves' transforms: 1.2 x the free space
+    result = run_cli("fsc-halves", "ts.st", "--tlt", "ts.tlt", "--method", "wbp", "--thickness", thickness,
+                     "--memory", "64M", "-o", "f.star", cwd=tmp_path)
+    assert_refused(result, "not enough free disk space: temporary files need", "free in")
+    assert not leftovers(tmp_path) and not (tmp_path / "f.star").exists()
 
 
 def test_simulate_checks_the_space_of_every_series_before_starting(tmp_path):

@@ -69,7 +69,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
     recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)
-    check_free_space({output: volume_bytes(geometry.output_shape), **scratch_sizes(recon, geometry, output)})
+    check_free_space({output: volume_bytes(geometry.output_shape)}, scratch_sizes(recon, geometry, output))
     with scratch_near(output):  # SIRT's operators, when they do not fit --memory
         write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method,
                     label=series.output_labels(history_label()))

@@ -87,7 +87,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     scratch = scratch_sizes(recon, series.geometry, output)
     if plan.scratch_bytes:
         scratch[output.with_name(f".{output.name}.fsc-scratch")] = plan.scratch_bytes
-    check_free_space({**{out: volume_bytes(series.geometry.output_shape) for out in halves_out}, **scratch})
+    check_free_space({out: volume_bytes(series.geometry.output_shape) for out in halves_out}, scratch)
     halves = [series.prepare_half(read_stack(p, pixel_size=series.stack.pixel_size)) if p else None
               for p in (odd, even)]
     history = history_label()

@@ -80,13 +80,13 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
     sizes = {out: volume_bytes(geometry.output_shape) for out in outputs[:1 + len(halves_given)]}
+    scratch = {}
     if validate and len(halves_given) == 2:  # the prior-proof FSC out of core, when it does not fit --memory
         from localet_core.validation.halfset import plan_validation
 
-        scratch = plan_validation(geometry, recon, "prior-proof").scratch_bytes
-        if scratch:
-            sizes[os.path.join(os.path.dirname(output) or ".", f".{os.path.basename(output)}.fsc-scratch")] = scratch
-    check_free_space(sizes)
+        scratch[os.path.join(os.path.dirname(output) or ".", f".{os.path.basename(output)}.fsc-scratch")] = \
+            plan_validation(geometry, recon, "prior-proof").scratch_bytes
+    check_free_space(sizes, scratch)
     for warning in fit_warnings(card, geometry.voxel_size):
         click.echo(f"Warning: {warning}", err=True)
     history = history_label()
