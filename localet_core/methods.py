@@ -150,3 +150,19 @@ def make_method(name: str, **options: Any) -> Method:
         raise FieldError("method", f"unknown method {name!r}; choose from {', '.join(METHODS)}") from None
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in options.items() if k in known})
+
+
+def scratch_sizes(method: Method, geometry: TiltGeometry, near: Any, count: int = 1) -> Dict[Any, int]:
+    """``{scratch name: bytes}`` of the scratch files ``method`` writes for ``count``
+    reconstructions of ``geometry`` (one at a time) next to ``near`` (an output): the free-space
+    check of a command adds it to its outputs (empty when nothing is written)."""
+    if not isinstance(method, SIRT):
+        return {}
+    from pathlib import Path
+
+    from localet_core.device import memory_budget
+    from localet_core.reconstruction.sirt import sirt_scratch_bytes
+
+    device = resolve_device(method.device)
+    size = sirt_scratch_bytes(geometry, memory_budget(device, method.budget), device)
+    return {Path(near).with_name(f".{Path(near).name}.sirt-scratch"): size} if size else {}

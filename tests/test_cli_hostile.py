@@ -192,8 +192,19 @@ def test_reconstruct_checks_the_space_of_all_three_volumes_at_once(series, tmp_p
     thickness = int(0.5 * free / (4 * NY * NX))
     result = run_cli("reconstruct", "ts.st", "--tlt", "ts.tlt", "--odd", "ts_odd.st", "--even", "ts_even.st",
                      "--thickness", thickness, "-o", "rec.mrc", cwd=tmp_path)
-    assert_refused(result, "rec.mrc and 2 other output(s) need", "free in")
+    # the validation's out-of-core FSC scratch (four half volumes' transforms) counts too
+    assert_refused(result, "rec.mrc and 2 other output(s) with", "of temporary files need", "free in")
     assert not leftovers(tmp_path) and not list(tmp_path.glob("rec*"))
+
+
+def test_fsc_halves_checks_the_space_of_its_scratch_files_before_any_work(series, tmp_path):
+    """Halves too large for --memory go through a scratch file: no room for it is refused first."""
+    free = shutil.disk_usage(tmp_path).free
+    thickness = int(0.6 * free / (8 * NY * (NX // 2 + 1)))  # two halves' transforms: 1.2 x the free space
+    result = run_cli("fsc-halves", "ts.st", "--tlt", "ts.tlt", "--method", "wbp", "--thickness", thickness,
+                     "--memory", "64M", "-o", "f.star", cwd=tmp_path)
+    assert_refused(result, "not enough free disk space: temporary files need", "free in")
+    assert not leftovers(tmp_path) and not (tmp_path / "f.star").exists()
 
 
 def test_simulate_checks_the_space_of_every_series_before_starting(tmp_path):
@@ -473,3 +484,85 @@ def test_reconstruct_peak_memory_follows_the_budget_and_the_result_does_not_chan
         assert result.returncode == 0, result.stderr
     with mrcfile.open(str(tmp_path / "a.mrc")) as a, mrcfile.open(str(tmp_path / "b.mrc")) as b:
         np.testing.assert_allclose(a.data, b.data, atol=1e-4 * float(np.ptp(b.data)))
+
+
+@pytest.mark.slow
+def test_sirt_peak_memory_follows_the_budget_not_the_volume(tmp_path):
+    """SIRT of a 0.45 GB volume under --memory 8M: its operators (12 MB) do not fit, so they
+    go to a scratch file read back at every iteration; the peak stays within the process's own
+    footprint + the budget + 160 MB, the volume is the one a large budget gives, and no scratch
+    file is left."""
+    ny, nx, angles = 4096, 48, np.arange(-60.0, 61.0, 12.0)
+    write_mrc(tmp_path / "big.st", blob_projections(BLOBS, angles, (ny, nx)))
+    write_tlt(tmp_path / "big.tlt", angles)
+    sirt = ["--method", "sirt", "--iterations", 2]
+    rc, err, base = _peak_rss_mb(["fbp", "big.st", "--tlt", "big.tlt", "--thickness", 8, *sirt, "-o", "small.mrc"],
+                                 tmp_path)
+    assert rc == 0, err
+    thickness, budget_mb, constant_mb = 600, 8, 160
+    volume_mb = 4 * ny * nx * thickness / 2**20  # 450 MB
+    rc, err, peak = _peak_rss_mb(["fbp", "big.st", "--tlt", "big.tlt", "--thickness", thickness, *sirt,
+                                  "--memory", f"{budget_mb}M", "-o", "large.mrc"], tmp_path)
+    assert rc == 0, err
+    assert volume_mb > 2 * (budget_mb + constant_mb)
+    assert peak < base + budget_mb + constant_mb, (peak, base)
+    assert leftovers(tmp_path) == []
+    result = run_cli("fbp", "big.st", "--tlt", "big.tlt", "--thickness", thickness, *sirt, "--memory", "2G",
+                     "-o", "ref.mrc", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with mrcfile.mmap(str(tmp_path / "large.mrc")) as a, mrcfile.mmap(str(tmp_path / "ref.mrc")) as b:
+        rows = np.r_[0:64, ny // 2 - 32:ny // 2 + 32, ny - 64:ny]  # the edges and the blobs
+        ref = np.asarray(b.data[:, rows])
+        np.testing.assert_allclose(a.data[:, rows], ref, atol=1e-5 * float(np.ptp(ref)))
+
+
+def test_sirt_with_an_x_axis_tilt_is_refused_in_one_line_when_the_volume_does_not_fit(series, tmp_path):
+    result = run_cli("fbp", "ts.st", "--tlt", "ts.tlt", "--method", "sirt", "--x-axis-tilt", 3, "--thickness", 16,
+                     "--memory", "1M", "-o", "x.mrc", cwd=tmp_path)
+    assert_refused(result, "--memory", "X-axis tilt")
+    assert not (tmp_path / "x.mrc").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_fsc_halves_peak_memory_follows_the_budget_not_the_volumes(tmp_path):
+    """Two 250 MB WBP halves under --memory 64M: each is transformed as its slabs arrive and the
+    FSC finished from a scratch file; the peak stays within the process's own footprint + the
+    budget + 160 MB, and no scratch file is left (the in-memory path held both halves and two
+    transforms: over 1 GB)."""
+    from localet_core.validation.streamed import in_memory_bytes
+
+    ny, nx = 256, 64
+    write_mrc(tmp_path / "mid.st", blob_projections(BLOBS, ANGLES, (ny, nx)))
+    write_tlt(tmp_path / "mid.tlt", ANGLES)
+    args = ["fsc-halves", "mid.st", "--tlt", "mid.tlt", "--method", "wbp"]
+    rc, err, base = _peak_rss_mb([*args, "--thickness", 8, "-o", "small.star"], tmp_path)
+    assert rc == 0, err
+    thickness, budget_mb, constant_mb = 4000, 64, 160
+    assert in_memory_bytes((thickness, ny, nx), 2) / 2**20 > 4 * (budget_mb + constant_mb)
+    rc, err, peak = _peak_rss_mb([*args, "--thickness", thickness, "--memory", f"{budget_mb}M",
+                                  "--save-halves", "h", "-o", "large.star"], tmp_path)
+    assert rc == 0, err
+    assert peak < base + budget_mb + constant_mb, (peak, base)
+    assert (tmp_path / "large.star").stat().st_size > 0
+    assert (tmp_path / "h_half1.mrc").stat().st_size == 1024 + 4 * ny * nx * thickness
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_reconstruct_validation_peak_memory_follows_the_budget(series, tmp_path):
+    """reconstruct --odd --even of a thick volume under --memory 64M: three network volumes
+    written slab by slab, then the prior-proof validation reads its halves back slab by slab,
+    computes the halves' WBP slab by slab and the four FSCs out of core."""
+    from localet_core.validation.streamed import in_memory_bytes
+
+    args = ["reconstruct", "ts.st", "--tlt", "ts.tlt", "--odd", "ts_odd.st", "--even", "ts_even.st"]
+    rc, err, base = _peak_rss_mb([*args, "--thickness", 8, "-o", "s.mrc"], tmp_path)
+    assert rc == 0, err
+    thickness, budget_mb, constant_mb = 12000, 64, 160
+    assert in_memory_bytes((thickness, NY, NX), 4) / 2**20 > budget_mb + constant_mb
+    rc, err, peak = _peak_rss_mb([*args, "--thickness", thickness, "--memory", f"{budget_mb}M", "-o", "big.mrc"],
+                                 tmp_path)
+    assert rc == 0, err
+    assert peak < base + budget_mb + constant_mb, (peak, base)
+    assert "prior-proof resolution" in err and (tmp_path / "big_prior_proof.star").exists()
+    assert leftovers(tmp_path) == []

@@ -93,3 +93,56 @@ def test_cli_fsc_halves_with_a_model(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "localet half tomograms (odd/even)" in result.stdout
+
+
+def test_out_of_core_validation_equals_the_in_memory_one(tmp_path):
+    """Issue 16: halves larger than the budget are transformed as their slabs arrive and the
+    FSC computed from a scratch file; curves, resolutions and the prior-proof estimate are the
+    in-memory ones (to float rounding), for halves reconstructed here or read from files, and
+    no scratch file is left."""
+    import os
+
+    from localet_core.io import TiltStack, write_volume
+    from localet_core.io.atomic import scratch_near
+    from localet_core.methods import WBP, Localet
+    from localet_core.reconstruction.geometry import TiltGeometry
+    from localet_core.simulate.blobs import blob_projections
+    from localet_core.validation.halfset import plan_validation, validate_halves
+
+    angles = np.arange(-60.0, 61.0, 3.0)
+    rng = np.random.default_rng(1)
+    clean = blob_projections([(8.0, -4.0, 5.0, 1.0), (-9.0, 6.0, -4.0, 0.7)], angles, (24, 36)).astype(np.float32)
+    g = TiltGeometry(tuple(angles), (24, 36), thickness=20, pixel_size=10.0)
+    odd, even = (TiltStack(clean * 0.5 + 0.05 * rng.standard_normal(clean.shape).astype(np.float32), 10.0)
+                 for _ in range(2))
+    small = 100_000
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def same(a, b):
+        for region in a.half_set.curves:
+            np.testing.assert_allclose(b.half_set.curves[region][0], a.half_set.curves[region][0], atol=1e-5)
+            assert bool((b.half_set.curves[region][1] == a.half_set.curves[region][1]).all())
+        for key, res in a.half_set.resolutions.items():
+            assert abs(b.half_set.resolutions[key].frequency - res.frequency) < 1e-6
+        if a.prior_proof is not None:
+            np.testing.assert_allclose(b.prior_proof.curve.c_est, a.prior_proof.curve.c_est, atol=1e-5)
+            assert abs(b.prior_proof.resolution.frequency - a.prior_proof.resolution.frequency) < 1e-6
+
+    for method in (WBP(device="cpu"), Localet(device="cpu")):
+        assert plan_validation(g, method, budget=small).streamed
+        assert not plan_validation(g, method, budget=1 << 30).streamed
+        for halves in ((None, None), (odd, even)):
+            whole = validate_halves(clean, g, method, *halves, budget=1 << 30)
+            with scratch_near(work / "out.star"):
+                streamed = validate_halves(clean, g, method, *halves, budget=small)
+            assert streamed.halves is None and streamed.how == whole.how
+            same(whole, streamed)
+    # halves already written (reconstruct --odd --even): read back slab by slab
+    net = Localet(device="cpu")
+    whole = validate_halves(clean, g, net, odd, even, estimate="prior-proof", budget=1 << 30)
+    files = [write_volume(tmp_path / f"h{k}.mrc", h, 10.0) or tmp_path / f"h{k}.mrc" for k, h in enumerate(whole.halves)]
+    with scratch_near(work / "out.star"):
+        streamed = validate_halves(clean, g, net, odd, even, estimate="prior-proof", halves=tuple(files), budget=small)
+    same(whole, streamed)
+    assert os.listdir(work) == []

@@ -238,7 +238,9 @@ def compute_options(fn: Callable) -> Callable:
         core_option("--device", setting=("localet_core.device.resolve_device", "spec"), default="auto",
                     help="auto (CUDA when available), cpu, or cuda:N."),
         click.option("--memory", metavar="SIZE",
-                     help="Working-memory budget such as 4G [default: half the free RAM or VRAM]."),
+                     help="Working-memory budget such as 4G: the peak memory follows it, whatever the "
+                          "output size (what does not fit goes through a scratch file next to the output) "
+                          "[default: half the free RAM or VRAM, at most 1G]."),
         progress_option,
     ])
 

@@ -49,8 +49,9 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
 
     prefetch(stack)  # the stack comes off the disk while torch is imported
     from localet_core.device import parse_memory, resolve_device
+    from localet_core.io.atomic import scratch_near
     from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
-    from localet_core.methods import make_method
+    from localet_core.methods import make_method, scratch_sizes
     from localet_core.pipeline import write_slabs
     from localet_core.reconstruction.filters import RampFilter
     from localet_core.tiltseries import load_tilt_series
@@ -67,10 +68,11 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
-    check_free_space({output: volume_bytes(geometry.output_shape)})
     recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)
-    write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method,
-                label=series.output_labels(history_label()))
+    check_free_space({output: volume_bytes(geometry.output_shape)}, scratch_sizes(recon, geometry, output))
+    with scratch_near(output):  # SIRT's operators, when they do not fit --memory
+        write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method,
+                    label=series.output_labels(history_label()))
     nz, ny, nx = geometry.output_shape
     voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"
     click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "

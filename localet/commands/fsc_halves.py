@@ -59,12 +59,13 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     from localet.commands.fsc import _check_output, report_fsc
     from localet_core.contracts.naming import saved_half_name
     from localet_core.device import parse_memory, resolve_device
-    from localet_core.io import read_stack, write_volume
+    from localet_core.io import read_stack
+    from localet_core.io.atomic import scratch_near
     from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
-    from localet_core.methods import make_method
+    from localet_core.methods import make_method, scratch_sizes
     from localet_core.tiltseries import load_tilt_series
     from localet_core.validation.fsc_report import plot_prior_proof, write_prior_proof_star
-    from localet_core.validation.halfset import validate_halves
+    from localet_core.validation.halfset import plan_validation, validate_halves
 
     inputs = tuple(Path(p) for p in (stack, odd, even) if p)
     _check_output(output, "-o/--output", ".star", inputs)
@@ -78,18 +79,21 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
                               pixel_size=pixel_size, output=options)
     if series.geometry.voxel_size is None:
         raise click.UsageError("the stack has no pixel size in its header: give --pixel-size")
-    check_free_space({out: volume_bytes(series.geometry.output_shape) for out in halves_out})
     dev, budget = resolve_device(device), parse_memory(memory)
+    recon = make_method(method, model=model_name, device=dev, budget=budget)
+    # the saved halves, and the scratch files when the volumes do not fit --memory: the FSC's
+    # (computed out of core) and SIRT's operators
+    plan = plan_validation(series.geometry, recon, estimate)
+    scratch = scratch_sizes(recon, series.geometry, output)
+    if plan.scratch_bytes:
+        scratch[output.with_name(f".{output.name}.fsc-scratch")] = plan.scratch_bytes
+    check_free_space({out: volume_bytes(series.geometry.output_shape) for out in halves_out}, scratch)
     halves = [series.prepare_half(read_stack(p, pixel_size=series.stack.pixel_size)) if p else None
               for p in (odd, even)]
-
-    recon = make_method(method, model=model_name, device=dev, budget=budget)
-    check = validate_halves(series.data, series.geometry, recon, *halves, estimate=estimate)
-    if save_halves:
-        history = history_label()
-        for i, half in enumerate(check.halves, start=1):
-            write_volume(saved_half_name(save_halves, i), half, series.geometry.voxel_size,
-                         label=series.output_labels(history, halves[i - 1]))
+    history = history_label()
+    save = [(path, series.output_labels(history, halves[i])) for i, path in enumerate(halves_out)]
+    with scratch_near(output):
+        check = validate_halves(series.data, series.geometry, recon, *halves, estimate=estimate, save=save or None)
     names = (f"{stack} half 1", f"{stack} half 2")
     title = f"{Path(stack).name}: {check.how} ({method})"
     if check.prior_proof is None:

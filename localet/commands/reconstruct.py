@@ -1,6 +1,7 @@
 """`localet reconstruct`: a tilt series through a trained localized network."""
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -78,7 +79,14 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
-    check_free_space({out: volume_bytes(geometry.output_shape) for out in outputs[:1 + len(halves_given)]})
+    sizes = {out: volume_bytes(geometry.output_shape) for out in outputs[:1 + len(halves_given)]}
+    scratch = {}
+    if validate and len(halves_given) == 2:  # the prior-proof FSC out of core, when it does not fit --memory
+        from localet_core.validation.halfset import plan_validation
+
+        scratch[os.path.join(os.path.dirname(output) or ".", f".{os.path.basename(output)}.fsc-scratch")] = \
+            plan_validation(geometry, recon, "prior-proof").scratch_bytes
+    check_free_space(sizes, scratch)
     for warning in fit_warnings(card, geometry.voxel_size):
         click.echo(f"Warning: {warning}", err=True)
     history = history_label()
@@ -118,13 +126,14 @@ def _validate(series, recon, half_stacks, output) -> None:
     """The prior-proof estimate of the written half tomograms (against the halves' WBP):
     ``OUT_prior_proof.star`` and ``.png`` next to ``OUT``, and its summary on stderr."""
     from localet_core.contracts.naming import HALVES, half_name, plot_name, prior_proof_name
-    from localet_core.io import read_volume
+    from localet_core.io.atomic import scratch_near
     from localet_core.validation.fsc_report import plot_prior_proof, write_prior_proof_star
     from localet_core.validation.halfset import validate_halves
 
-    halves = tuple(read_volume(half_name(output, h)).data for h in HALVES)
-    check = validate_halves(series.data, series.geometry, recon, *(half_stacks[h] for h in HALVES),
-                            estimate="prior-proof", halves=halves)
+    halves = tuple(half_name(output, h) for h in HALVES)  # read whole, or slab by slab (out of core)
+    with scratch_near(output):
+        check = validate_halves(series.data, series.geometry, recon, *(half_stacks[h] for h in HALVES),
+                                estimate="prior-proof", halves=halves)
     table = prior_proof_name(output)
     write_prior_proof_star(table, check.prior_proof, names=[half_name(output, h) for h in HALVES])
     plot_prior_proof(plot_name(table), check.prior_proof, title=f"{output}: odd/even halves")

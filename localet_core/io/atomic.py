@@ -12,17 +12,19 @@ published; a full disk is reported as an :class:`InputError` naming the file and
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import secrets
 import shutil
 import stat
+import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from localet_core.errors import InputError, PathLike
 
-__all__ = ["atomic_output", "temporary_name"]
+__all__ = ["atomic_output", "temporary_name", "ScratchFile", "scratch_folder", "scratch_near"]
 
 # How often to try another random name if one is taken (practically never happens).
 _NAME_TRIES = 16
@@ -157,3 +159,93 @@ def atomic_output(path: PathLike, fsync: bool = True) -> Iterator[Path]:
     from localet_core.io.outputs import record_published
 
     record_published(final, backup)
+
+
+# --------------------------------------------------------------------------------------------
+# Scratch files: temporary data of a computation larger than its memory budget
+# --------------------------------------------------------------------------------------------
+# Where the running command puts its scratch files (the folder of its first output: the
+# free-space check covers it); None: the system's temporary folder.
+_scratch_folder: "contextvars.ContextVar[Optional[Path]]" = contextvars.ContextVar("localet_scratch", default=None)
+
+
+def scratch_folder() -> Path:
+    """The folder scratch files are created in (:func:`scratch_near`, else the system's
+    temporary folder)."""
+    folder = _scratch_folder.get()
+    return folder if folder is not None else Path(tempfile.gettempdir())
+
+
+@contextlib.contextmanager
+def scratch_near(output: PathLike) -> Iterator[Path]:
+    """Inside the block, scratch files go to the folder of ``output`` (a command's output, whose
+    free-space check then includes them)."""
+    folder = Path(os.path.abspath(os.path.dirname(os.path.abspath(os.fspath(output))) or "."))
+    token = _scratch_folder.set(folder)
+    try:
+        yield folder
+    finally:
+        _scratch_folder.reset(token)
+
+
+class ScratchFile:
+    """A scratch file that no way of ending the process leaves behind.
+
+    It is created like an output's temporary (``DIR/.NAME.tmp-<random>``, :func:`temporary_name`,
+    in :func:`scratch_folder`) and unlinked at once: only the open descriptor keeps it, so it
+    disappears when closed, on an exception, Ctrl-C, SIGTERM, and even SIGKILL or a crash.
+    Data go in and out with plain ``pwrite``/``preadv`` (no memory map: nothing of it stays in
+    the process's resident memory). A full disk is an :class:`InputError` naming the folder.
+    """
+
+    def __init__(self, what: str = "scratch") -> None:
+        self.folder = scratch_folder()
+        path = _create_temporary(self.folder / what)
+        self.fd = os.open(path, os.O_RDWR)
+        os.unlink(path)
+        self.size = 0
+
+    def write(self, data: Any, offset: int) -> None:
+        """Write a contiguous array (or bytes) at ``offset``."""
+        view = memoryview(data).cast("B")
+        try:
+            done = 0
+            while done < len(view):
+                done += os.pwrite(self.fd, view[done:], offset + done)
+        except OSError as exc:
+            if _disk_full(exc):
+                from localet_core.io.outputs import format_bytes
+
+                try:
+                    free = f"{format_bytes(shutil.disk_usage(self.folder).free)} free"
+                except OSError:
+                    free = "free space unknown"
+                raise InputError(self.folder, f"the disk is full while writing temporary data ({free}); "
+                                              "nothing was written") from None
+            raise
+        self.size = max(self.size, offset + len(view))
+
+    def read_into(self, out: Any, offset: int) -> None:
+        """Fill the contiguous writable array ``out`` from ``offset``."""
+        view = memoryview(out).cast("B")
+        done = 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], offset + done)
+            if n <= 0:
+                raise OSError(errno.EIO, f"scratch file ended at {offset + done} bytes")
+            done += n
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "ScratchFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

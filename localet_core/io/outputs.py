@@ -94,30 +94,42 @@ def _existing_folder(path: Path) -> Path:
     return folder
 
 
-def check_free_space(sizes: Mapping[PathLike, int]) -> None:
+def check_free_space(sizes: Mapping[PathLike, int], scratch: Optional[Mapping[PathLike, int]] = None) -> None:
     """Raise :class:`InputError` unless the file systems of the outputs have room for all of
-    them at once (``sizes``: bytes per output), naming what is needed and what is free.
+    them at once (``sizes``: bytes per output), and for the scratch files the command will write
+    beside them (``scratch``: bytes per scratch name, :class:`~localet_core.io.atomic.ScratchFile`),
+    naming what is needed and what is free.
 
     A previous version of an output is kept (as ``NAME~``), so it frees no space."""
     groups: dict = {}
-    for path, size in sizes.items():
+    entries = [(path, size, False) for path, size in sizes.items()]
+    entries += [(path, size, True) for path, size in (scratch or {}).items() if size]
+    for path, size, temporary in entries:
         p = Path(os.fspath(path)).expanduser()
         folder = _existing_folder(p)
         try:
             dev = os.stat(folder).st_dev
         except OSError:
             continue
-        need, names, where = groups.get(dev, (0, [], folder))
-        groups[dev] = (need + int(size), names + [p], where)
-    for need, names, folder in groups.values():
+        need, names, extra, where = groups.get(dev, (0, [], 0, folder))
+        groups[dev] = (need + int(size), names if temporary else names + [p], extra + (int(size) if temporary else 0),
+                       where)
+    for need, names, extra, folder in groups.values():
         try:
             free = shutil.disk_usage(folder).free
         except OSError:
             continue
         if need + SPACE_MARGIN > free:
-            what = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} other output(s)"
-            raise InputError(names[0], f"not enough free disk space: {what} need{'s' if len(names) == 1 else ''} "
-                                       f"{format_bytes(need)}, only {format_bytes(free)} free in {folder}")
+            if not names:
+                what, verb = "temporary files", "need"
+            else:
+                what = names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} other output(s)"
+                verb = "needs" if len(names) == 1 and not extra else "need"
+                if extra:
+                    what += f" with {format_bytes(extra)} of temporary files"
+            first = names[0] if names else folder
+            raise InputError(first, f"not enough free disk space: {what} {verb} "
+                                    f"{format_bytes(need)}, only {format_bytes(free)} free in {folder}")
 
 
 class _Unit:

@@ -113,19 +113,32 @@ def _shell_sums(fa: torch.Tensor, fb: torch.Tensor, shape: Shape3,
     ``regions_xz[r]`` is None (every voxel) or a bool region selector broadcastable to the
     rfft grid along y, i.e. ``(nz, 1, nkx)`` or ``(nz, ny, nkx)``.
     """
-    nz, ny, _ = shape
+    out = [tuple(torch.zeros(n_shells(shape), dtype=torch.float64) for _ in range(4)) for _ in regions_xz]
+    add_shell_sums(out, fa, fb, shape, regions_xz, 0)
+    return out
+
+
+def add_shell_sums(out: List[Tuple[torch.Tensor, ...]], fa: torch.Tensor, fb: torch.Tensor, shape: Shape3,
+                   regions_xz: Sequence[Optional[torch.Tensor]], z_offset: int, kx_offset: int = 0,
+                   chunk_voxels: int = _CHUNK_VOXELS) -> None:
+    """Add to ``out`` (:func:`_shell_sums`' accumulators) the sums of the slices
+    ``z_offset : z_offset + len(fa)`` of the rfft grid of ``shape`` (``fa``, ``fb``: those
+    slices, ``(nzb, ny, nkb)``, columns ``kx_offset : kx_offset + nkb``; ``regions_xz``
+    cut to those columns): the whole grid a block at a time gives the sums of the whole grid."""
+    nzb, ny, nkb = fa.shape
     ns = n_shells(shape)
     big_n = max(shape)
     fz, fy, fx = axis_freqs(shape, True)
-    hw = hermitian_weights(shape)
-    out = [tuple(torch.zeros(ns, dtype=torch.float64) for _ in range(4)) for _ in regions_xz]
-    step = max(1, _CHUNK_VOXELS // max(1, ny * fa.shape[2]))
-    for z0 in range(0, nz, step):
-        z1 = min(nz, z0 + step)
+    fx = fx[..., kx_offset:kx_offset + nkb]
+    hw = hermitian_weights(shape)[..., kx_offset:kx_offset + nkb]
+    step = max(1, chunk_voxels // max(1, ny * nkb))
+    for c0 in range(0, nzb, step):
+        c1 = min(nzb, c0 + step)
+        z0, z1 = z_offset + c0, z_offset + c1
         shell = torch.floor(torch.sqrt(fz[z0:z1] ** 2 + fy ** 2 + fx ** 2) * big_n + 0.5)
         shell = shell.to(torch.int64)
-        a = fa[z0:z1].to(torch.complex128)
-        b = fb[z0:z1].to(torch.complex128)
+        a = fa[c0:c1].to(torch.complex128)
+        b = fb[c0:c1].to(torch.complex128)
         terms = ((a * b.conj()).real * hw, (a.real ** 2 + a.imag ** 2) * hw,
                  (b.real ** 2 + b.imag ** 2) * hw, hw.expand(shell.shape))
         inside = shell < ns
@@ -134,7 +147,6 @@ def _shell_sums(fa: torch.Tensor, fb: torch.Tensor, shape: Shape3,
             idx = shell[sel]
             for acc, term in zip(out[r], terms):
                 acc += torch.bincount(idx, weights=term[sel], minlength=ns)
-    return out
 
 
 def _fsc_from_sums(cross: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor,
@@ -393,24 +405,37 @@ def compute_fsc(a: TensorLike, b: TensorLike, mask: Optional[TensorLike] = None,
     p = _check_pixel_size(pixel_size)
     a, b, m = _check_pair(a, b, mask)
     shape: Shape3 = tuple(a.shape)  # type: ignore[assignment]
+    rng, regions = fsc_regions(shape, tilt_range)
+    fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)
+    sums = _shell_sums(fa, fb, shape, [r for _, r in regions])
+    return fsc_result(shape, p, rng, [name for name, _ in regions], sums, m is not None)
+
+
+def fsc_regions(shape: Shape3, tilt_range: Optional[Tuple[float, float]]
+                ) -> Tuple[Optional[Tuple[float, float]], List[Tuple[str, Optional[torch.Tensor]]]]:
+    """The checked tilt range and the ``(name, selector)`` regions :func:`compute_fsc` sums over."""
     regions: List[Tuple[str, Optional[torch.Tensor]]] = [("all", None)]
     rng = None
     if tilt_range is not None:
         rng = check_tilt_range(*tilt_range)
         wedge = wedge_mask_xz(shape, rng[0], rng[1], rfft=True)
         regions += [("outside_wedge", ~wedge), ("inside_wedge", wedge)]
-    fa, fb = torch.fft.rfftn(a), torch.fft.rfftn(b)
-    sums = _shell_sums(fa, fb, shape, [r for _, r in regions])
-    curves = {name: (_fsc_from_sums(*s), s[3]) for (name, _), s in zip(regions, sums)}
+    return rng, regions
+
+
+def fsc_result(shape: Shape3, pixel_size: Optional[float], tilt_range: Optional[Tuple[float, float]],
+               names: Sequence[str], sums: Sequence[Tuple[torch.Tensor, ...]], masked: bool = False) -> FSCResult:
+    """:class:`FSCResult` from the shell sums of each region (curves and resolutions)."""
+    curves = {name: (_fsc_from_sums(*s), s[3]) for name, s in zip(names, sums)}
     frequency = torch.arange(n_shells(shape), dtype=torch.float64) / max(shape)
     resolutions = {}
     for name, (curve, count) in curves.items():
         for crit in CRITERIA:
             f, crossed = crossing_frequency(frequency, curve, _threshold(crit, count), count,
                                             BAND, MIN_SHELL_VOXELS)
-            resolutions[(name, crit)] = Resolution(name, crit, f, crossed, p)
-    return FSCResult(shape=shape, pixel_size=p, frequency=frequency, curves=curves,
-                     resolutions=resolutions, tilt_range=rng, masked=m is not None)
+            resolutions[(name, crit)] = Resolution(name, crit, f, crossed, pixel_size)
+    return FSCResult(shape=shape, pixel_size=pixel_size, frequency=frequency, curves=curves,
+                     resolutions=resolutions, tilt_range=tilt_range, masked=masked)
 
 
 # --------------------------------------------------------------------------------------------

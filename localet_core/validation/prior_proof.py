@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from localet_core.errors import InputError
-from localet_core.validation.fsc import BAND, MIN_SHELL_VOXELS, compute_fsc, crossing_frequency
+from localet_core.validation.fsc import BAND, MIN_SHELL_VOXELS, FSCResult, compute_fsc, crossing_frequency
 
 #: Below this half-set FSC of the WBP reference there is too little signal to divide by.
 MIN_REFERENCE_FSC = 0.05
@@ -227,6 +227,13 @@ def prior_proof_fsc(half_1: np.ndarray, half_2: np.ndarray, reference_1: np.ndar
     n2_w1 = compute_fsc(t[1], t[2], pixel_size=pixel_size, tilt_range=tilt_range)
     w1_w2 = compute_fsc(t[2], t[3], pixel_size=pixel_size, tilt_range=tilt_range)
     n1_n2 = compute_fsc(t[0], t[1], pixel_size=pixel_size, tilt_range=tilt_range)
+    return prior_proof_from_fsc(n1_w2, n2_w1, w1_w2, n1_n2, min_reference_fsc)
+
+
+def prior_proof_from_fsc(n1_w2: "FSCResult", n2_w1: "FSCResult", w1_w2: "FSCResult", n1_n2: "FSCResult",
+                         min_reference_fsc: float = MIN_REFERENCE_FSC) -> PriorProofResult:
+    """:func:`prior_proof_fsc` from the four cross FSCs (each with the tilt range), however
+    computed (in memory, or out of core: :mod:`localet_core.validation.streamed`)."""
     frequency = _np(w1_w2.frequency)
     region = "outside_wedge"
     curve = estimate_curve(_np(n1_w2.curves[region][0]), _np(n2_w1.curves[region][0]),
