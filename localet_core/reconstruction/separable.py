@@ -227,8 +227,9 @@ class SlabBuffers:
     ``torch.from_numpy`` to write it from torch) and handed out as a numpy array (:meth:`lend`);
     a buffer is taken again only when that array is gone, i.e. neither it nor any view of it,
     nor anything holding one (a torch tensor made with ``from_numpy``, a ``memoryview``), is
-    alive: the arrays :meth:`lend` returns are the base of every view made of them (an array
-    over a ``memoryview``, or over a torch tensor, is where numpy's chain of bases stops). A
+    alive: the arrays :meth:`take` returns (over a :class:`_Lease`) and those :meth:`lend` makes
+    of tensors are the base of every view made of them (numpy's chain of bases stops at an array
+    over an object that is not an array). A
     consumer that writes each slab to disk, or copies it into a volume, so reuses one to three
     buffers, and a fresh buffer's page faults (about a third of the cost of filling it) are
     paid once, not per slab.
@@ -244,16 +245,16 @@ class SlabBuffers:
             buffer, lent = entry
             if (lent is None or lent() is None) and buffer.size >= size:
                 entry[1] = _TAKEN
-                return np.ndarray(shape, dtype=np.float32, buffer=memoryview(buffer)[:size])
+                return np.asarray(_Lease(buffer, shape))
         buffer = np.empty((size,), dtype=np.float32)
         self._buffers.append([buffer, _TAKEN])
-        return np.ndarray(shape, dtype=np.float32, buffer=memoryview(buffer))
+        return np.asarray(_Lease(buffer, shape))
 
     def lend(self, slab: Any) -> np.ndarray:
         """``slab`` (from :meth:`take`, or a tensor over it, or any CPU tensor or array) as a numpy
         array; its buffer is taken again once that array is gone."""
         if isinstance(slab, np.ndarray):
-            array = slab if slab.base is None or not isinstance(slab.base, np.ndarray) else slab.copy()
+            array = slab if isinstance(slab.base, _Lease) else np.asarray(slab)
         else:
             array = slab.cpu().numpy()
         pointer = array.__array_interface__["data"][0]
@@ -261,6 +262,19 @@ class SlabBuffers:
             if entry[1] is _TAKEN and entry[0].__array_interface__["data"][0] == pointer:
                 entry[1] = weakref.ref(array)
         return array
+
+
+class _Lease:
+    """A buffer's first ``prod(shape)`` values, seen as an array of ``shape`` through
+    ``__array_interface__``: the array numpy makes of it is the base of its views, and keeps the
+    buffer alive."""
+
+    __slots__ = ("buffer", "__array_interface__")
+
+    def __init__(self, buffer: np.ndarray, shape: Tuple[int, ...]) -> None:
+        self.buffer = buffer
+        self.__array_interface__ = {"shape": tuple(int(s) for s in shape), "typestr": buffer.dtype.str,
+                                    "data": (buffer.__array_interface__["data"][0], False), "version": 3}
 
 
 def _TAKEN() -> bool:
