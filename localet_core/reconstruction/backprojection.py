@@ -80,7 +80,7 @@ def separable_matrix(
     w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights
     indptr, indices, data, shape = separable_matrix_arrays(
         geometry, w, z_range=z_range, dtype=_NUMPY_DTYPES[dtype], z_block=z_block,
-        col_origin=col_origin, n_cols=n_cols)
+        col_origin=col_origin, n_cols=n_cols, threads=torch.get_num_threads())
     device = torch.device(device)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is stable
         warnings.simplefilter("ignore", UserWarning)

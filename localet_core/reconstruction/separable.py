@@ -60,6 +60,7 @@ def separable_matrix_arrays(
     z_block: int = 1,
     col_origin: int = 0,
     n_cols: Optional[int] = None,
+    threads: int = 1,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Tuple[int, int]]:
     """The CSR arrays of the sparse back-projection matrix of a separable geometry.
 
@@ -75,6 +76,7 @@ def separable_matrix_arrays(
         col_origin: detector column of the images' first column (negative for images extended
             beyond the detector, as the fast network form uses); default 0.
         n_cols: image width (default: the binned detector width).
+        threads: chunks built at a time (threads; the values do not depend on it).
 
     Returns:
         ``(indptr, indices, data, shape)``: int32 row pointers and column indices, ``dtype``
@@ -101,7 +103,8 @@ def separable_matrix_arrays(
     w = np.asarray(weights).astype(dtype)
     view_base = np.arange(n_views, dtype=np.int32) * np.int32(nxd)
     step = max(1, _MATRIX_CHUNK // max(1, nxo * z_block * n_views))
-    for b0 in range(0, n_blocks, step):
+
+    def build(b0: int) -> None:
         b1 = min(n_blocks, b0 + step)
         iz = np.arange(z0 + b0 * z_block, z0 + b1 * z_block, dtype=np.float64)
         u = (x_part + m[:, 2] * iz.reshape(b1 - b0, 1, z_block, 1)) + m[:, 3]
@@ -116,6 +119,16 @@ def separable_matrix_arrays(
         # Out-of-range neighbours get weight 0; clamp their column into the view's own block.
         cols[b0:b1, ..., 0] = view_base + np.clip(i0, 0, nxd - 1)
         cols[b0:b1, ..., 1] = view_base + np.clip(i0 + 1, 0, nxd - 1)
+
+    starts = range(0, n_blocks, step)
+    if threads > 1 and len(starts) > 1:  # numpy's loops release the GIL: chunks side by side
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            list(pool.map(build, starts))
+    else:
+        for b0 in starts:
+            build(b0)
     n_rows = (z1 - z0) * nxo
     per_row = 2 * n_views
     indptr = np.arange(0, n_rows * per_row + 1, per_row, dtype=np.int32)
@@ -123,11 +136,12 @@ def separable_matrix_arrays(
 
 
 def separable_matrix_numpy(geometry: "TiltGeometry", weights: np.ndarray, z_block: int = 1,
-                           dtype: Any = np.float32) -> Any:
+                           dtype: Any = np.float32, threads: int = 1) -> Any:
     """:func:`separable_matrix_arrays` as a ``scipy.sparse.csr_matrix`` (no copy)."""
     import scipy.sparse
 
-    indptr, indices, data, shape = separable_matrix_arrays(geometry, weights, dtype=dtype, z_block=z_block)
+    indptr, indices, data, shape = separable_matrix_arrays(geometry, weights, dtype=dtype, z_block=z_block,
+                                                           threads=threads)
     return scipy.sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
 
 

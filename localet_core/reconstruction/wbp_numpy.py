@@ -144,7 +144,7 @@ def iter_wbp_slabs_array(
     weights = geometry.view_weights().astype(np.float32)
     nz, ny, nxo = geometry.output_shape
     z_block = Z_BLOCK if nz >= 2 * Z_BLOCK else 1
-    matrix = separable_matrix_numpy(geometry, weights, z_block=z_block)
+    matrix = separable_matrix_numpy(geometry, weights, z_block=z_block, threads=threads)
     # each thread: its scratch (layout + product, about one slab) and its output slab; plus the
     # slab handed out and the writer's copy: 2 threads + 2 slabs, against rows_per_slab's 4
     rows = max(1, min(KERNEL_ROWS, rows_per_slab(geometry, budget) * 4 // (2 * threads + 2)))
