@@ -45,12 +45,12 @@ def test_separable_slabs_equal_the_reordered_kernel(z_block, nz):
 
 
 def test_matrix_chunks_do_not_change_it(monkeypatch):
-    from localet_core.reconstruction import backprojection
+    from localet_core.reconstruction import separable
 
     g = _geometry(nz=32, shift_x=1.3, axis_offset=-2.2)
     weights = torch.rand(len(ANGLES))
     whole = separable_matrix(g, weights, z_block=4, col_origin=-3, n_cols=46)
-    monkeypatch.setattr(backprojection, "_MATRIX_CHUNK", 1)  # one z block at a time
+    monkeypatch.setattr(separable, "_MATRIX_CHUNK", 1)  # one z block at a time
     chunked = separable_matrix(g, weights, z_block=4, col_origin=-3, n_cols=46)
     for a, b in ((whole.crow_indices(), chunked.crow_indices()), (whole.col_indices(), chunked.col_indices()),
                  (whole.values(), chunked.values())):
@@ -134,10 +134,19 @@ def test_slab_buffers_are_reused_only_once_the_consumer_let_go():
     for a, v, t in zip(kept, views, tensors):
         np.testing.assert_array_equal(a[:, 1:, ::2], v)
         np.testing.assert_array_equal(a, t.numpy())
-    pool = SlabBuffers()
-    first = pool.take((2, 3))
-    assert pool.take((2, 3)).data_ptr() != first.data_ptr()  # taken, not lent yet: not free
-    lent = pool.lend(first)
-    assert pool.take((2, 3)).data_ptr() != first.data_ptr()
-    del lent
-    assert pool.take((1, 3)).data_ptr() == first.data_ptr()  # let go: reused
+    def pointer(a):
+        return a.__array_interface__["data"][0]
+
+    for wrap in (np.asarray, torch.from_numpy):  # lent as written by numpy, or through a tensor over it
+        pool = SlabBuffers()
+        first = pool.take((2, 3))
+        assert pointer(pool.take((2, 3))) != pointer(first)  # taken, not lent yet: not free
+        lent = pool.lend(wrap(first))
+        del first
+        assert pointer(pool.take((2, 3))) != pointer(lent)
+        view = lent[1:]
+        address = pointer(lent)
+        del lent
+        assert pointer(pool.take((2, 3))) != address  # a view of the lent array is still alive
+        del view
+        assert pointer(pool.take((1, 3))) == address  # let go: reused

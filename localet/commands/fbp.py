@@ -45,15 +45,17 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     The output follows IMOD's `tilt` conventions (angles as in the .tlt, tilt axis along Y,
     volume written like `tilt -RotateBy90`) on an exact centred grid; see docs/geometry.md.
     """
+    import os
+
     from localet_core.io.files import prefetch
 
-    prefetch(stack)  # the stack comes off the disk while torch is imported
-    from localet_core.device import parse_memory, resolve_device
+    prefetch(stack)  # the stack comes off the disk while the modules are imported
+    from localet_core.device import cpu_without_torch, parse_memory
     from localet_core.io.atomic import scratch_near
     from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
-    from localet_core.methods import make_method, scratch_sizes
     from localet_core.pipeline import write_slabs
     from localet_core.reconstruction.filters import RampFilter
+    from localet_core.reconstruction.wbp_numpy import ENGINE_VARIABLE
     from localet_core.tiltseries import load_tilt_series
 
     start = time.perf_counter()
@@ -64,14 +66,35 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     if method == "wbp":
         cutoff, falloff = _pair(radial, "--radial") if radial else (None, None)
         ramp = RampFilter(window=window, cutoff=cutoff, falloff=falloff or config.RADIAL_FALLOFF)
-    device = resolve_device(device)
+    # a WBP on the CPU of an aligned stack runs without torch (localet_core.reconstruction.wbp_numpy)
+    engine = os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() or "auto"
+    numpy_path = (method == "wbp" and engine != "torch" and xf is None and aln is None
+                  and options.x_axis_tilt == 0.0 and cpu_without_torch(device))
+    if not numpy_path:
+        from localet_core.device import resolve_device
+
+        device = resolve_device(device)
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
     geometry = series.geometry
-    recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)
-    check_free_space({output: volume_bytes(geometry.output_shape)}, scratch_sizes(recon, geometry, output))
+    if numpy_path:
+        from localet_core.reconstruction.wbp_numpy import iter_wbp_slabs_array, numpy_wbp_applies
+
+        numpy_path = engine == "numpy" or numpy_wbp_applies(geometry, budget)
+    if numpy_path:
+        device = "cpu"
+        check_free_space({output: volume_bytes(geometry.output_shape)})
+        slabs = iter_wbp_slabs_array(series.data, geometry, ramp, budget=budget)
+    else:
+        from localet_core.device import resolve_device
+        from localet_core.methods import make_method, scratch_sizes
+
+        device = resolve_device(device)
+        recon = make_method(method, ramp=ramp, iterations=iterations, device=device, budget=budget)
+        check_free_space({output: volume_bytes(geometry.output_shape)}, scratch_sizes(recon, geometry, output))
+        slabs = recon.slabs(series.data, geometry)
     with scratch_near(output):  # SIRT's operators, when they do not fit --memory
-        write_slabs(output, geometry, recon.slabs(series.data, geometry), progress=progress, description=method,
+        write_slabs(output, geometry, slabs, progress=progress, description=method,
                     label=series.output_labels(history_label()))
     nz, ny, nx = geometry.output_shape
     voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"

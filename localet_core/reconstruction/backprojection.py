@@ -3,7 +3,8 @@
 Two kernels compute the same sum (each voxel gets, from every used view, the image value
 linearly interpolated at the voxel's projection, times the view's weight):
 
-* ``sparse`` (separable geometries: no ``.xf``, no X-axis tilt). Output row ``y`` then reads only
+* ``sparse`` (separable geometries: no ``.xf``, no X-axis tilt; the matrix and the slab loop are
+  :mod:`localet_core.reconstruction.separable`'s, shared with the torch-free WBP). Output row ``y`` then reads only
   detector row ``y``, and the interpolation weights depend on (z, x, view) alone. They form a
   sparse matrix ``B`` of shape ``(nz * nx_out, n_views * nx_det)`` with two entries per view and
   row, built once and shared by every row and channel; the back-projection of a slab of rows is
@@ -22,14 +23,15 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from localet_core.device import empty
 from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.separable import SeparableSlabs, separable_matrix_arrays
+
+__all__ = ["KERNELS", "choose_kernel", "separable_matrix", "backproject_separable", "transpose_csr",
+           "SeparableSlabs", "backproject_separable_slab", "to_separable_layout", "backproject_grid_sample"]
 
 KERNELS = ("auto", "sparse", "grid_sample")
 
-#: Matrix entries (voxel columns x views) built at a time by :func:`separable_matrix`: bounds its
-#: float64 temporaries (about 40 bytes per entry) to a few tens of MB.
-_MATRIX_CHUNK = 1 << 20
+_NUMPY_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 def choose_kernel(geometry: TiltGeometry, device: torch.device, kernel: str = "auto") -> str:
@@ -54,7 +56,8 @@ def separable_matrix(
     col_origin: int = 0,
     n_cols: Optional[int] = None,
 ) -> torch.Tensor:
-    """The sparse back-projection matrix of a separable geometry.
+    """The sparse back-projection matrix of a separable geometry, as a torch CSR tensor
+    (:func:`~localet_core.reconstruction.separable.separable_matrix_arrays`, built on the CPU).
 
     Args:
         geometry: a separable :class:`TiltGeometry`.
@@ -72,47 +75,18 @@ def separable_matrix(
         CSR tensor ``(nz_padded * nx_out, n_used * n_cols)``: rows ``(z block, x, z in block)``
         (plain ``(z, x)`` for ``z_block = 1``), columns ``(view, u)``.
     """
-    nz, _, nxo = geometry.output_shape
-    z0, z1 = z_range if z_range is not None else (0, nz)
-    z1 = z0 + -(-(z1 - z0) // z_block) * z_block  # pad to whole blocks
-    n_views = len(geometry.used_views)
-    nxd = geometry.binned_detector_shape[1] if n_cols is None else int(n_cols)
-    # u = c0 ix + c1 iy + c2 iz + c3 (the detector column, TiltGeometry.detector_coordinates' sums
-    # in its order, so the matrix is bit-identical to evaluating them voxel by voxel); iy = 0,
-    # and separable geometries have c1 = 0.
-    m = geometry.detector_affine().to(device)[:, 0]  # (views, 4) float64
-    n_blocks = (z1 - z0) // z_block
-    # rows (z block, x, z in block), entries (view, neighbour): built a few blocks at a time in
-    # this final order, so the float64 temporaries stay small and nothing is permuted
-    cols = empty((n_blocks, nxo, z_block, n_views, 2), torch.int32, device)
-    vals = empty((n_blocks, nxo, z_block, n_views, 2), dtype, device)
-    ix = torch.arange(nxo, dtype=torch.float64, device=device).view(1, nxo, 1, 1)
-    x_part = m[:, 0] * ix + m[:, 1] * 0.0  # (1, nxo, 1, views)
-    w = weights.to(device=device, dtype=dtype)
-    view_base = torch.arange(n_views, device=device, dtype=torch.int32) * nxd
-    step = max(1, _MATRIX_CHUNK // max(1, nxo * z_block * n_views))
-    for b0 in range(0, n_blocks, step):
-        b1 = min(n_blocks, b0 + step)
-        iz = torch.arange(z0 + b0 * z_block, z0 + b1 * z_block, dtype=torch.float64, device=device)
-        u = (x_part + m[:, 2] * iz.view(b1 - b0, 1, z_block, 1)) + m[:, 3]
-        if col_origin:
-            u = u - col_origin
-        i0f = torch.floor(u)
-        frac = (u - i0f).to(dtype)
-        i0 = i0f.to(torch.int32)
-        del u, i0f
-        vals[b0:b1, ..., 0] = (1 - frac) * w * ((i0 >= 0) & (i0 < nxd))
-        vals[b0:b1, ..., 1] = frac * w * ((i0 >= -1) & (i0 < nxd - 1))
-        # Out-of-range neighbours get weight 0; clamp their column into the view's own block.
-        cols[b0:b1, ..., 0] = view_base + i0.clamp(0, nxd - 1)
-        cols[b0:b1, ..., 1] = view_base + (i0 + 1).clamp(0, nxd - 1)
-    n_rows = (z1 - z0) * nxo
-    per_row = 2 * n_views
-    crow = torch.arange(0, n_rows * per_row + 1, per_row, device=device, dtype=torch.int32)
+    if dtype not in _NUMPY_DTYPES:
+        raise ValueError(f"the matrix is float32 or float64, not {dtype}")
+    w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights
+    indptr, indices, data, shape = separable_matrix_arrays(
+        geometry, w, z_range=z_range, dtype=_NUMPY_DTYPES[dtype], z_block=z_block,
+        col_origin=col_origin, n_cols=n_cols, threads=torch.get_num_threads())
+    device = torch.device(device)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is stable
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, cols.view(-1), vals.view(-1),
-                                       size=(n_rows, n_views * nxd), check_invariants=False)
+        matrix = torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(indices),
+                                         torch.from_numpy(data), size=shape, check_invariants=False)
+        return matrix if device.type == "cpu" else matrix.to(device)
 
 
 def backproject_separable(
@@ -168,66 +142,6 @@ class _SparseApply(torch.autograd.Function):
     def backward(ctx, grad):  # noqa: D102
         (transposed,) = ctx.saved_tensors
         return None, None, torch.sparse.mm(transposed, grad.contiguous())
-
-
-class SeparableSlabs:
-    """:func:`backproject_separable` of one channel, slab after slab, straight from the images'
-    own layout into contiguous slabs: the same values, without a re-ordered copy of the whole
-    stack, with the result re-ordered by cache-friendly 2D transposes, and with its scratch
-    buffers reused from slab to slab.
-
-    For each slab the rows ``y0:y1`` of every view are transposed into the kernel's
-    ``(view, u)``-major layout (a few MB for a few tens of rows: where the sparse product runs
-    fastest, :data:`localet_core.reconstruction.wbp.KERNEL_ROWS`), multiplied, and each z block
-    of the product, ``(nx_out, z_block * rows)``, is one transpose away from
-    ``(z_block, rows, nx_out)``.
-
-    Args:
-        matrix: ``(nz_padded * nx_out, n_views * nx_det)`` CSR matrix built with ``z_block``.
-        images: ``(n_views, ny, nx_det)`` filtered images.
-        nz: number of output slices wanted (the matrix may cover a few more: block padding).
-        max_rows: the most rows a slab will have (sizes the scratch buffers).
-    """
-
-    def __init__(self, matrix: torch.Tensor, images: torch.Tensor, nz: int, z_block: int = 1,
-                 max_rows: int = 32) -> None:
-        self.matrix = matrix
-        self.images = images.contiguous()
-        self.nz = nz
-        self.z_block = z_block
-        n, _, nxd = self.images.shape
-        self.nzp = -(-nz // z_block) * z_block
-        self.nxo = matrix.shape[0] // self.nzp
-        device, dtype = self.images.device, self.images.dtype
-        self._layout = empty((n * nxd * max_rows,), dtype, device)
-        self._product = empty((self.nzp * self.nxo * max_rows,), dtype, device)
-        self.max_rows = max_rows
-
-    def __call__(self, y0: int, y1: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``(nz, y1 - y0, nx_out)`` back-projected rows ``y0:y1``, written into ``out`` (a
-        contiguous tensor of that shape) when given."""
-        rows = y1 - y0
-        if rows > self.max_rows:
-            raise ValueError(f"a slab of {rows} rows; at most {self.max_rows} were planned")
-        n, _, nxd = self.images.shape
-        nz, nxo, zb = self.nz, self.nxo, self.z_block
-        layout = self._layout[:n * nxd * rows].view(n, nxd, rows)
-        for v in range(n):  # (rows, nx_det) -> (nx_det, rows): a blocked transpose each
-            layout[v].copy_(self.images[v, y0:y1].t())
-        product = self._product[:self.nzp * nxo * rows].view(self.nzp * nxo, rows)
-        # addmm with beta = 0 writes into product without a temporary (mm(out=) zero-fills a
-        # fresh one per call: 32 MB of page faults per slab); product's old values are ignored
-        torch.addmm(product, self.matrix, layout.view(n * nxd, rows), beta=0, out=product)
-        blocks = product.view(self.nzp // zb, nxo, zb * rows)
-        if out is None:
-            out = empty((nz, rows, nxo), product.dtype, product.device)
-        for b in range(self.nzp // zb):
-            za, zc = b * zb, min(nz, (b + 1) * zb)
-            if zc - za == zb:
-                out[za:zc].view(zb * rows, nxo).copy_(blocks[b].t())
-            else:  # the padded last block
-                out[za:zc].copy_(blocks[b].t()[:(zc - za) * rows].view(zc - za, rows, nxo))
-        return out
 
 
 def backproject_separable_slab(

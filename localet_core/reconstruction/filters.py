@@ -13,18 +13,26 @@ cycles per pixel ``f``, is ``|f| * window(f) * radial(f)``:
 
 With the view weights of :meth:`TiltGeometry.view_weights` (radians) the filtered back-projection
 returns the density itself for a complete tilt range: no arbitrary scale.
+
+The filter's definition (:meth:`RampFilter.response`, :func:`padded_size`, the edge taper of
+:func:`taper_fade`) is numpy, and so is the row filter on the CPU (:func:`ramp_filter_rows_array`,
+scipy's float32 FFTs when scipy is there): the torch-free WBP (:mod:`localet_core.reconstruction.wbp_numpy`)
+and the torch functions here (which hand CPU tensors to it; their own loop runs on CUDA) share
+them. Importing this module does not import torch.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
-import torch
+import numpy as np
 
 from localet_core.config import RADIAL_FALLOFF, RAMP_WINDOW, WINDOWS
-from localet_core.device import empty
 from localet_core.errors import FieldError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -43,26 +51,33 @@ class RampFilter:
         if not self.falloff > 0:
             raise FieldError("falloff", f"must be positive, got {self.falloff}")
 
-    def response(self, freq: torch.Tensor, n_pad: int) -> torch.Tensor:
-        """Filter value at signed frequencies ``freq`` (cycles/pixel, any shape; same shape out)."""
-        f = freq.abs()
-        ramp = torch.clamp(f, min=0.2 / n_pad)
+    def response(self, freq: Any, n_pad: int) -> Any:
+        """Filter value at signed frequencies ``freq`` (cycles/pixel, any shape; same shape out):
+        a float64 numpy array for a numpy ``freq``; for a torch tensor, the same values as a
+        float64 tensor on its device."""
+        if not isinstance(freq, np.ndarray) and hasattr(freq, "detach"):
+            import torch
+
+            values = self.response(freq.detach().cpu().numpy().astype(np.float64), n_pad)
+            return torch.from_numpy(values).to(freq.device)
+        f = np.abs(np.asarray(freq, dtype=np.float64))
+        ramp = np.maximum(f, 0.2 / n_pad)
         x = f / 0.5  # 0 at DC, 1 at Nyquist
         if self.window == "shepp-logan":
-            win = torch.sinc(x / 2)
+            win = np.sinc(x / 2)
         elif self.window == "cosine":
-            win = torch.cos(x * (math.pi / 2))
+            win = np.cos(x * (math.pi / 2))
         elif self.window == "hamming":
-            win = 0.54 + 0.46 * torch.cos(math.pi * x)
+            win = 0.54 + 0.46 * np.cos(math.pi * x)
         elif self.window == "hann":
-            win = 0.5 + 0.5 * torch.cos(math.pi * x)
+            win = 0.5 + 0.5 * np.cos(math.pi * x)
         else:
-            win = torch.ones_like(f)
+            win = np.ones_like(f)
         out = ramp * win
         if self.cutoff is not None:
             cutoff = self.cutoff if self.cutoff < 1 else self.cutoff / n_pad
             falloff = self.falloff if self.falloff < 1 else self.falloff / n_pad
-            out = torch.where(f > cutoff, out * torch.exp(-((f - cutoff) ** 2) / (2 * falloff**2)), out)
+            out = np.where(f > cutoff, out * np.exp(-((f - cutoff) ** 2) / (2 * falloff**2)), out)
         return out
 
 
@@ -87,9 +102,19 @@ def padded_size(n: int) -> int:
         m += 1
 
 
-def _taper_pad(images: torch.Tensor, n_pad: int, dim: int) -> torch.Tensor:
-    """Pad ``images`` along ``dim`` to ``n_pad`` with each line's edge values fading to the line
-    mean (a raised cosine), so the periodic FFT sees no jump at the image border."""
+def taper_fade(n: int, n_pad: int) -> np.ndarray:
+    """``(n_pad - n,)`` float32 raised cosine, 1 -> 0 across the pad of a line of ``n`` padded to
+    ``n_pad``: the pad is the periodic bridge ``mean + (last - mean) fade + (first - mean)
+    fade[::-1]`` from the line's last value back round to its first, so the FFT sees no jump."""
+    extra = n_pad - n
+    t = np.arange(1, extra + 1, dtype=np.float32) / np.float32(extra + 1)
+    return (0.5 + 0.5 * np.cos(np.float32(math.pi) * t)).astype(np.float32)
+
+
+def _taper_pad(images: "torch.Tensor", n_pad: int, dim: int) -> "torch.Tensor":
+    """Pad ``images`` along ``dim`` to ``n_pad`` with :func:`taper_fade`'s bridge (torch, any dim)."""
+    import torch
+
     n = images.shape[dim]
     extra = n_pad - n
     if extra <= 0:
@@ -97,47 +122,87 @@ def _taper_pad(images: torch.Tensor, n_pad: int, dim: int) -> torch.Tensor:
     mean = images.mean(dim=dim, keepdim=True)
     first = images.narrow(dim, 0, 1)
     last = images.narrow(dim, n - 1, 1)
-    t = torch.arange(1, extra + 1, dtype=images.dtype, device=images.device) / (extra + 1)
-    fade = 0.5 + 0.5 * torch.cos(math.pi * t)  # 1 -> 0 across the pad
+    fade = torch.from_numpy(taper_fade(n, n_pad)).to(device=images.device, dtype=images.dtype)
     shape = [1] * images.dim()
     shape[dim] = extra
     fade = fade.view(shape)
-    # the pad is the periodic bridge from the last column back round to the first
     bridge = mean + (last - mean) * fade + (first - mean) * fade.flip(dim)
     return torch.cat([images, bridge], dim=dim)
 
 
-def _taper_pad_rows_into(lines: torch.Tensor, padded: torch.Tensor, fade: torch.Tensor) -> None:
-    """:func:`_taper_pad` of ``(k, n)`` float32 lines along their last axis, written into a
-    ``(k, n_pad)`` buffer (the same values, without the temporaries of ``torch.cat``);
-    ``fade``: its ``(n_pad - n,)`` raised cosine."""
-    n = lines.shape[-1]
-    padded[:, :n] = lines
-    mean = lines.mean(dim=-1, keepdim=True)
-    bridge = padded[:, n:]
-    torch.mul(lines[:, n - 1:n] - mean, fade, out=bridge)
-    bridge += mean
-    bridge += (lines[:, :1] - mean) * fade.flip(0)
+def _fft_module() -> Tuple[Any, bool]:
+    """(scipy.fft, True) when scipy is installed (float32 transforms, ``workers=``), else
+    (numpy.fft, False) (float64 transforms: the same values, slower)."""
+    try:
+        import scipy.fft as fft
+
+        return fft, True
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return np.fft, False
 
 
-def ramp_filter_rows(images: torch.Tensor, ramp: RampFilter) -> torch.Tensor:
+def ramp_filter_rows_array(images: np.ndarray, ramp: RampFilter, threads: int = 1,
+                           out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Filter each row of ``images`` (..., ny, nx) along X (the last axis), numpy: float32 out
+    (``out``, or a new array), same shape.
+
+    Rows are filtered in batches of about :data:`FILTER_BATCH` padded values through buffers
+    reused from batch to batch (the padded lines, their spectra and inverse transforms stay a
+    few tens of MB), each batch's result written straight into the output; ``threads``: the
+    FFT's workers."""
+    fft, single = _fft_module()
+    nx = images.shape[-1]
+    n_pad = padded_size(nx)
+    response = ramp.response(np.fft.rfftfreq(n_pad), n_pad).astype(np.float32)
+    lines = images.reshape(-1, nx)
+    if out is None:
+        out = np.empty(images.shape, dtype=np.float32)
+    result = out.reshape(-1, nx)
+    fade = taper_fade(nx, n_pad)
+    fade_back = np.ascontiguousarray(fade[::-1])
+    batch = min(lines.shape[0], max(1, FILTER_BATCH // n_pad))
+    padded = np.empty((batch, n_pad), dtype=np.float32)
+    bridge_tmp = np.empty((batch, n_pad - nx), dtype=np.float32)
+    options = {"workers": max(1, int(threads))} if single else {}
+    for r0 in range(0, lines.shape[0], batch):
+        r1 = min(lines.shape[0], r0 + batch)
+        k = r1 - r0
+        block = lines[r0:r1]
+        pad = padded[:k]
+        pad[:, :nx] = block
+        mean = block.mean(axis=-1, keepdims=True, dtype=np.float32)
+        bridge, tmp = pad[:, nx:], bridge_tmp[:k]
+        np.multiply(block[:, nx - 1:nx] - mean, fade, out=bridge)
+        bridge += mean
+        np.multiply(block[:, :1] - mean, fade_back, out=tmp)
+        bridge += tmp
+        spectrum = fft.rfft(pad, axis=-1, **options)
+        spectrum *= response
+        result[r0:r1] = fft.irfft(spectrum, n=n_pad, axis=-1, **options)[:, :nx]
+    return out
+
+
+def ramp_filter_rows(images: "torch.Tensor", ramp: RampFilter) -> "torch.Tensor":
     """Filter each row of ``images`` (..., ny, nx) along X (the last axis). Same shape out
     (contiguous, a new tensor).
 
-    Rows are filtered in batches of about :data:`FILTER_BATCH` padded values through buffers
-    reused from batch to batch: the padded lines, their spectra and inverse transforms stay a
-    few tens of MB (a stack of 1024^2 views at once took 1 GB of them), and each batch's result
-    goes straight into the output."""
+    On the CPU this is :func:`ramp_filter_rows_array` (with torch's intra-op thread count as
+    the FFT's workers); on CUDA the same batches run through torch's FFTs with the same
+    response and taper."""
+    import torch
+
+    from localet_core.device import empty
+
+    if images.device.type == "cpu":
+        source = images.detach().numpy() if images.dtype == torch.float32 else images.detach().float().numpy()
+        return torch.from_numpy(ramp_filter_rows_array(source, ramp, threads=torch.get_num_threads()))
     nx = images.shape[-1]
     n_pad = padded_size(nx)
     device = images.device
-    freq = torch.fft.rfftfreq(n_pad, device=device, dtype=torch.float64)
-    response = ramp.response(freq, n_pad).to(torch.float32)
+    response = torch.from_numpy(ramp.response(np.fft.rfftfreq(n_pad), n_pad).astype(np.float32)).to(device)
     lines = images.reshape(-1, nx)
     out = empty(lines.shape, images.dtype, device)
-    extra = n_pad - nx
-    t = torch.arange(1, extra + 1, dtype=torch.float32, device=device) / (extra + 1)
-    fade = 0.5 + 0.5 * torch.cos(math.pi * t)  # as _taper_pad's
+    fade = torch.from_numpy(taper_fade(nx, n_pad)).to(device)
     batch = min(lines.shape[0], max(1, FILTER_BATCH // n_pad))
     padded = empty((batch, n_pad), torch.float32, device)
     spectrum = empty((batch, n_pad // 2 + 1), torch.complex64, device)
@@ -145,16 +210,22 @@ def ramp_filter_rows(images: torch.Tensor, ramp: RampFilter) -> torch.Tensor:
     for r0 in range(0, lines.shape[0], batch):
         r1 = min(lines.shape[0], r0 + batch)
         k = r1 - r0
-        _taper_pad_rows_into(lines[r0:r1].float(), padded[:k], fade)
-        # float32 FFTs: 5x faster than float64 here, and far more precise than the data
-        torch.fft.rfft(padded[:k], dim=-1, out=spectrum[:k])
+        block = lines[r0:r1].float()
+        pad = padded[:k]
+        pad[:, :nx] = block
+        mean = block.mean(dim=-1, keepdim=True)
+        bridge = pad[:, nx:]
+        torch.mul(block[:, nx - 1:nx] - mean, fade, out=bridge)
+        bridge += mean
+        bridge += (block[:, :1] - mean) * fade.flip(0)
+        torch.fft.rfft(pad, dim=-1, out=spectrum[:k])
         spectrum[:k] *= response
         torch.fft.irfft(spectrum[:k], n=n_pad, dim=-1, out=filtered[:k])
         out[r0:r1] = filtered[:k, :nx]
     return out.view(images.shape)
 
 
-def ramp_filter_oblique(images: torch.Tensor, linear: torch.Tensor, ramp: RampFilter) -> torch.Tensor:
+def ramp_filter_oblique(images: "torch.Tensor", linear: "torch.Tensor", ramp: RampFilter) -> "torch.Tensor":
     """Filter raw (unaligned) views along the aligned frame's X.
 
     A view aligned by ``aligned = A raw + d`` must be filtered along aligned X. Filtering is
@@ -167,6 +238,8 @@ def ramp_filter_oblique(images: torch.Tensor, linear: torch.Tensor, ramp: RampFi
         linear: ``(n, 2, 2)`` the ``A`` of each view (``[[a11, a12], [a21, a22]]``, x = column).
         ramp: filter settings.
     """
+    import torch
+
     n, ny, nx = images.shape
     px, py = padded_size(nx), padded_size(ny)
     padded = _taper_pad(_taper_pad(images, px, dim=-1), py, dim=-2)
@@ -179,13 +252,16 @@ def ramp_filter_oblique(images: torch.Tensor, linear: torch.Tensor, ramp: RampFi
     return torch.fft.irfft2(spectrum, s=(py, px))[:, :ny, :nx].to(images.dtype)
 
 
-def bin_images(images: torch.Tensor, binning: int, crop: Tuple[int, int]) -> torch.Tensor:
-    """Block-average ``(n, ny, nx)`` images by ``binning`` after cropping ``crop`` = (rows, cols)
-    raw pixels at the start (and the remainder at the end)."""
+def bin_images(images: Any, binning: int, crop: Tuple[int, int]) -> Any:
+    """Block-average ``(n, ny, nx)`` images (a torch tensor, or a float32 numpy array) by
+    ``binning`` after cropping ``crop`` = (rows, cols) raw pixels at the start (and the
+    remainder at the end)."""
     if binning == 1:
         return images
     n, ny, nx = images.shape
     nyb, nxb = ny // binning, nx // binning
     oy, ox = crop
-    block = images[:, oy:oy + nyb * binning, ox:ox + nxb * binning]
-    return block.reshape(n, nyb, binning, nxb, binning).mean(dim=(2, 4))
+    block = images[:, oy:oy + nyb * binning, ox:ox + nxb * binning].reshape(n, nyb, binning, nxb, binning)
+    if isinstance(block, np.ndarray):
+        return block.mean(axis=(2, 4), dtype=np.float32)
+    return block.mean(dim=(2, 4))

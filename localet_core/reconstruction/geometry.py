@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 
 from localet_core.config import DEFAULT_THICKNESS_ANGSTROM
 from localet_core.errors import FieldError, InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,13 @@ class TiltGeometry:
         return weights
 
     # ----------------------------------------------------------------- the mapping
-    def detector_affine(self, views: Optional[Sequence[int]] = None) -> torch.Tensor:
+    def detector_affine(self, views: Optional[Sequence[int]] = None) -> "torch.Tensor":
+        """:meth:`detector_affine_array` as a float64 torch tensor."""
+        import torch
+
+        return torch.from_numpy(self.detector_affine_array(views))
+
+    def detector_affine_array(self, views: Optional[Sequence[int]] = None) -> np.ndarray:
         """Per-view affine maps from output voxel indices to detector positions.
 
         Every option (centres, SHIFT, XAXISTILT, OFFSET, tilt angle, ``.xf``, binning) composes
@@ -230,27 +238,31 @@ class TiltGeometry:
                 to_raw[:2, 2] = -inv @ (self.xf[view, :, 2] / self.binning)
             to_pixel = np.array([[1.0, 0.0, rx], [0.0, 1.0, ry], [0.0, 0.0, 1.0]])
             out[k] = (to_pixel @ to_raw @ project @ specimen)[:2]
-        return torch.from_numpy(out)
+        return out
 
     def detector_coordinates(
         self,
-        iz: torch.Tensor,
-        iy: torch.Tensor,
-        ix: torch.Tensor,
+        iz: "torch.Tensor",
+        iy: "torch.Tensor",
+        ix: "torch.Tensor",
         views: Optional[Sequence[int]] = None,
-        dtype: torch.dtype = torch.float64,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        dtype: "Optional[torch.dtype]" = None,
+    ) -> "Tuple[torch.Tensor, torch.Tensor]":
         """Where output voxels project on each view's binned raw image.
 
         Args:
             iz, iy, ix: output voxel indices (any broadcastable shapes ``S``; fractional allowed).
             views: positions in :attr:`used_views` (default: all used views).
-            dtype: float32 or float64 (never lower: 1024 pixels need better than 1e-3 precision).
+            dtype: float32 or float64 (the default; never lower: 1024 pixels need better than
+                1e-3 precision).
 
         Returns:
             ``(rows, cols)``, each ``(n_views, *S)``: fractional pixel indices in the binned
             raw image (row = Y, column = X).
         """
+        import torch
+
+        dtype = torch.float64 if dtype is None else dtype
         if dtype not in (torch.float32, torch.float64):
             raise ValueError("coordinates must be float32 or float64")
         device = iz.device if isinstance(iz, torch.Tensor) else None

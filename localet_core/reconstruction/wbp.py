@@ -7,13 +7,12 @@ as soon as it is done, so the whole volume never has to sit in memory.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from localet_core.device import empty, memory_budget, resolve_device
+from localet_core.device import memory_budget, resolve_device
 from localet_core.pipeline import Slab, assemble_slabs, slab_ranges
 from localet_core.reconstruction.backprojection import (
     SeparableSlabs,
@@ -25,61 +24,14 @@ from localet_core.reconstruction.backprojection import (
 )
 from localet_core.reconstruction.filters import RampFilter, bin_images, ramp_filter_oblique, ramp_filter_rows
 from localet_core.reconstruction.geometry import TiltGeometry
+from localet_core.reconstruction.separable import KERNEL_ROWS, Z_BLOCK, SlabBuffers, rows_per_slab, sparse_matrix_bytes
 
-#: Slices per block of the sparse kernel's row order (see :func:`separable_matrix`): measured
-#: on 1024^2 detectors, blocks of 16 cut the image traffic 16-fold.
-Z_BLOCK = 16
-#: Output rows per slab of the sparse kernel (at most; fewer under a small memory budget): its
-#: product then reads a few MB of images per slab, which stay in cache (measured on 1024^2
-#: detectors: 32 rows ran the product 1.3-1.6x faster than 256), and slabs are small enough for
-#: writing one while the next is computed.
-KERNEL_ROWS = 32
+__all__ = ["Z_BLOCK", "KERNEL_ROWS", "SlabBuffers", "prepare_views", "filter_views", "rows_per_slab",
+           "sparse_matrix_bytes", "iter_backprojection_slabs", "iter_wbp_slabs", "weighted_backprojection"]
 
 # The last sparse matrix built, by (geometry, weights, device, dtype, z_block): a command that
 # reconstructs several stacks of one geometry (a series and its odd/even halves) builds it once.
 _MATRIX_CACHE: dict = {}
-
-
-class SlabBuffers:
-    """Output slabs recycled once their consumer is done with them.
-
-    A slab is written into a buffer (:meth:`take`) and handed out as a numpy array
-    (:meth:`lend`); a buffer is taken again only when that array is gone, i.e. neither it nor
-    any view of it, nor anything holding one (a torch tensor made with ``from_numpy``, a
-    ``memoryview``), is alive: numpy views of an array whose base is a torch tensor keep that
-    array itself as their base. A consumer that writes each slab to disk, or copies it into a
-    volume, so reuses one to three buffers, and a fresh buffer's page faults (about a third of
-    the cost of filling it) are paid once, not per slab.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: list = []  # [tensor, weak reference to the array lent from it, or _TAKEN]
-
-    def take(self, shape: Tuple[int, ...]) -> torch.Tensor:
-        """A contiguous float32 CPU tensor of ``shape`` that no lent array uses any more."""
-        size = int(np.prod(shape))
-        for entry in self._buffers:
-            buffer, lent = entry
-            if (lent is None or lent() is None) and buffer.numel() >= size:
-                entry[1] = _TAKEN
-                return buffer[:size].view(shape)
-        buffer = empty((size,))
-        self._buffers.append([buffer, _TAKEN])
-        return buffer.view(shape)
-
-    def lend(self, slab: torch.Tensor) -> np.ndarray:
-        """``slab`` (from :meth:`take`, or any CPU tensor) as a numpy array; its buffer is taken
-        again once that array is gone."""
-        array = slab.cpu().numpy()
-        for entry in self._buffers:
-            if entry[1] is _TAKEN and entry[0].data_ptr() == slab.data_ptr():
-                entry[1] = weakref.ref(array)
-        return array
-
-
-def _TAKEN() -> bool:
-    """Stands for the weak reference of a buffer taken but not lent yet: never free."""
-    return True
 
 
 def prepare_views(
@@ -122,23 +74,6 @@ def filter_views(views: torch.Tensor, geometry: TiltGeometry, ramp: Optional[Ram
         return ramp_filter_rows(views, ramp)
     linear = torch.as_tensor(geometry.xf[used, :, :2], device=views.device)
     return ramp_filter_oblique(views, linear, ramp)
-
-
-def rows_per_slab(geometry: TiltGeometry, budget: int, channels: int = 1, bytes_per_value: int = 4) -> int:
-    """How many output rows fit in ``budget`` bytes (output slab, its re-ordered copy and the
-    temporaries of the sampling step: about 4 copies of the slab)."""
-    nz, ny, nx = geometry.output_shape
-    per_row = 4 * nz * nx * channels * bytes_per_value
-    return int(max(1, min(ny, budget // max(1, per_row))))
-
-
-def sparse_matrix_bytes(geometry: TiltGeometry, n_views: int) -> int:
-    """About how much memory the sparse kernel's matrix takes: it covers the whole volume (two
-    interpolation weights and two column indices, 4 bytes each, per voxel column and view; built
-    in chunks of bounded size, :func:`separable_matrix`), plus 25 % for the chunks' temporaries
-    and the row pointers."""
-    nz, _, nx = geometry.output_shape
-    return 20 * nz * nx * n_views
 
 
 def _cached_matrix(geometry: TiltGeometry, weights: torch.Tensor, device: torch.device,
@@ -191,7 +126,7 @@ def iter_backprojection_slabs(
             rows = min(rows, KERNEL_ROWS)
             kernel_slabs = SeparableSlabs(matrix, images if images.dim() == 3 else images[..., 0], nz, z_block, rows)
             for y0, y1 in slab_ranges(ny, rows):
-                out = None if buffers is None else buffers.take((nz, y1 - y0, kernel_slabs.nxo))
+                out = None if buffers is None else torch.from_numpy(buffers.take((nz, y1 - y0, kernel_slabs.nxo)))
                 yield y0, y1, kernel_slabs(y0, y1, out).unsqueeze(-1)
             return
         layout = to_separable_layout(images)
