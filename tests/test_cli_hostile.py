@@ -552,6 +552,41 @@ def test_fsc_halves_peak_memory_follows_the_budget_not_the_volumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_fsc_peak_memory_follows_the_budget_not_the_volumes(tmp_path):
+    """`localet fsc` of two 128 MB volumes under --memory 32M: read a few rows at a time and
+    transformed into a scratch file, within the process's own footprint + the budget + 160 MB
+    (the in-memory FSC holds over 700 MB), the curve of the in-memory run, no scratch left."""
+    import starfile
+
+    from localet_core.io import write_volume
+    from localet_core.validation.streamed import in_memory_bytes
+
+    shape = (128, 512, 512)
+    rng = np.random.default_rng(5)
+    common = rng.standard_normal(shape, dtype=np.float32)
+    for name in ("a", "b"):
+        write_volume(tmp_path / f"{name}.mrc", common + rng.standard_normal(shape, dtype=np.float32), 10.0)
+    del common
+    small = np.random.default_rng(6).standard_normal((8, 16, 16), dtype=np.float32)
+    write_volume(tmp_path / "s1.mrc", small, 10.0)
+    write_volume(tmp_path / "s2.mrc", small + 1, 10.0)
+    rc, err, base = _peak_rss_mb(["fsc", "s1.mrc", "s2.mrc", "-o", "small.star"], tmp_path)
+    assert rc == 0, err
+    budget_mb, constant_mb = 32, 160
+    assert in_memory_bytes(shape, 2) / 2**20 > 4 * (budget_mb + constant_mb)
+    rc, err, peak = _peak_rss_mb(["fsc", "a.mrc", "b.mrc", "--memory", f"{budget_mb}M", "-o", "large.star"],
+                                 tmp_path)
+    assert rc == 0, err
+    assert peak < base + budget_mb + constant_mb, (peak, base)
+    assert leftovers(tmp_path) == []
+    rc, err, _ = _peak_rss_mb(["fsc", "a.mrc", "b.mrc", "--memory", "4G", "-o", "whole.star"], tmp_path)
+    assert rc == 0, err
+    streamed, whole = (starfile.read(tmp_path / n)["fsc"] for n in ("large.star", "whole.star"))
+    np.testing.assert_allclose(streamed["rlnFourierShellCorrelation"], whole["rlnFourierShellCorrelation"],
+                               atol=1e-5)
+
+
+@pytest.mark.slow
 def test_reconstruct_validation_peak_memory_follows_the_budget(series, tmp_path):
     """reconstruct --odd --even of a thick volume under --memory 64M: three network volumes
     written slab by slab, then the prior-proof validation reads its halves back slab by slab,

@@ -437,10 +437,11 @@ def test_cli_tilt_range_option_and_pixel_override(half_maps, tmp_path):
     ("tlt-range", "--tlt: 'sixty' is neither"),
     ("overwrite", "would overwrite an input file"),
 ])
-def test_cli_bad_inputs_give_one_line_errors_and_no_output(half_maps, tmp_path, case, message):
+@pytest.mark.parametrize("memory", [None, "64K"], ids=["in-memory", "out-of-core"])
+def test_cli_bad_inputs_give_one_line_errors_and_no_output(half_maps, tmp_path, case, message, memory):
     a, b, shape = half_maps
     out = tmp_path / "out.star"
-    args = [a, b, "-o", out]
+    args = [a, b, "-o", out] + (["--memory", memory] if memory else [])
     bad = tmp_path / "bad.mrc"
     if case == "shape":
         args[1] = _write_mrc(bad, np.zeros((16, 28, 30)), 5.0)
@@ -472,6 +473,42 @@ def test_cli_bad_inputs_give_one_line_errors_and_no_output(half_maps, tmp_path, 
     text = str(res.exception)
     assert "\n" not in text and message in text, text
     assert not out.exists() and not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_cli_out_of_core_fsc_equals_the_in_memory_one(half_maps, tmp_path):
+    """Under a budget the volumes do not fit (--memory 64K) they are read a few rows at a time,
+    masked and transformed into a scratch file: the same curves (whole and wedge-split, with a
+    mask, from an int16 volume too), the same resolutions, and no scratch file left."""
+    import mrcfile
+    import starfile
+
+    from localet_core.validation.streamed import fsc_files_plan
+
+    a, b, shape = half_maps
+    assert fsc_files_plan(shape, True, 64 << 10)[0] and not fsc_files_plan(shape, True, 1 << 30)[0]
+    with mrcfile.open(b) as m:
+        data = m.data
+    b16 = tmp_path / "even16.mrc"
+    with mrcfile.new(str(b16)) as m:
+        m.set_data(np.round(data * 100).astype(np.int16))
+        m.voxel_size = 5.0
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    mask = _write_mrc(tmp_path / "mask.mrc", np.clip(1.5 - 1.5 * (zz**2 + yy**2 + xx**2), 0, 1), 5.0)
+    for other in (b, b16):
+        tables = []
+        for memory in ("1G", "64K"):
+            out = tmp_path / f"fsc_{memory}.star"
+            res = _run([a, other, "-o", out, "--tlt", "-57,60", "--mask", mask, "--memory", memory])
+            assert res.exit_code == 0, res.output
+            tables.append(starfile.read(out))
+        whole, streamed = tables
+        for column in ("rlnFourierShellCorrelation", "locFscOutsideWedge", "locFscInsideWedge"):
+            np.testing.assert_allclose(streamed["fsc"][column], whole["fsc"][column], atol=1e-5)
+        np.testing.assert_allclose(streamed["resolution"]["locFrequency"], whole["resolution"]["locFrequency"],
+                                   atol=1e-5)
+        assert streamed["general"]["rlnFinalResolution"][0] == pytest.approx(
+            whole["general"]["rlnFinalResolution"][0], rel=1e-4)
+    assert not list(tmp_path.glob(".*tmp-*"))
 
 
 def test_fsc_command_is_registered():

@@ -141,7 +141,9 @@ def test_out_of_core_validation_equals_the_in_memory_one(tmp_path):
     # halves already written (reconstruct --odd --even): read back slab by slab
     net = Localet(device="cpu")
     whole = validate_halves(clean, g, net, odd, even, estimate="prior-proof", budget=1 << 30)
-    files = [write_volume(tmp_path / f"h{k}.mrc", h, 10.0) or tmp_path / f"h{k}.mrc" for k, h in enumerate(whole.halves)]
+    files = [tmp_path / f"h{k}.mrc" for k in range(len(whole.halves))]
+    for path, half in zip(files, whole.halves):
+        write_volume(path, half, 10.0)
     with scratch_near(work / "out.star"):
         streamed = validate_halves(clean, g, net, odd, even, estimate="prior-proof", halves=tuple(files), budget=small)
     same(whole, streamed)

@@ -232,15 +232,20 @@ progress_option = click.option(
          "line with the wall time [default: --progress].")
 
 
+#: ``--memory SIZE`` (:func:`localet_core.device.parse_memory`).
+memory_option = click.option(
+    "--memory", metavar="SIZE",
+    help="Working-memory budget such as 4G: the peak memory follows it, whatever the "
+         "output size (what does not fit goes through a scratch file next to the output) "
+         "[default: half the free RAM or VRAM, at most 1G].")
+
+
 def compute_options(fn: Callable) -> Callable:
     """Where and within how much memory to compute."""
     return _apply(fn, [
         core_option("--device", setting=("localet_core.device.resolve_device", "spec"), default="auto",
                     help="auto (CUDA when available), cpu, or cuda:N."),
-        click.option("--memory", metavar="SIZE",
-                     help="Working-memory budget such as 4G: the peak memory follows it, whatever the "
-                          "output size (what does not fit goes through a scratch file next to the output) "
-                          "[default: half the free RAM or VRAM, at most 1G]."),
+        memory_option,
         progress_option,
     ])
 

@@ -5,26 +5,21 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 import click
 
+from localet.commands._options import memory_option
 from localet_core.contracts.tolerances import same_pixel_size
 from localet_core.errors import InputError
 
 
-class _Volume(NamedTuple):
-    data: "object"  # numpy float32 (nz, ny, nx)
-    voxel_size: Optional[float]  # Angstrom, None when the header has none
+def _voxel_size(path: Path) -> Optional[float]:
+    """The header voxel size of an MRC volume (Angstrom, None when unset), its header checked;
+    :class:`InputError` naming the file on any problem (missing, not MRC...)."""
+    from localet_core.io import read_volume_header
 
-
-def _read_volume(path: Path) -> _Volume:
-    """Float32 data ``(nz, ny, nx)`` and voxel size (Angstrom, None when unset) of an MRC volume;
-    :class:`InputError` naming the file on any problem (missing, not MRC, NaN...)."""
-    from localet_core.io import read_volume
-
-    volume = read_volume(path)
-    return _Volume(volume.data, volume.voxel_size)
+    return read_volume_header(path).voxel_size
 
 
 def _parse_tilt_range(value: str) -> Tuple[Tuple[float, float], str]:
@@ -54,11 +49,11 @@ def _parse_tilt_range(value: str) -> Tuple[Tuple[float, float], str]:
     return (lo, hi), what
 
 
-def _pixel_size(option: Optional[float], a: Tuple[Path, _Volume], b: Tuple[Path, _Volume]
+def _pixel_size(option: Optional[float], a: Tuple[Path, Optional[float]], b: Tuple[Path, Optional[float]]
                 ) -> Tuple[float, str]:
-    """The pixel size to use and where it came from; warns when --pixel-size overrides a
-    header that says otherwise."""
-    headers = [(p, v.voxel_size) for p, v in (a, b) if v.voxel_size is not None]
+    """The pixel size to use and where it came from, from ``(path, header voxel size)`` of each
+    volume; warns when --pixel-size overrides a header that says otherwise."""
+    headers = [(p, v) for p, v in (a, b) if v is not None]
     if option is not None:
         if not math.isfinite(option) or option <= 0:
             raise InputError("--pixel-size", f"must be a positive number of Angstrom, got {option:g}")
@@ -93,6 +88,7 @@ Examples:
   localet fsc TS_01_odd.mrc TS_01_even.mrc -o TS_01_fsc.star --plot TS_01_fsc.png
   localet fsc TS_01_odd.mrc TS_01_even.mrc --tlt TS_01.tlt -o TS_01_fsc.star       # split at the missing wedge
   localet fsc rec.mrc truth.mrc --tlt -60,60 --mask slab.mrc --pixel-size 10 -o rec_vs_truth.star
+  localet fsc big_odd.mrc big_even.mrc --memory 2G -o big_fsc.star               # out of core beyond 2G
 """
 
 
@@ -110,8 +106,10 @@ Examples:
               help="Tilt angles: an IMOD .tlt file or MIN,MAX in degrees. Adds the FSC inside "
                    "and outside the missing wedge.")
 @click.option("--plot", type=click.Path(path_type=Path), help="PNG plot of the curves.")
+@memory_option
 def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
-            pixel_size: Optional[float], tilt: Optional[str], plot: Optional[Path]) -> None:
+            pixel_size: Optional[float], tilt: Optional[str], plot: Optional[Path],
+            memory: Optional[str]) -> None:
     """Fourier Shell Correlation between volumes VOLUME_A and VOLUME_B (MRC).
 
     Prints the resolution at the 0.143, 0.5 and half-bit criteria, writes the curves as a
@@ -121,7 +119,11 @@ def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
     a high inside-wedge FSC, one that only denoises does not. For a half-set FSC, give two
     reconstructions from independent halves of the data (odd/even frames or alternate tilts).
     """
-    from localet_core.io.outputs import guard_outputs
+    from localet_core.device import memory_budget, parse_memory
+    from localet_core.io import read_volume_header
+    from localet_core.io.atomic import scratch_near
+    from localet_core.io.outputs import check_free_space, guard_outputs
+    from localet_core.validation.streamed import fsc_files, fsc_files_plan
 
     inputs = (volume_a, volume_b, mask)
     _check_output(output, "-o/--output", ".star", inputs)
@@ -129,31 +131,13 @@ def command(volume_a: Path, volume_b: Path, output: Path, mask: Optional[Path],
         _check_output(plot, "--plot", ".png", inputs)
     guard_outputs([output, plot], inputs=[*inputs, tilt])
     tilt_range, tilt_what = _parse_tilt_range(tilt) if tilt is not None else (None, "")
-    vol_a = _read_volume(volume_a)
-    vol_b = _read_volume(volume_b)
-    if vol_a.data.shape != vol_b.data.shape:
-        raise InputError(volume_b, f"shape {vol_b.data.shape} (z, y, x) differs from "
-                                   f"{volume_a} {vol_a.data.shape}")
-    px, px_what = _pixel_size(pixel_size, (volume_a, vol_a), (volume_b, vol_b))
-    mask_data = None
-    if mask is not None:
-        mask_data = _read_volume(mask).data
-        if mask_data.shape != vol_a.data.shape:
-            raise InputError(mask, f"shape {mask_data.shape} (z, y, x) differs from the volumes' "
-                                   f"{vol_a.data.shape}")
-        lo, hi = float(mask_data.min()), float(mask_data.max())
-        if lo < -1e-3 or hi > 1 + 1e-3:
-            raise InputError(mask, f"values must lie in [0, 1] (a soft mask), found [{lo:g}, {hi:g}]")
-        if hi <= 0:
-            raise InputError(mask, "is zero everywhere")
-
-    import torch
-
-    from localet_core.validation.fsc import compute_fsc
-
-    result = compute_fsc(torch.from_numpy(vol_a.data), torch.from_numpy(vol_b.data),
-                         mask=None if mask_data is None else torch.from_numpy(mask_data),
-                         pixel_size=px, tilt_range=tilt_range)
+    budget = memory_budget("cpu", parse_memory(memory))
+    header_a, header_b = read_volume_header(volume_a), read_volume_header(volume_b)
+    px, px_what = _pixel_size(pixel_size, (volume_a, header_a.voxel_size), (volume_b, header_b.voxel_size))
+    _, scratch = fsc_files_plan(header_a.shape, mask is not None, budget)
+    check_free_space({output: 1 << 20}, {output.with_name(f".{output.name}.fsc-scratch"): scratch})
+    with scratch_near(output):  # the volumes' transforms, when they do not fit --memory
+        result = fsc_files(volume_a, volume_b, mask=mask, pixel_size=px, tilt_range=tilt_range, budget=budget)
     report_fsc(result, f"{volume_a} vs {volume_b}", px_what, output, plot,
                names=(os.fspath(volume_a), os.fspath(volume_b)),
                title=f"{volume_a.name} vs {volume_b.name}", mask=mask, tilt_what=tilt_what)

@@ -29,7 +29,8 @@ from localet_core.errors import InputError, PathLike
 from localet_core.io.labels import decode_labels
 from localet_core.io.mrc_header import HeaderFacts, check_size_argument, float32_value, header_voxel_size, inspect_mrc
 
-__all__ = ["TiltStack", "Volume", "read_stack", "read_volume"]
+__all__ = ["TiltStack", "Volume", "VolumeHeader", "read_stack", "read_volume", "read_volume_header",
+           "iter_volume_slabs"]
 
 
 @dataclass
@@ -169,3 +170,69 @@ def read_volume(path: PathLike) -> Volume:
             origin=(float32_value(origin.x), float32_value(origin.y),
                     float32_value(origin.z)),
         )
+
+
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a volume's header says, without reading its data.
+
+    Attributes:
+        shape: ``(nz, ny, nx)`` voxels.
+        voxel_size: Angstrom per voxel, or None when unset.
+        dtype: the data's numpy dtype (byte order included).
+        offset: bytes before the data (1024 + the extended header).
+    """
+
+    shape: Tuple[int, int, int]
+    voxel_size: Optional[float]
+    dtype: np.dtype
+    offset: int
+
+
+def read_volume_header(path: PathLike) -> VolumeHeader:
+    """The checked header of a 3D map (as :func:`read_volume` checks it, data not read).
+
+    Raises:
+        InputError: as :func:`read_volume`, except for NaN/Inf in the data (found when read).
+    """
+    p = Path(os.fspath(path)).expanduser()
+    with _open_mrc(p) as (mrc, facts):
+        return VolumeHeader(shape=(facts.nz, facts.ny, facts.nx), voxel_size=header_voxel_size(mrc),
+                            dtype=np.dtype(mrc.data.dtype), offset=1024 + int(facts.nsymbt))
+
+
+def iter_volume_slabs(path: PathLike, rows: int) -> Iterator[Tuple[int, int, np.ndarray]]:
+    """A 3D map's Y-slabs ``(y0, y1, float32 (nz, y1 - y0, nx))``, ``rows`` rows at a time.
+
+    Plain reads (``preadv``), no memory map: nothing of the file stays in the process's
+    resident memory, so a volume larger than the memory can be streamed. Any real-valued
+    mode is converted to float32 without rescaling, as :func:`read_volume` does.
+
+    Raises:
+        InputError: the file's problems (see :func:`read_volume_header`), a truncated data
+            block, NaN or infinite values (naming the first Y row where they are).
+    """
+    p = Path(os.fspath(path)).expanduser()
+    header = read_volume_header(p)
+    nz, ny, nx = header.shape
+    item = header.dtype.itemsize
+    check = np.issubdtype(header.dtype, np.floating)
+    rows = max(1, int(rows))
+    try:
+        f = open(p, "rb", buffering=0)
+    except OSError as exc:
+        raise InputError(p, f"cannot be read ({exc.strerror or exc})") from None
+    with f:
+        for y0 in range(0, ny, rows):
+            y1 = min(ny, y0 + rows)
+            raw = np.empty((nz, y1 - y0, nx), header.dtype)
+            for z in range(nz):
+                view = memoryview(raw[z]).cast("B")
+                got = os.preadv(f.fileno(), [view], header.offset + item * nx * (z * ny + y0))
+                if got != len(view):
+                    raise InputError(p, "is truncated (the data block ends early)")
+            slab = raw if raw.dtype == np.dtype(np.float32) else raw.astype(np.float32)
+            del raw
+            if check and not np.isfinite(slab).all():
+                raise InputError(p, f"contains NaN or infinite values (Y rows {y0 + 1}-{y1})")
+            yield y0, y1, slab

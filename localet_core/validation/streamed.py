@@ -17,7 +17,6 @@ rounding (tested). Scratch space: ``8 * nz * ny * (nx // 2 + 1)`` bytes per volu
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,7 +27,7 @@ from localet_core.pipeline import Slab
 from localet_core.validation.fourier import Shape3, n_shells
 from localet_core.validation.fsc import FSCResult, add_shell_sums, fsc_regions, fsc_result
 
-__all__ = ["Spectra", "spectra_bytes", "in_memory_bytes", "file_slabs"]
+__all__ = ["Spectra", "spectra_bytes", "in_memory_bytes", "file_slabs", "fsc_files", "fsc_files_plan"]
 
 
 def spectra_bytes(shape: Shape3, count: int) -> int:
@@ -140,7 +139,7 @@ class Spectra:
         return out.permute(1, 0, 2)
 
     def fsc(self, pairs: Sequence[Tuple[int, int]], pixel_size: Optional[float] = None,
-            tilt_range: Optional[Tuple[float, float]] = None) -> List[FSCResult]:
+            tilt_range: Optional[Tuple[float, float]] = None, masked: bool = False) -> List[FSCResult]:
         """The FSC (:func:`~localet_core.validation.fsc.compute_fsc`'s result) of each pair of
         volumes ``(i, j)``, in one pass over the scratch file."""
         shape: Shape3 = self.shape  # type: ignore[assignment]
@@ -156,28 +155,94 @@ class Spectra:
                 add_shell_sums(acc, spectra[i], spectra[j], shape, selectors, z0, kx_offset=k0,
                                chunk_voxels=chunk)
             del spectra
-        return [fsc_result(shape, pixel_size, rng, [name for name, _ in regions], s) for s in sums]
+        return [fsc_result(shape, pixel_size, rng, [name for name, _ in regions], s, masked) for s in sums]
 
 
 def file_slabs(path: PathLike, rows: int) -> Iterator[Slab]:
-    """A float32 MRC volume's Y-slabs ``(nz, rows, nx)`` read with plain reads (no memory map:
-    nothing of the file stays in the process's resident memory)."""
-    import mrcfile
+    """A volume's Y-slabs ``(nz, rows, nx)`` read with plain reads (no memory map: nothing of the
+    file stays in the process's resident memory); :func:`localet_core.io.iter_volume_slabs`."""
+    from localet_core.io import iter_volume_slabs
 
-    p = Path(os.fspath(path))
-    with mrcfile.open(str(p), header_only=True, permissive=True) as m:
-        nx, ny, nz = int(m.header.nx), int(m.header.ny), int(m.header.nz)
-        mode, offset = int(m.header.mode), 1024 + int(m.header.nsymbt)
-    if mode != 2:
-        raise InputError(p, f"expected a float32 (mode 2) volume, got mode {mode}")
-    rows = max(1, int(rows))
-    with open(p, "rb", buffering=0) as f:
-        for y0 in range(0, ny, rows):
-            y1 = min(ny, y0 + rows)
-            slab = np.empty((nz, y1 - y0, nx), np.float32)
-            for z in range(nz):
-                view = memoryview(slab[z]).cast("B")
-                got = os.preadv(f.fileno(), [view], offset + 4 * nx * (z * ny + y0))
-                if got != len(view):
-                    raise InputError(p, "is truncated")
-            yield y0, y1, slab
+    return iter_volume_slabs(path, rows)
+
+
+def slab_rows(shape: Shape3, budget: int) -> int:
+    """Rows per read slab so that a slab, its transform and the copy written take a sixth of
+    ``budget`` bytes."""
+    nz, _, nx = shape
+    return max(1, int(budget) // 6 // (24 * nz * nx))
+
+
+def fsc_files_plan(shape: Shape3, masked: bool, budget: int) -> Tuple[bool, int]:
+    """``(streamed, scratch bytes)`` of :func:`fsc_files` for volumes of ``shape``."""
+    streamed = in_memory_bytes(shape, 3 if masked else 2) > int(budget)
+    return streamed, spectra_bytes(shape, 2) if streamed else 0
+
+
+def fsc_files(a: PathLike, b: PathLike, mask: Optional[PathLike] = None, pixel_size: Optional[float] = None,
+              tilt_range: Optional[Tuple[float, float]] = None, budget: Optional[int] = None) -> FSCResult:
+    """:func:`~localet_core.validation.fsc.compute_fsc` of two MRC volumes (and a mask), within
+    ``budget`` bytes of memory (default: half the free RAM, capped; see
+    :func:`localet_core.device.memory_budget`).
+
+    When the volumes fit (:func:`fsc_files_plan`) they are read whole; otherwise they are read
+    a few Y rows at a time, masked, transformed on the way into a scratch file (in
+    :func:`localet_core.io.atomic.scratch_folder`) and the FSC finished out of core. Both give
+    the same curves to float rounding.
+
+    Raises:
+        InputError: a bad file (named), different shapes, a mask outside [0, 1] or zero
+            everywhere, a volume without variance, a bad pixel size or tilt range.
+    """
+    from localet_core.device import memory_budget
+    from localet_core.io import read_volume, read_volume_header
+    from localet_core.validation.fsc import compute_fsc
+
+    budget = memory_budget("cpu", budget)
+    shape = read_volume_header(a).shape
+    for path, reference in ((b, os.fspath(a)), (mask, "the volumes'")):
+        if path is not None:
+            other = read_volume_header(path).shape
+            if other != shape:
+                raise InputError(path, f"shape {other} (z, y, x) differs from {reference} {shape}")
+    streamed, _ = fsc_files_plan(shape, mask is not None, budget)
+    if not streamed:
+        volumes = [torch.from_numpy(read_volume(p).data) for p in (a, b)]
+        m = None if mask is None else torch.from_numpy(read_volume(mask).data)
+        try:
+            return compute_fsc(volumes[0], volumes[1], mask=m, pixel_size=pixel_size, tilt_range=tilt_range)
+        except InputError as exc:
+            raise _named(exc, a, b, mask) from None
+    rows = slab_rows(shape, budget)
+    with Spectra(shape, 2, budget) as spectra:
+        for k, path in enumerate((a, b)):
+            spectra.consume(k, _masked_slabs(file_slabs(path, rows), mask, rows), path)
+            spectra.check(k, path)
+        (result,) = spectra.fsc([(0, 1)], pixel_size, tilt_range, masked=mask is not None)
+    return result
+
+
+def _named(exc: InputError, a: PathLike, b: PathLike, mask: Optional[PathLike]) -> InputError:
+    """``compute_fsc``'s error about "volume A"/"volume B"/"mask", naming the file instead."""
+    names = {"volume A": a, "volume B": b, "mask": mask}
+    source = getattr(exc, "source", None)
+    if isinstance(source, str) and source in names and names[source] is not None:
+        return InputError(names[source], exc.problem)
+    return exc
+
+
+def _masked_slabs(slabs: Iterable[Slab], mask: Optional[PathLike], rows: int) -> Iterator[Slab]:
+    """``slabs`` multiplied by the mask's, whose values are checked (in [0, 1], not all zero)."""
+    if mask is None:
+        yield from slabs
+        return
+    top = -np.inf
+    for (y0, y1, slab), (_, _, m) in zip(slabs, file_slabs(mask, rows)):
+        lo, hi = float(m.min()), float(m.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise InputError(mask, f"values must lie in [0, 1] (a soft mask), found {lo:g} .. {hi:g} "
+                                   f"in Y rows {y0 + 1}-{y1}")
+        top = max(top, hi)
+        yield y0, y1, np.asarray(slab, np.float32) * m
+    if not top > 0:
+        raise InputError(mask, "is zero everywhere")
