@@ -54,8 +54,9 @@ __all__ = [
 # CRITERIA (resolution criteria) and REGIONS (all, outside/inside the missing wedge) are the
 # labels of the FSC STAR table: localet_core.contracts.fsc_star defines them.
 
-# Fourier voxels processed at once (bounds the float64 temporaries to a few tens of MB).
-_CHUNK_VOXELS = 1 << 22
+# Fourier voxels processed at once: about 170 bytes of temporaries each (complex128 copies,
+# float64 terms, shell indices), so about 180 MB (4x that, 0.7 GB, was the peak of a 512^2 x 128 FSC)
+_CHUNK_VOXELS = 1 << 20
 
 TensorLike = Union[torch.Tensor, np.ndarray]
 

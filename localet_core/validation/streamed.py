@@ -195,7 +195,7 @@ def fsc_files(a: PathLike, b: PathLike, mask: Optional[PathLike] = None, pixel_s
             everywhere, a volume without variance, a bad pixel size or tilt range.
     """
     from localet_core.device import memory_budget
-    from localet_core.io import read_volume, read_volume_header
+    from localet_core.io import read_volume_header
     from localet_core.validation.fsc import compute_fsc
 
     budget = memory_budget("cpu", budget)
@@ -207,8 +207,8 @@ def fsc_files(a: PathLike, b: PathLike, mask: Optional[PathLike] = None, pixel_s
                 raise InputError(path, f"shape {other} (z, y, x) differs from {reference} {shape}")
     streamed, _ = fsc_files_plan(shape, mask is not None, budget)
     if not streamed:
-        volumes = [torch.from_numpy(read_volume(p).data) for p in (a, b)]
-        m = None if mask is None else torch.from_numpy(read_volume(mask).data)
+        volumes = [torch.from_numpy(_read_whole(p, shape, budget)) for p in (a, b)]
+        m = None if mask is None else torch.from_numpy(_read_whole(mask, shape, budget))
         try:
             return compute_fsc(volumes[0], volumes[1], mask=m, pixel_size=pixel_size, tilt_range=tilt_range)
         except InputError as exc:
@@ -220,6 +220,15 @@ def fsc_files(a: PathLike, b: PathLike, mask: Optional[PathLike] = None, pixel_s
             spectra.check(k, path)
         (result,) = spectra.fsc([(0, 1)], pixel_size, tilt_range, masked=mask is not None)
     return result
+
+
+def _read_whole(path: PathLike, shape: Shape3, budget: int) -> np.ndarray:
+    """A whole volume read with plain reads (a memory map's pages would stay resident beside
+    the copy)."""
+    out = np.empty(shape, np.float32)
+    for y0, y1, slab in file_slabs(path, slab_rows(shape, budget)):
+        out[:, y0:y1] = slab
+    return out
 
 
 def _named(exc: InputError, a: PathLike, b: PathLike, mask: Optional[PathLike]) -> InputError:
