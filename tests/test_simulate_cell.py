@@ -27,6 +27,16 @@ def test_cell_preset_builds_a_membrane_bounded_crowded_body():
     assert p["bead_density_per_um2"] is not None
 
 
+def test_cell_particles_are_drawn_inside_the_cytoplasm_and_reach_the_crowding():
+    """Centres are redrawn until they fall in the cytoplasm, so tries outside the cell do not use
+    up the failure budget: this seed reached 66 % of its target before (0.204 of 0.311) and
+    over 80 % now."""
+    ph = make_phantom((64, 96, 96), voxel_size=20.0, seed=3, family="cell", thickness_nm=120.0, tilt_max_deg=60)
+    p = ph.params
+    assert p["cell_made"] and p["crowding_target"] > 0.2
+    assert p["crowding_reached"] >= 0.8 * p["crowding_target"], (p["crowding_reached"], p["crowding_target"])
+
+
 def test_default_preset_draws_no_cell_and_no_background():
     ph = make_phantom((32, 32, 32), voxel_size=10.0, seed=1)
     assert ph.params["n_cells"] == 0 and ph.params["background_V"] == 0.0

@@ -504,12 +504,15 @@ def _add_particles(cv: _Canvas, rng: np.random.Generator, gen: torch.Generator,
                    templates: Sequence[str], crowding: float, slab_voxels: int,
                    max_failures: int, slab_centre: np.ndarray, normal: np.ndarray,
                    thickness: float, scale_range: Tuple[float, float] = (1.0, 1.0),
-                   weights: Optional[Sequence[float]] = None) -> float:
+                   weights: Optional[Sequence[float]] = None, region: Optional[torch.Tensor] = None) -> float:
     """Place templates at random orientations until ``crowding`` of the slab is taken (by
     particle support) or every template was rejected ``max_failures`` times in a row. Returns the reached
     fraction of slab voxels. Each particle is scaled by a factor drawn log-uniformly from
     ``scale_range`` (capped so that it fits in the ice); templates are drawn with probabilities
-    proportional to ``weights`` (default: uniform)."""
+    proportional to ``weights`` (default: uniform). With ``region`` (a bool volume within the
+    slab, e.g. a cell's cytoplasm) each centre is redrawn (up to 64 times) until it lies in the
+    region, so tries outside it do not count as failures (without it the draws are those of the
+    first presets: their seeds give the same specimens)."""
     shape, v = cv.shape, cv.voxel
     centre_idx = (np.array(shape) - 1) / 2.0
     target = crowding * slab_voxels
@@ -555,7 +558,14 @@ def _add_particles(cv: _Canvas, rng: np.random.Generator, gen: torch.Generator,
         ok = False
         # one rotation, a few positions: rotating costs more than testing a position
         for _ in range(4):
-            base = np.floor(position(t, s) - frac).astype(int)
+            point = position(t, s)
+            if region is not None:
+                for _ in range(64):
+                    idx = np.clip(np.round(point).astype(int), 0, np.array(shape) - 1)
+                    if bool(region[idx[0], idx[1], idx[2]]):
+                        break
+                    point = position(t, s)
+            base = np.floor(point - frac).astype(int)
             lo = [int(base[a]) - (m - 1) // 2 for a in range(3)]
             centre = ((base + frac) - centre_idx) * v
             info = {"type": "particle", "template": t, "centre_A": centre.round(1).tolist(),
@@ -717,7 +727,7 @@ def _generate(config: PhantomConfig, shape: Sequence[int], voxel_size: float, se
     slab_voxels = int(region.sum())
     cv.slab = region
     reached = _add_particles(cv, rng, gen, templates, crowd, slab_voxels, c.max_failures,
-                             slab_centre, normal, thickness, scale, mix) \
+                             slab_centre, normal, thickness, scale, mix, cytoplasm) \
         if crowd > 0 and slab_voxels > 0 else 0.0
     cv.slab = slab_mask
     mean_bg = _draw(rng, c.background_v, False) if c.background_v != 0.0 else 0.0
