@@ -274,10 +274,7 @@ def main() -> None:
     train(pairs3, run3, ["--init", str(linear), *ENCODER_STAGE], args.steps)
 
     model, card = load_model(run3 / "localet-default.safetensors")
-    sizes = card2.get("pixel_size_A", []) + card.get("pixel_size_A", [])
-    if sizes:
-        card["pixel_size_A"] = [min(sizes), max(sizes)]
-    card["tilt_schemes"] = _merged_schemes(card2.get("tilt_schemes", []) + card.get("tilt_schemes", []))
+    _merge_seen(card, card2)
     card["training_data"] = {
         **{k: v for k, v in earlier.items() if k.startswith("stage_") or k in ("source", "templates")},
         "stage_3": {"series": len(card.get("training_data", [])),
@@ -316,10 +313,7 @@ def calibrated_stage(args) -> None:
     pairs = merge_pairs(args.work, [g[0] for g in CALIBRATED_GROUPS], args.work / "pairs_stage_c.star")
     train(pairs, run, ["--init", str(start), *CALIBRATED_STAGE], args.steps)
     model, card = load_model(run / "localet-default.safetensors")
-    sizes = before.get("pixel_size_A", []) + card.get("pixel_size_A", [])
-    if sizes:
-        card["pixel_size_A"] = [min(sizes), max(sizes)]
-    card["tilt_schemes"] = _merged_schemes(before.get("tilt_schemes", []) + card.get("tilt_schemes", []))
+    _merge_seen(card, before)
     card["training_data"] = {
         **before.get("training_data", {}),
         "stage_c": {"series": len(card.get("training_data", [])),
@@ -353,6 +347,15 @@ def _count(groups: list, scale: float) -> list:
             for n, s, c, o in groups]
 
 
+def _merge_seen(card: dict, earlier: dict) -> None:
+    """Give ``card`` the pixel sizes and tilt schemes of an earlier stage's card too: the ranges
+    the model has seen (fit_warnings reads them)."""
+    sizes = earlier.get("pixel_size_A", []) + card.get("pixel_size_A", [])
+    if sizes:
+        card["pixel_size_A"] = [min(sizes), max(sizes)]
+    card["tilt_schemes"] = _merged_schemes(earlier.get("tilt_schemes", []) + card.get("tilt_schemes", []))
+
+
 def _merged_schemes(schemes: list) -> list:
     out = [dict(t) for t in {tuple(sorted(s.items())) for s in schemes}]
     out.sort(key=lambda s: (s["min_deg"], s["mean_step_deg"]))
@@ -367,10 +370,7 @@ def finish_linear(run1: Path, run2: Path, target: Path, args) -> None:
     _, card1 = load_model(run1 / "localet-default.safetensors")
     model, card = load_model(run2 / "localet-default.safetensors")
     # the ranges the model has seen are those of both stages (fit_warnings reads them)
-    sizes = card1.get("pixel_size_A", []) + card.get("pixel_size_A", [])
-    if sizes:
-        card["pixel_size_A"] = [min(sizes), max(sizes)]
-    card["tilt_schemes"] = _merged_schemes(card1.get("tilt_schemes", []) + card.get("tilt_schemes", []))
+    _merge_seen(card, card1)
     card["training_data"] = {
         "source": "simulated only (localet simulate); no experimental data",
         "stage_1": {"series": len(card1.get("training_data", [])),
