@@ -23,7 +23,7 @@ cryodrgn==4.3.1 -d CACHE`` and extract ``tests/data/ay19102021_*`` and
 
     PYTHONPATH=$PWD python benchmarks/calibrate_simulator.py [--cache /work/cache]
 
-About two minutes on two cores.
+About 7.5 minutes on one core (the two thick simulations, 280 nm of ice in boxes as deep, take most of it).
 """
 from __future__ import annotations
 
