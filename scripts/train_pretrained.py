@@ -277,10 +277,8 @@ def main() -> None:
     _merge_seen(card, card2)
     card["training_data"] = {
         **{k: v for k, v in earlier.items() if k.startswith("stage_") or k in ("source", "templates")},
-        "stage_3": {"series": len(card.get("training_data", [])),
-                    "validation_series": len(card.get("validation_data", [])),
-                    "groups": _count(WIDE_GROUPS, args.scale), "train_options": card["train_config"],
-                    "initialised_from": "localet-default (stage 2), an encoder added"},
+        "stage_3": _stage_entry(card, _count(WIDE_GROUPS, args.scale),
+                                "localet-default (stage 2), an encoder added"),
     }
     card.pop("validation_data", None)
     t3 = json.loads((run3 / "summary.json").read_text())["seconds"]
@@ -316,12 +314,9 @@ def calibrated_stage(args) -> None:
     _merge_seen(card, before)
     card["training_data"] = {
         **before.get("training_data", {}),
-        "stage_c": {"series": len(card.get("training_data", [])),
-                    "validation_series": len(card.get("validation_data", [])),
-                    "groups": [{**g, "options": g["options"] + CALIBRATED_OPTIONS}
-                               for g in _count(CALIBRATED_GROUPS, args.scale)],
-                    "train_options": card["train_config"],
-                    "initialised_from": "localet-default (stage 2)"},
+        "stage_c": _stage_entry(card, [{**g, "options": g["options"] + CALIBRATED_OPTIONS}
+                                       for g in _count(CALIBRATED_GROUPS, args.scale)],
+                                "localet-default (stage 2)"),
     }
     card.pop("validation_data", None)
     tc = json.loads((run / "summary.json").read_text())["seconds"]
@@ -345,6 +340,15 @@ def _hardware() -> str:
 def _count(groups: list, scale: float) -> list:
     return [{"name": n, "first_seed": s, "count": max(2, int(c * scale)), "options": COMMON + o}
             for n, s, c, o in groups]
+
+
+def _stage_entry(card: dict, groups: list, initialised_from: Optional[str] = None) -> dict:
+    """The ``training_data`` entry of one stage, from the card of the model it made."""
+    entry = {"series": len(card.get("training_data", [])), "validation_series": len(card.get("validation_data", [])),
+             "groups": groups, "train_options": card["train_config"]}
+    if initialised_from:
+        entry["initialised_from"] = initialised_from
+    return entry
 
 
 def _merge_seen(card: dict, earlier: dict) -> None:
@@ -373,13 +377,8 @@ def finish_linear(run1: Path, run2: Path, target: Path, args) -> None:
     _merge_seen(card, card1)
     card["training_data"] = {
         "source": "simulated only (localet simulate); no experimental data",
-        "stage_1": {"series": len(card1.get("training_data", [])),
-                    "validation_series": len(card1.get("validation_data", [])),
-                    "groups": _count(GROUPS, args.scale), "train_options": card1["train_config"]},
-        "stage_2": {"series": len(card.get("training_data", [])),
-                    "validation_series": len(card.get("validation_data", [])),
-                    "groups": _count(BROAD_GROUPS, args.scale),
-                    "train_options": card["train_config"], "initialised_from": "stage 1"},
+        "stage_1": _stage_entry(card1, _count(GROUPS, args.scale)),
+        "stage_2": _stage_entry(card, _count(BROAD_GROUPS, args.scale), "stage 1"),
         "templates": "PDB 4V5D, 3JB9, 4V1W (default, diverse and broad presets), "
                      "see localet_core/data/templates.json",
     }
