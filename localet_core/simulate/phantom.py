@@ -12,8 +12,11 @@ the interaction constant (:func:`localet_core.simulate.optics.interaction_consta
 it is the phase shift.
 
 Padding along X: real lamellae extend beyond the field of view, so rays at high tilt cross
-material that the FOV does not show. With ``tilt_max_deg`` set, the phantom is generated with
-``pad_x = ceil((thickness / 2) * tan(tilt_max) / voxel_size)`` extra voxels on *each* side of X:
+material that the FOV does not show: a detector row of ``nx`` pixels at tilt theta sees
+``nx / cos(theta)`` of the specimen, and its edge rays cross the slab over ``thickness *
+tan(theta)`` more. With ``tilt_max_deg`` set, the phantom is generated with
+``pad_x = ceil((thickness / 2) * tan(tilt_max) / voxel_size + (nx / 2) * (1 / cos(tilt_max) - 1))``
+extra voxels on *each* side of X:
 ``volume.shape == (nz, ny, nx + 2 * pad_x)``. The field of view is
 ``volume[..., pad_x:pad_x + nx]`` (:meth:`Phantom.crop`); since the padding is symmetric, the
 centres (and the tilt axis) of the padded and cropped volumes coincide, so projecting the padded
@@ -677,7 +680,11 @@ def _generate(config: PhantomConfig, shape: Sequence[int], voxel_size: float, se
 
     pad_x = 0
     if tilt_max_deg is not None:
-        pad_x = int(math.ceil(thickness / 2.0 * math.tan(math.radians(abs(tilt_max_deg))) / v))
+        # a detector row of nx pixels at tilt theta sees nx / cos(theta) of the specimen, and its
+        # edge rays cross the slab over thickness * tan(theta) more: both must be specimen, not
+        # vacuum, or the high-tilt views brighten towards their X edges (docs/simulation.md)
+        t_max = math.radians(abs(tilt_max_deg))
+        pad_x = int(math.ceil(thickness / 2.0 * math.tan(t_max) / v + nx / 2.0 * (1.0 / math.cos(t_max) - 1.0)))
     full = (nz, ny, nx + 2 * pad_x)
 
     z, y, x = _axes(full, v)
