@@ -241,13 +241,22 @@ def main() -> None:
     ap.add_argument("--calibrated", action="store_true",
                     help="stage C alone: fine-tune the packaged localet-default on the calibrated simulator's "
                          "groups (WORK/run_cal; installed as localet-default unless --no-install)")
+    ap.add_argument("--linear-only", action="store_true",
+                    help="stages 1-2 alone (localet-default): neither simulate nor train stage 3")
     ap.add_argument("--no-install", action="store_true", help="do not copy the model into the package")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.calibrated:
         return calibrated_stage(args)
     t0 = time.time()
-    groups = WIDE_GROUPS if args.stage3_only else GROUPS + BROAD_GROUPS + WIDE_GROUPS
+    if args.stage3_only and args.linear_only:
+        raise SystemExit("--stage3-only and --linear-only exclude each other")
+    if args.stage3_only:
+        groups = WIDE_GROUPS
+    elif args.linear_only:
+        groups = GROUPS + BROAD_GROUPS
+    else:
+        groups = GROUPS + BROAD_GROUPS + WIDE_GROUPS
     simulated = simulate(args.work, args.jobs, args.scale, groups)
     t_sim = time.time() - t0
     run1, run2, run3 = args.work / "run", args.work / "run2", args.work / "run3"
@@ -270,6 +279,8 @@ def main() -> None:
         _, card2 = load_model(linear)
         earlier = card2["training_data"]
         t_before = float(card2["training_seconds"])
+        if args.linear_only:
+            return
     pairs3 = merge_pairs(args.work, [g[0] for g in WIDE_GROUPS], args.work / "pairs_stage3.star")
     train(pairs3, run3, ["--init", str(linear), *ENCODER_STAGE], args.steps)
 
