@@ -148,8 +148,10 @@ def ramp_filter_rows_array(images: np.ndarray, ramp: RampFilter, threads: int = 
 
     Rows are filtered in batches of about :data:`FILTER_BATCH` padded values through buffers
     reused from batch to batch (the padded lines, their spectra and inverse transforms stay a
-    few tens of MB), each batch's result written straight into the output; ``threads``: the
-    FFT's workers."""
+    few tens of MB), each batch's result written straight into the output. With ``threads`` >
+    1 (and scipy's FFTs) the rows are split into that many contiguous parts, each filtered by
+    its own thread with its own buffers (numpy and pocketfft release the GIL): the padding and
+    the response multiply run in parallel too, not only the transforms."""
     fft, single = _fft_module()
     nx = images.shape[-1]
     n_pad = padded_size(nx)
@@ -160,25 +162,54 @@ def ramp_filter_rows_array(images: np.ndarray, ramp: RampFilter, threads: int = 
     result = out.reshape(-1, nx)
     fade = taper_fade(nx, n_pad)
     fade_back = np.ascontiguousarray(fade[::-1])
-    batch = min(lines.shape[0], max(1, FILTER_BATCH // n_pad))
-    padded = np.empty((batch, n_pad), dtype=np.float32)
-    bridge_tmp = np.empty((batch, n_pad - nx), dtype=np.float32)
-    options = {"workers": max(1, int(threads))} if single else {}
-    for r0 in range(0, lines.shape[0], batch):
-        r1 = min(lines.shape[0], r0 + batch)
-        k = r1 - r0
-        block = lines[r0:r1]
-        pad = padded[:k]
-        pad[:, :nx] = block
-        mean = block.mean(axis=-1, keepdims=True, dtype=np.float32)
-        bridge, tmp = pad[:, nx:], bridge_tmp[:k]
-        np.multiply(block[:, nx - 1:nx] - mean, fade, out=bridge)
-        bridge += mean
-        np.multiply(block[:, :1] - mean, fade_back, out=tmp)
-        bridge += tmp
-        spectrum = fft.rfft(pad, axis=-1, **options)
-        spectrum *= response
-        result[r0:r1] = fft.irfft(spectrum, n=n_pad, axis=-1, **options)[:, :nx]
+    n_lines = lines.shape[0]
+    parts = max(1, min(int(threads), n_lines // 64)) if single else 1
+    workers = 1 if parts > 1 or not single else max(1, int(threads))
+
+    def run(a: int, b: int) -> None:
+        batch = min(b - a, max(1, FILTER_BATCH // n_pad // parts))
+        padded = np.empty((batch, n_pad), dtype=np.float32)
+        bridge_tmp = np.empty((batch, n_pad - nx), dtype=np.float32)
+        options = {"workers": workers} if single else {}
+        for r0 in range(a, b, batch):
+            r1 = min(b, r0 + batch)
+            k = r1 - r0
+            block = lines[r0:r1]
+            pad = padded[:k]
+            pad[:, :nx] = block
+            mean = block.mean(axis=-1, keepdims=True, dtype=np.float32)
+            bridge, tmp = pad[:, nx:], bridge_tmp[:k]
+            np.multiply(block[:, nx - 1:nx] - mean, fade, out=bridge)
+            bridge += mean
+            np.multiply(block[:, :1] - mean, fade_back, out=tmp)
+            bridge += tmp
+            spectrum = fft.rfft(pad, axis=-1, **options)
+            spectrum *= response
+            result[r0:r1] = fft.irfft(spectrum, n=n_pad, axis=-1, **options)[:, :nx]
+
+    if parts == 1:
+        run(0, n_lines)
+        return out
+    import threading
+
+    bounds = [n_lines * i // parts for i in range(parts + 1)]
+    errors: list = []
+
+    def guarded(a: int, b: int) -> None:
+        try:
+            run(a, b)
+        except BaseException as err:  # pragma: no cover - re-raised below
+            errors.append(err)
+
+    pool = [threading.Thread(target=guarded, args=(bounds[i], bounds[i + 1]), name="localet-filter")
+            for i in range(1, parts)]
+    for t in pool:
+        t.start()
+    guarded(bounds[0], bounds[1])
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
     return out
 
 

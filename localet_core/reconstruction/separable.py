@@ -7,16 +7,20 @@ its interpolation weights depend on (z, x, view) alone: they form one sparse mat
 shared by every row; the back-projection of a slab of rows is one sparse-dense product
 ``B @ images[(view, u), y]``. This module holds the one implementation of that matrix, of the
 order of its rows and of the slab loop (:class:`SeparableSlabs`); it runs on numpy arrays
-(scipy's CSR product: the torch-free WBP, :mod:`localet_core.reconstruction.wbp_numpy`) and on
+(localet's compiled CSR product, or scipy's where it is not built:
+:mod:`localet_core.native`; the torch-free WBP,
+:mod:`localet_core.reconstruction.wbp_numpy`) and on
 torch tensors (MKL's CSR product, CPU or CUDA: :mod:`localet_core.reconstruction.backprojection`
 turns the same arrays into a torch CSR tensor).
 """
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from localet_core.native import csr_product
 
 if TYPE_CHECKING:
     from localet_core.reconstruction.geometry import TiltGeometry
@@ -135,34 +139,28 @@ def separable_matrix_arrays(
     return indptr, cols.reshape(-1), vals.reshape(-1), (n_rows, n_views * nxd)
 
 
-def separable_matrix_numpy(geometry: "TiltGeometry", weights: np.ndarray, z_block: int = 1,
-                           dtype: Any = np.float32, threads: int = 1) -> Any:
-    """:func:`separable_matrix_arrays` as a ``scipy.sparse.csr_matrix`` (no copy)."""
-    import scipy.sparse
+class CsrMatrix(NamedTuple):
+    """A CSR matrix as plain numpy arrays (no scipy object: the torch-free path needs no
+    ``scipy.sparse`` import); ``indptr`` and ``indices`` int32, ``data`` float32."""
 
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: Tuple[int, int]
+
+
+def separable_matrix_numpy(geometry: "TiltGeometry", weights: np.ndarray, z_block: int = 1,
+                           dtype: Any = np.float32, threads: int = 1) -> CsrMatrix:
+    """:func:`separable_matrix_arrays` as a :class:`CsrMatrix` (no copy)."""
     indptr, indices, data, shape = separable_matrix_arrays(geometry, weights, dtype=dtype, z_block=z_block,
                                                            threads=threads)
-    return scipy.sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
-
-
-def _scipy_product(matrix: Any, dense: np.ndarray, out: np.ndarray) -> None:
-    """``out = matrix @ dense`` for a scipy CSR matrix and C-contiguous float32 arrays, written
-    into ``out`` (scipy's own kernel, which releases the GIL; the public ``@`` allocates)."""
-    try:
-        from scipy.sparse._sparsetools import csr_matvecs
-    except ImportError:  # pragma: no cover - another scipy layout
-        out[...] = matrix @ dense
-        return
-    out.fill(0)  # csr_matvecs accumulates
-    n_rows, n_cols = matrix.shape
-    csr_matvecs(n_rows, n_cols, dense.shape[1], matrix.indptr, matrix.indices, matrix.data,
-                dense.reshape(-1), out.reshape(-1))
+    return CsrMatrix(indptr, indices, data, tuple(shape))
 
 
 class SeparableSlabs:
     """The separable back-projection of one channel, slab after slab, straight from the images'
     own layout into contiguous slabs, with its scratch buffers reused from slab to slab; for
-    numpy arrays (a scipy CSR matrix) or torch tensors (a torch CSR tensor, CPU or CUDA).
+    numpy arrays (a :class:`CsrMatrix`) or torch tensors (a torch CSR tensor, CPU or CUDA).
 
     For each slab the rows ``y0:y1`` of every view are transposed into the kernel's
     ``(view, u)``-major layout (a few MB for a few tens of rows: where the sparse product runs
@@ -201,7 +199,8 @@ class SeparableSlabs:
 
     def _multiply(self, layout: Any, product: Any) -> None:
         if self.numpy:
-            _scipy_product(self.matrix, layout, product)
+            m = self.matrix
+            csr_product(m.indptr, m.indices, m.data, m.shape, layout, product)
         else:
             import torch
 
