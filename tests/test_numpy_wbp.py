@@ -76,6 +76,19 @@ def test_which_geometries_it_takes():
                                   TiltGeometry(angles=ANGLES, detector_shape=(24, 36), thickness=15, x_axis_tilt=3)))
 
 
+def test_size_limit_applies_only_without_the_compiled_product(monkeypatch):
+    from localet_core.native import NATIVE_VARIABLE, native_available
+    from localet_core.reconstruction import wbp_numpy
+
+    g = TiltGeometry(angles=ANGLES, detector_shape=(24, 36), thickness=15)
+    monkeypatch.setattr(wbp_numpy, "NUMPY_MAX_UPDATES", 10)  # this volume is "too large" for scipy
+    monkeypatch.setenv(NATIVE_VARIABLE, "0")
+    assert not numpy_wbp_applies(g)
+    monkeypatch.setenv(NATIVE_VARIABLE, "1")
+    assert numpy_wbp_applies(g) == native_available()
+    assert not numpy_wbp_applies(g, budget=1000)  # the matrix must still fit
+
+
 # ------------------------------------------------------------------------- the command
 
 def _run(args, cwd, engine=None, importtime=False):

@@ -1,4 +1,5 @@
-"""Weighted back-projection on the CPU without torch: numpy, scipy's FFTs and scipy's CSR product.
+"""Weighted back-projection on the CPU without torch: numpy, scipy's FFTs and localet's compiled CSR
+product (:mod:`localet_core.native`; scipy's where it is not built).
 
 The same reconstruction as :func:`localet_core.reconstruction.wbp.iter_wbp_slabs` with the sparse
 kernel (separable geometries: an aligned stack, no X-axis tilt), from the same pieces: the
@@ -6,13 +7,14 @@ geometry (:class:`~localet_core.reconstruction.geometry.TiltGeometry`), the ramp
 (:func:`~localet_core.reconstruction.filters.ramp_filter_rows_array`, which the torch path runs
 on the CPU too), the matrix, its row order and slab loop
 (:mod:`localet_core.reconstruction.separable`) and the slab writer
-(:func:`localet_core.pipeline.write_slabs`); only the sparse product differs (scipy's instead of
-MKL's through torch). The volumes agree to float32 rounding.
+(:func:`localet_core.pipeline.write_slabs`); only the sparse product differs (ours or scipy's
+instead of MKL's through torch). The volumes agree to float32 rounding.
 
 Why: importing torch takes longer than reconstructing a 512 x 512 x 128 volume (about 2 s
 against 0.4 s on the reference machine's 2 cores), so ``localet fbp`` on the CPU takes this
-path (:func:`numpy_wbp_applies`) unless the volume is large enough for MKL's faster product to
-win the import back (:data:`NUMPY_MAX_UPDATES`). Importing this module does not import torch.
+path (:func:`numpy_wbp_applies`): always with localet's compiled product, and without it unless
+the volume is large enough for MKL's faster product to win the import back
+(:data:`NUMPY_MAX_UPDATES`). Importing this module does not import torch.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from localet_core.device import memory_budget
+from localet_core.native import native_enabled
 from localet_core.pipeline import Slab, slab_ranges
 from localet_core.reconstruction.filters import RampFilter, bin_images, ramp_filter_rows_array
 from localet_core.reconstruction.separable import (
@@ -40,10 +43,11 @@ if TYPE_CHECKING:
     from localet_core.reconstruction.geometry import TiltGeometry
 
 #: The largest back-projection (used views x output voxels) :func:`numpy_wbp_applies` gives to
-#: this path. scipy's CSR product costs about 5x MKL's per entry (on the reference machine's
-#: VM), and importing torch about 2 s: measured (benchmarks/bench_cli.py, both engines, see the
-#: README's speed section), 512 x 512 x 128 from 41 views (1.4 G) is faster here, 1024 x 1024 x
-#: 256 (11 G) is faster through torch.
+#: this path when localet's compiled product (:mod:`localet_core.native`) is not built. scipy's
+#: CSR product costs about 5x MKL's per entry and importing torch about 2 s: measured
+#: (benchmarks/bench_cli.py), 512 x 512 x 128 from 41 views (1.4 G) is faster here, 1024 x 1024
+#: x 256 (11 G) through torch. With the compiled product there is no limit: 1024 x 1024 x 256 took
+#: 4.65 s here against 7.83 s through torch (bench_cli.py, the developer VM's 2 cores).
 NUMPY_MAX_UPDATES = 3_000_000_000
 
 #: ``LOCALET_FBP_ENGINE=torch|numpy|auto``: which path ``localet fbp`` takes for a WBP on the CPU
@@ -71,6 +75,8 @@ def numpy_wbp_applies(geometry: "TiltGeometry", budget: Optional[int] = None) ->
     n_used = len(geometry.used_views)
     if sparse_matrix_bytes(geometry, n_used) > memory_budget("cpu", budget):
         return False
+    if native_enabled():  # the compiled product is as fast as MKL's: no import of torch to win back
+        return True
     nz, ny, nx = geometry.output_shape
     return n_used * nz * ny * nx <= NUMPY_MAX_UPDATES
 
