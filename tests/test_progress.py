@@ -146,3 +146,27 @@ def test_durations_read_as_hours_minutes_seconds():
     assert format_duration(0.4) == "0:00:00"
     assert format_duration(73) == "0:01:13"
     assert format_duration(27 * 3600 + 5) == "27:00:05"
+
+
+def test_process_age_from_proc_agrees_with_psutil():
+    import sys
+    import time
+
+    import psutil
+
+    from localet_core.progress import _linux_process_age
+
+    age = _linux_process_age()
+    if not sys.platform.startswith("linux"):
+        assert age is None
+        return
+    reference = time.time() - psutil.Process().create_time()
+    assert age is not None and abs(age - reference) < 0.5  # clock ticks are 10 ms; psutil's import in between
+
+
+def test_available_ram_is_psutils():
+    import psutil
+
+    from localet_core.device import available_ram
+
+    assert abs(available_ram() - psutil.virtual_memory().available) < 256 * 2**20  # other processes move it
