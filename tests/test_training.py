@@ -79,6 +79,45 @@ def test_resume_equals_uninterrupted(pairs, tmp_path):
     assert a == b
 
 
+def test_views_made_lazily_and_ahead_give_the_eager_loops_training(pairs, tmp_path, monkeypatch):
+    import threading
+
+    from localet_core.network import training
+
+    d, specs = pairs
+    more = [make_pair(d, f"m{i}", 10 + i) for i in range(4)]  # 5 training pairs, rounds of 6 steps
+    specs = [specs[0], *more, specs[1]]
+    tc = TrainConfig(steps=25, batch_size=64, lr=2e-3, warmup=5, val_every=25, refresh_every=6,
+                     drop_tilts=0.3, noise=0.2)
+    made = []
+    make = training._AugmentedViews._make
+
+    def recording(self, round_, index):
+        made.append((round_, index, threading.current_thread().name))
+        return make(self, round_, index)
+
+    monkeypatch.setattr(training._AugmentedViews, "_make", recording)
+    lazy = train(specs, tmp_path / "lazy", TINY, tc, device="cpu")
+    used = {(step // 6, training._step_pair(tc, step, 0, 5)) for step in range(25)}
+    assert {(r, i) for r, i, _ in made} == used  # only the pairs a round uses, each once
+    assert len(made) == len(used) < 5 * 5
+    # all made ahead, in the background thread, but the first step's
+    assert sum(name.startswith("localet-views") for *_, name in made) == len(used) - 1
+
+    # the eager loop of before: every pair at each round's first step, in the training thread
+    def eager_at(self, step, index):
+        round_ = step // self.tc.refresh_every
+        if round_ != self.round:
+            self.cache = {i: make(self, round_, i) for i in range(len(self.pairs))}
+            self.round = round_
+        return self.cache[index]
+
+    monkeypatch.setattr(training._AugmentedViews, "at", eager_at)
+    monkeypatch.setattr(training._AugmentedViews, "prefetch", lambda self, step, index: None)
+    eager = train(specs, tmp_path / "eager", TINY, tc, device="cpu")
+    assert lazy["rank_checksums"] == eager["rank_checksums"]
+
+
 def test_divergence_is_reported(pairs, tmp_path):
     _, specs = pairs
     tc = TrainConfig(steps=200, batch_size=64, lr=1e4, warmup=1, divergence_factor=5.0)

@@ -23,6 +23,7 @@ model; the summary records a checksum of every rank's final weights.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -275,7 +276,7 @@ def train(
     bar = stage(tc.steps, "training", unit="step", progress=progress if rank == 0 else False,
                 initial=start_step)
     model.train()
-    with bar:
+    with bar, contextlib.closing(views):
         for step in range(start_step, end):
             value, lr = _optimisation_step(net, optimizer, train_pairs, views, step, model_config, tc,
                                            rank, world, device)
@@ -369,7 +370,13 @@ def _validate(model: torch.nn.Module, val_sets: Sequence[ValSet], model_config: 
 
 class _AugmentedViews:
     """The training pairs' augmented views of the current round, redrawn every
-    ``refresh_every`` steps (a round's views depend only on the seed, round, pair and rank)."""
+    ``refresh_every`` steps (a round's views depend only on the seed, round, pair and rank).
+
+    A pair's views are made when a step of the round first uses the pair (a round of 50 steps
+    uses at most 50 of the pairs: with hundreds of pairs, making all of them at each round took
+    most of the training time), and :meth:`prefetch` makes the next step's in a background
+    thread while this step computes. Both give the views the eager loop gave (the same seeds),
+    so training is unchanged to the bit."""
 
     def __init__(self, pairs: Sequence[Pair], model_config: ModelConfig, tc: TrainConfig,
                  rank: int, device: torch.device) -> None:
@@ -377,15 +384,45 @@ class _AugmentedViews:
         self.round = -1
         self.cache: Dict[int, Tuple[torch.Tensor, TiltGeometry]] = {}
         self.forms: Dict[Tuple[int, int], Any] = {}
+        self._pending: Dict[Tuple[int, int], Any] = {}
+        self._pool: Any = None
+
+    def _make(self, round_: int, index: int) -> Tuple[torch.Tensor, TiltGeometry]:
+        return augmented_views(self.pairs[index], self.model_config, self.tc, round_, index, self.rank,
+                               self.device)
 
     def at(self, step: int, index: int) -> Tuple[torch.Tensor, TiltGeometry]:
         """Views ``(n_used, ny, nx)`` and geometry of pair ``index`` at ``step``."""
         round_ = step // self.tc.refresh_every
         if round_ != self.round:
-            self.cache = {i: augmented_views(p, self.model_config, self.tc, round_, i, self.rank, self.device)
-                          for i, p in enumerate(self.pairs)}
+            self.cache = {}
             self.round = round_
+            for key in [k for k in self._pending if k[0] < round_]:  # never used: drop
+                self._pending.pop(key).cancel()
+        if index not in self.cache:
+            future = self._pending.pop((round_, index), None)
+            self.cache[index] = future.result() if future is not None else self._make(round_, index)
         return self.cache[index]
+
+    def prefetch(self, step: int, index: int) -> None:
+        """Start making pair ``index``'s views for ``step`` in a background thread (unless they
+        are made or being made); :meth:`at` then waits for them."""
+        round_ = step // self.tc.refresh_every
+        key = (round_, index)
+        if (round_ == self.round and index in self.cache) or key in self._pending:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="localet-views")
+        self._pending[key] = self._pool.submit(self._make, round_, index)
+
+    def close(self) -> None:
+        """Stop the background thread (waiting for a view it is making)."""
+        pool, self._pool = self._pool, None
+        self._pending.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def fast_form(self, step: int, index: int, model: LocalizedNet) -> Any:
         """A trainable fast form of ``model`` on pair ``index``'s views at ``step`` (built once
@@ -399,6 +436,13 @@ class _AugmentedViews:
                 self.forms.pop(next(iter(self.forms)))
             self.forms[key] = FastForm(model, images, geometry, trainable=True)
         return self.forms[key]
+
+
+def _step_pair(tc: TrainConfig, step: int, rank: int, n_pairs: int) -> int:
+    """The pair that ``step`` trains on: the first draw of its generator (see
+    :func:`_optimisation_step`)."""
+    gen = torch.Generator().manual_seed(_seed(tc.seed, 3, step, rank))
+    return int(torch.randint(n_pairs, (1,), generator=gen))
 
 
 def _optimisation_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -417,6 +461,8 @@ def _optimisation_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer,
     index = int(torch.randint(len(pairs), (1,), generator=gen))
     pair = pairs[index]
     images, geometry = views.at(step, index)
+    if step + 1 < tc.steps:  # the next step's pair (its first draw of the same seeded generator)
+        views.prefetch(step + 1, _step_pair(tc, step + 1, rank, len(pairs)))
     lr = tc.lr_at(step)
     for group in optimizer.param_groups:
         group["lr"] = lr
