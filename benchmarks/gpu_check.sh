@@ -16,6 +16,8 @@
 #      best of 2, peak RSS; 1024 x 1024 x 256 from 41 views);
 #   5. the network: `localet reconstruct` with localet-default and localet-encoder on CPU and on
 #      CUDA (agreement within 1e-3 of the range), and 50 steps of slab training with an encoder.
+#   6. benchmarks/bench_train_precision.py --device cuda: a training step in fp32 and under bf16
+#      autocast (on this project's CPU, bf16 is 4.8x slower, so CPU training stays fp32).
 # The exit status is 0 only when every step passed.
 set -euo pipefail
 
@@ -133,6 +135,10 @@ with tempfile.TemporaryDirectory() as tmp:
     print(f"slab training with an encoder on CUDA: 50 steps in {time.perf_counter() - t:.1f} s")
 sys.exit(0 if ok else 1)
 EOF
+
+echo
+echo "== 6. training precision on CUDA: fp32 against bf16 autocast (benchmarks/bench_train_precision.py)"
+"${PYTHON}" benchmarks/bench_train_precision.py --device cuda || status=1
 
 echo
 if [ "${status}" -eq 0 ]; then echo "gpu_check: every step passed"; else echo "gpu_check: some step FAILED"; fi
