@@ -1,7 +1,8 @@
-/* localet's compiled kernels: the CSR x dense product of the torch-free weighted back-projection
- * and the one-pass statistics of the MRC writer. Loaded with ctypes (localet_core/native.py),
- * which releases the GIL during each call, so threads run them in parallel. Built by setup.py as
- * an optional extension: without a C compiler localet uses scipy's and numpy's equivalents.
+/* localet's compiled kernels: the CSR x dense product of the torch-free weighted back-projection,
+ * the one-pass statistics of the MRC writer, and the bicubic resampling of raw views into the
+ * aligned frame. Loaded with ctypes (localet_core/native.py), which releases the GIL during each
+ * call, so threads run them in parallel. Built by setup.py as an optional extension: without a C
+ * compiler localet uses scipy's, numpy's and torch's equivalents.
  */
 #include <math.h>
 #include <stdint.h>
@@ -21,7 +22,7 @@
 #endif
 
 /* Raised when a function's arguments or meaning change; native.py checks it. */
-LOCALET_EXPORT int localet_native_abi(void) { return 2; }
+LOCALET_EXPORT int localet_native_abi(void) { return 3; }
 
 /* out[r, :] = sum_k data[k] * dense[indices[k], :] for r in [r0, r1), k in [indptr[r], indptr[r + 1]).
  *
@@ -95,6 +96,69 @@ LOCALET_EXPORT int localet_stats_f32(const float *restrict x, int64_t n, double 
     result[3] = qq;
     /* NaN fails every comparison, so it never enters lo/hi: look at the sums, which it poisons */
     return !(isfinite(lo) && isfinite(hi) && isfinite(ss) && isfinite(qq)) && n > 0;
+}
+
+/* torch's bicubic convolution weights (Keys, A = -0.75), as grid_sample computes them. */
+static inline void localet_cubic_weights(double t, double w[4])
+{
+    const double A = -0.75;
+    double x = t + 1.0;
+    w[0] = ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+    x = t;
+    w[1] = ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    x = 1.0 - t;
+    w[2] = ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    x = 2.0 - t;
+    w[3] = ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
+}
+
+/* out[r, c] = fill + bicubic interpolant of (src - fill) at (col, row) = map @ (c, r, 1), with
+ * zeros beyond src's edge: torch's grid_sample(mode="bicubic", padding_mode="zeros") of the
+ * centred image at the same source positions (localet_core.alignment.resample), the positions in
+ * double precision (torch's affine_grid rounds them to float32: about 3e-5 pixel at 512).
+ * src (h, w) and out (ho, wo) C-contiguous float32; map: 6 doubles, row-major (2, 3). */
+LOCALET_EXPORT void localet_resample_bicubic_f32(const float *restrict src, int64_t h, int64_t w,
+                                                 const double *map, float fill, float *restrict out,
+                                                 int64_t ho, int64_t wo)
+{
+    for (int64_t r = 0; r < ho; ++r) {
+        for (int64_t c = 0; c < wo; ++c) {
+            const double x = map[0] * (double)c + map[1] * (double)r + map[2];
+            const double y = map[3] * (double)c + map[4] * (double)r + map[5];
+            const double fx = floor(x), fy = floor(y);
+            double wx[4], wy[4];
+            localet_cubic_weights(x - fx, wx);
+            localet_cubic_weights(y - fy, wy);
+            const int64_t x0 = (int64_t)fx - 1, y0 = (int64_t)fy - 1;
+            /* fill + sum w (v - fill) over the pixels inside, as sum w v + fill (1 - sum w): a
+             * whole-pixel position (weights 0, 1, 0, 0) then gives the pixel itself exactly */
+            double acc = 0.0, mass = 0.0;
+            if (x0 >= 0 && x0 + 3 < w && y0 >= 0 && y0 + 3 < h) {
+                for (int i = 0; i < 4; ++i) {
+                    const float *row = src + (y0 + i) * w + x0;
+                    acc += wy[i] * (wx[0] * row[0] + wx[1] * row[1] + wx[2] * row[2] + wx[3] * row[3]);
+                    mass += wy[i] * (wx[0] + wx[1] + wx[2] + wx[3]);
+                }
+            } else if (x0 + 3 >= 0 && x0 < w && y0 + 3 >= 0 && y0 < h) {
+                for (int i = 0; i < 4; ++i) {
+                    const int64_t yy = y0 + i;
+                    if (yy < 0 || yy >= h) continue;
+                    const float *row = src + yy * w;
+                    double line = 0.0, lmass = 0.0;
+                    for (int j = 0; j < 4; ++j) {
+                        const int64_t xx = x0 + j;
+                        if (xx >= 0 && xx < w) {
+                            line += wx[j] * row[xx];
+                            lmass += wx[j];
+                        }
+                    }
+                    acc += wy[i] * line;
+                    mass += wy[i] * lmass;
+                }
+            }
+            out[r * wo + c] = (float)(acc + (double)fill * (1.0 - mass));
+        }
+    }
 }
 
 /* A module object's init, so that the file is also a valid (empty) extension module for build

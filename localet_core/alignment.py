@@ -31,7 +31,6 @@ along X. The measured price (``benchmarks/bench_alignment.py``) is in docs/geome
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Optional, Tuple, Union
 
@@ -39,8 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from localet_core.alignment_numpy import align_stack_array, aligned_geometry, aligned_to_raw
+from localet_core.native import native_enabled
 from localet_core.reconstruction.filters import bin_images
 from localet_core.reconstruction.geometry import TiltGeometry
+
+__all__ = ["METHODS", "DEFAULT_METHOD", "aligned_geometry", "aligned_to_raw", "align_stack", "resample",
+           "bspline_coefficients"]
 
 #: Resampling kernels: ``bicubic`` (torch's Keys cubic, a = -0.75; the default), ``bspline`` (cubic
 #: B-spline, prefiltered), ``bilinear``. Kept selectable for the measurements in docs/geometry.md.
@@ -51,37 +55,6 @@ DEFAULT_METHOD = "bicubic"
 VIEW_BATCH = 8
 #: Target pixels per block of the B-spline path of :func:`resample` (bounds its temporaries).
 ROW_BLOCK_PIXELS = 1 << 22
-
-
-def aligned_geometry(geometry: TiltGeometry) -> TiltGeometry:
-    """The geometry of the aligned, binned stack that :func:`align_stack` makes from ``geometry``'s
-    raw stack: no ``.xf``, binning 1 on the binned detector, pixel size times the binning; the same
-    output grid, angles, exclusions and options (all of which are in output pixels already)."""
-    b = geometry.binning
-    return dataclasses.replace(
-        geometry, xf=None, detector_shape=geometry.binned_detector_shape, binning=1,
-        pixel_size=None if geometry.pixel_size is None else geometry.pixel_size * b)
-
-
-def aligned_to_raw(geometry: TiltGeometry) -> np.ndarray:
-    """Per-view affine maps from aligned binned pixel indices to binned raw pixel indices.
-
-    Returns:
-        ``(n_views, 2, 3)`` float64: ``(col, row)_raw = M[:, :, :2] @ (col, row)_aligned + M[:, :, 2]``,
-        both in binned pixel indices (identity for views without a transform).
-    """
-    if geometry.xf is None:
-        raise ValueError("aligned_to_raw needs a geometry with an .xf")
-    b = geometry.binning
-    ry, rx = geometry.detector_centre  # raw image centre on the binned raw grid
-    cx = (geometry.binned_detector_shape[1] - 1) / 2  # aligned tilt axis column (see module doc)
-    out = np.empty((geometry.n_views, 2, 3))
-    for v in range(geometry.n_views):
-        inv = np.linalg.inv(geometry.xf[v, :, :2])
-        out[v, :, :2] = inv
-        # raw = A^-1 ((col - cx, row - ry) - d / b) + (rx, ry)
-        out[v, :, 2] = -inv @ (np.array([cx, ry]) + geometry.xf[v, :, 2] / b) + np.array([rx, ry])
-    return out
 
 
 def align_stack(
@@ -104,11 +77,17 @@ def align_stack(
     Returns:
         ``(n_views, ny_b, nx_b)`` float32 numpy aligned stack (``out`` when given); excluded views
         are zero (or untouched in ``out``): they are never read.
+
+    ``bicubic`` on the CPU of a numpy stack runs localet's compiled kernel when it is built
+    (:func:`localet_core.alignment_numpy.align_stack_array`: the same weights, positions in
+    float64), torch's ``grid_sample`` otherwise.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     geometry.check_stack(tuple(stack.shape))
     device = torch.device(device)
+    if method == "bicubic" and device.type == "cpu" and native_enabled() and not isinstance(stack, torch.Tensor):
+        return align_stack_array(stack, geometry, out=out, threads=torch.get_num_threads())
     nyb, nxb = geometry.binned_detector_shape
     maps = torch.from_numpy(aligned_to_raw(geometry))
     if out is None:

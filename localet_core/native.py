@@ -8,6 +8,9 @@ fallbacks that compute the same things.
   vectorised for AVX2 where the CPU has it.
 - :func:`value_stats`: min, max and shifted sums of a float32 array in one pass (the MRC
   writer's header statistics, :mod:`localet_core.io.mrc_write`), where numpy needs seven.
+- :func:`resample_bicubic`: one view resampled at affinely mapped positions with torch's bicubic
+  ``grid_sample`` weights (:mod:`localet_core.alignment_numpy`: raw stacks with an ``.xf``
+  aligned without torch).
 
 The kernels are built by ``pip install`` when a C compiler is there (setup.py, an optional
 extension). ctypes releases the GIL during each call, so threads run them in parallel.
@@ -26,7 +29,7 @@ import numpy as np
 
 #: ``LOCALET_NATIVE=0``: use the numpy/scipy fallbacks even where the kernels are built.
 NATIVE_VARIABLE = "LOCALET_NATIVE"
-_ABI = 2
+_ABI = 3
 
 
 @lru_cache(maxsize=1)
@@ -39,9 +42,12 @@ def _library() -> Optional[Any]:
         if lib.localet_native_abi() != _ABI:
             return None
         spmm, stats = lib.localet_csr_spmm_f32, lib.localet_stats_f32
+        bicubic = lib.localet_resample_bicubic_f32
     except (OSError, AttributeError):
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
+    bicubic.argtypes = [p, i64, i64, p, ctypes.c_float, p, i64, i64]
+    bicubic.restype = None
     spmm.argtypes = [i64, i64, p, p, p, p, i64, p]
     spmm.restype = None
     stats.argtypes = [p, i64, ctypes.c_double, p]
@@ -108,3 +114,28 @@ def value_stats(values: np.ndarray, shift: float) -> Optional[Tuple[float, float
     if lib.localet_stats_f32(values.ctypes.data, values.size, float(shift), result.ctypes.data):
         raise ValueError("block contains NaN or infinite values (after conversion to float32)")
     return float(result[0]), float(result[1]), float(result[2]), float(result[3])
+
+
+def resample_bicubic(image: np.ndarray, affine: np.ndarray, shape: Tuple[int, int], fill: float,
+                     out: np.ndarray) -> None:
+    """``out[r, c] = fill + `` the bicubic interpolant (Keys, a = -0.75, torch's ``grid_sample``
+    weights) of ``image - fill`` at ``(col, row) = affine @ (c, r, 1)``, zero beyond the image's
+    edge; positions in float64. Needs the compiled kernels (:func:`native_enabled`).
+
+    Args:
+        image: ``(h, w)`` C-contiguous float32 source.
+        affine: ``(2, 3)`` target ``(col, row, 1)`` -> source ``(col, row)`` pixel indices.
+        shape: ``(ho, wo)`` of the target.
+        fill: the value outside the source.
+        out: ``(ho, wo)`` C-contiguous float32, written.
+    """
+    lib = _enabled()
+    if lib is None:
+        raise RuntimeError("the compiled kernels are not available (native_enabled() is False)")
+    if image.ndim != 2 or image.dtype != np.float32 or not image.flags.c_contiguous:
+        raise ValueError("resample_bicubic: image must be a C-contiguous 2D float32 array")
+    if out.shape != tuple(shape) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"resample_bicubic: out must be C-contiguous float32 {tuple(shape)}")
+    m = np.ascontiguousarray(affine, dtype=np.float64).reshape(2, 3)
+    lib.localet_resample_bicubic_f32(image.ctypes.data, image.shape[0], image.shape[1], m.ctypes.data,
+                                     float(fill), out.ctypes.data, shape[0], shape[1])

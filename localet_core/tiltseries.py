@@ -66,9 +66,15 @@ class TiltSeries:
 def _align_owned(data: np.ndarray, geometry: TiltGeometry) -> np.ndarray:
     """:func:`localet_core.alignment.align_stack` of a stack this module read (so it may be
     overwritten): in place at binning 1, so a large stack is held once."""
-    from localet_core.alignment import align_stack
+    from localet_core.native import native_enabled
 
     in_place = geometry.binning == 1 and data.dtype == np.float32 and data.flags.writeable
+    if native_enabled():  # the compiled bicubic resampler: no torch import
+        from localet_core.alignment_numpy import align_stack_array
+
+        return align_stack_array(data, geometry, out=data if in_place else None)
+    from localet_core.alignment import align_stack
+
     return align_stack(data, geometry, out=data if in_place else None)
 
 
@@ -179,7 +185,7 @@ def load_tilt_series(
         x_axis_tilt=output.x_axis_tilt, pixel_size=stack.pixel_size)
     if transforms is None or not resample:
         return TiltSeries(stack=stack, geometry=geometry)
-    from localet_core.alignment import aligned_geometry
+    from localet_core.alignment_numpy import aligned_geometry
 
     aligned = aligned_geometry(geometry)
     data = _align_owned(stack.data, geometry)

@@ -339,3 +339,69 @@ def test_fsc_halves_and_reconstruct_halves_with_an_xf_match_the_aligned_stack(tm
         return np.array([float(t) for t in text.split() if t.replace(".", "", 1).replace("-", "", 1).isdigit()])
 
     np.testing.assert_allclose(numbers(star["raw"]), numbers(star["ali"]), atol=1e-4)
+
+
+# ------------------------------------------------------------- the compiled bicubic resampler
+
+def _native_or_skip():
+    from localet_core.native import native_available
+
+    if not native_available():
+        pytest.skip("the compiled kernels are not built (no C compiler when localet was installed)")
+
+
+@pytest.mark.parametrize("binning, degrees, shift", [(1, 23.0, (3.3, -1.7)), (2, -85.0, (10.0, 4.0)),
+                                                     (1, 90.0, (2.0, -1.0))])
+def test_compiled_resampler_equals_torchs_grid_sample(monkeypatch, binning, degrees, shift):
+    _native_or_skip()
+    from localet_core.alignment_numpy import align_stack_array
+    from localet_core.native import NATIVE_VARIABLE
+
+    rng = np.random.default_rng(4)
+    stack = (5.0 + rng.standard_normal((7, 64, 80))).astype(np.float32)
+    g = TiltGeometry(angles=tuple(np.linspace(-45, 45, 7)), detector_shape=(64, 80), thickness=20,
+                     xf=rotation_xf(7, degrees, shift), excluded=(2,), binning=binning)
+    ours = align_stack_array(stack, g, threads=2)
+    monkeypatch.setenv(NATIVE_VARIABLE, "0")
+    theirs = align_stack(stack, g)  # torch's grid_sample
+    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    assert not ours[2].any() and not theirs[2].any()  # an excluded view is never read
+    # torch's affine_grid rounds the positions to float32; ours are float64
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=2e-5 * float(np.ptp(theirs)))
+    monkeypatch.delenv(NATIVE_VARIABLE)
+    # align_stack itself takes the compiled path on the CPU
+    np.testing.assert_array_equal(align_stack(stack, g), ours)
+
+
+def test_compiled_resampler_in_place(monkeypatch):
+    _native_or_skip()
+    from localet_core.alignment_numpy import align_stack_array
+
+    rng = np.random.default_rng(5)
+    stack = rng.standard_normal((5, 40, 48)).astype(np.float32)
+    g = TiltGeometry(angles=tuple(np.linspace(-40, 40, 5)), detector_shape=(40, 48), thickness=10,
+                     xf=rotation_xf(5, 12.0, (1.0, 2.0)), excluded=(4,))
+    expected = align_stack_array(stack.copy(), g)
+    kept = stack[4].copy()
+    result = align_stack_array(stack, g, out=stack)
+    assert result is stack
+    np.testing.assert_array_equal(stack[:4], expected[:4])
+    np.testing.assert_array_equal(stack[4], kept)  # excluded: left as it was
+
+
+def test_compiled_resampler_returns_the_pixels_on_a_whole_pixel_map():
+    _native_or_skip()
+    from localet_core.alignment_numpy import align_stack_array, aligned_to_raw
+
+    rng = np.random.default_rng(6)
+    stack = (3.0 + rng.standard_normal((3, 48, 48))).astype(np.float32)
+    xf = np.zeros((3, 2, 3))
+    xf[:, :, :2] = [[0.0, -1.0], [1.0, 0.0]]  # 90 degrees about the centre, shifts of whole pixels
+    xf[:, :, 2] = [[0.0, 0.0], [2.0, -3.0], [-5.0, 1.0]]
+    g = TiltGeometry(angles=(-20.0, 0.0, 20.0), detector_shape=(48, 48), thickness=10, xf=xf)
+    assert np.array_equal(aligned_to_raw(g), np.round(aligned_to_raw(g)))
+    ours = align_stack_array(stack, g)
+    np.testing.assert_array_equal(ours[0], np.rot90(stack[0], k=-1))  # exactly the pixels (no fill mixed in)
+    for v in (1, 2):
+        inner = ours[v, 8:-8, 8:-8]
+        assert np.isin(inner, stack[v]).all()

@@ -152,15 +152,35 @@ def test_fbp_on_the_cpu_imports_no_torch_and_writes_the_torch_paths_file(series,
     np.testing.assert_allclose(stats_a, stats_b, rtol=1e-5, atol=1e-6 * float(np.ptp(b)))
 
 
-def test_fbp_with_an_xf_or_sirt_still_takes_the_torch_path(series):
-    write_xf(series / "ts.xf", rotation_xf(len(ANGLES), 2.0, (0.5, -0.3)))
-    for extra in (["--xf", "ts.xf"], ["--method", "sirt", "--iterations", 2], ["--x-axis-tilt", 2]):
+def test_fbp_with_sirt_or_an_x_axis_tilt_still_takes_the_torch_path(series):
+    for extra in (["--method", "sirt", "--iterations", 2], ["--x-axis-tilt", 2]):
         result = _run(["fbp", "ts.st", "--tlt", "ts.tlt", "--thickness", 9, *extra, "-o", "v.mrc"], series,
                       importtime=True)
         assert result.returncode == 0, result.stderr
         assert "torch" in _imported(result.stderr), extra
         (series / "v.mrc").unlink()
         (series / "v.mrc~").unlink(missing_ok=True)
+
+
+def test_fbp_of_a_raw_stack_with_an_xf_is_torch_free_with_the_compiled_resampler(series, monkeypatch):
+    from localet_core.native import NATIVE_VARIABLE, native_available
+
+    write_xf(series / "ts.xf", rotation_xf(len(ANGLES), 37.0, (1.5, -2.3)))
+    args = ["fbp", "ts.st", "--tlt", "ts.tlt", "--thickness", 9, "--xf", "ts.xf", "--bin", 1]
+    ours = _run([*args, "-o", "xf_ours.mrc"], series, importtime=True)
+    assert ours.returncode == 0, ours.stderr
+    torch_imported = "torch" in _imported(ours.stderr)
+    assert torch_imported == (not native_available())
+    # torch's resampler (grid_sample) and MKL's product: no compiled kernel at all
+    monkeypatch.setenv(NATIVE_VARIABLE, "0")
+    theirs = _run([*args, "-o", "xf_torch.mrc"], series, engine="torch", importtime=True)
+    assert theirs.returncode == 0, theirs.stderr
+    assert "torch" in _imported(theirs.stderr)
+    (facts_a, a), (facts_b, b) = _header_facts(series / "xf_ours.mrc"), _header_facts(series / "xf_torch.mrc")
+    facts_a.pop("stats"), facts_b.pop("stats")
+    assert facts_a == facts_b
+    # torch's affine_grid rounds the source positions to float32; ours are float64
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.ptp(b)))
 
 
 def _peak_rss_mb(args, cwd, engine=None):

@@ -53,6 +53,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     from localet_core.device import cpu_without_torch, parse_memory
     from localet_core.io.atomic import scratch_near
     from localet_core.io.outputs import check_free_space, guard_outputs, volume_bytes
+    from localet_core.native import native_enabled
     from localet_core.pipeline import write_slabs
     from localet_core.reconstruction.filters import RampFilter
     from localet_core.reconstruction.wbp_numpy import ENGINE_VARIABLE
@@ -66,9 +67,10 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     if method == "wbp":
         cutoff, falloff = _pair(radial, "--radial") if radial else (None, None)
         ramp = RampFilter(window=window, cutoff=cutoff, falloff=falloff or config.RADIAL_FALLOFF)
-    # a WBP on the CPU of an aligned stack runs without torch (localet_core.reconstruction.wbp_numpy)
+    # a WBP on the CPU runs without torch (localet_core.reconstruction.wbp_numpy)
     engine = os.environ.get(ENGINE_VARIABLE, "auto").strip().lower() or "auto"
-    numpy_path = (method == "wbp" and engine != "torch" and xf is None and aln is None
+    # a raw stack with an .xf/.aln too, when the compiled resampler aligns it (no torch either)
+    numpy_path = (method == "wbp" and engine != "torch" and (native_enabled() or (xf is None and aln is None))
                   and options.x_axis_tilt == 0.0 and cpu_without_torch(device))
     if not numpy_path:
         from localet_core.device import resolve_device
