@@ -57,7 +57,7 @@ def aligned_to_raw(geometry: "TiltGeometry") -> np.ndarray:
 
 
 def align_stack_array(stack: np.ndarray, geometry: "TiltGeometry", out: Optional[np.ndarray] = None,
-                      threads: int = 2) -> np.ndarray:
+                      threads: Optional[int] = None) -> np.ndarray:
     """:func:`localet_core.alignment.align_stack` (bicubic, CPU) without torch.
 
     Args:
@@ -66,7 +66,8 @@ def align_stack_array(stack: np.ndarray, geometry: "TiltGeometry", out: Optional
         out: ``(n_views, ny_b, nx_b)`` float32 array to write into; may be ``stack`` itself when
             the binning is 1 (each view is read before it is written). Excluded views of ``out``
             are left as they are.
-        threads: views resampled at once (the kernel releases the GIL).
+        threads: views resampled at once (the kernel releases the GIL); default: the CPUs this
+            process may use (:func:`localet_core.reconstruction.wbp_numpy.cpu_threads`).
 
     Returns:
         ``(n_views, ny_b, nx_b)`` float32 aligned stack (``out`` when given); excluded views are
@@ -89,6 +90,10 @@ def align_stack_array(stack: np.ndarray, geometry: "TiltGeometry", out: Optional
         fill = float(np.float32(raw.mean(dtype=np.float64)))
         resample_bicubic(raw, maps[v], (nyb, nxb), fill, out[v])
 
+    if threads is None:
+        from localet_core.reconstruction.wbp_numpy import cpu_threads
+
+        threads = cpu_threads()
     used = list(geometry.used_views)
     if threads <= 1 or len(used) < 2:
         for v in used:

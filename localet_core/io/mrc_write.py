@@ -186,8 +186,7 @@ class _RunningStats:
         """
         total = cls()
         if native_enabled():
-            for piece in _pieces(block, _NATIVE_STATS_CHUNK):
-                piece = np.ascontiguousarray(piece)
+            for piece in _pieces(block, _NATIVE_STATS_CHUNK):  # contiguous pieces
                 n = piece.size
                 shift = float(piece.flat[0]) if total.n == 0 else total.mean
                 vmin, vmax, s1, s2 = value_stats(piece, shift)
