@@ -38,11 +38,10 @@ __all__ = ["VolumeWriter", "write_volume", "IncompleteVolumeError"]
 _STATS_CHUNK = 1 << 18
 # The same for the one-pass compiled statistics (no scratch: pieces as large as a block's rows).
 _NATIVE_STATS_CHUNK = 1 << 22
-# Bytes written between two requests to start writing them back to disk (_start_writeback): 8 MB,
-# a slab of a 512^2 x 128 volume. Measured on the developer VM, `localet fbp` of that volume (new
-# output file): 1.37-1.41 s with 8 MB, 1.50-1.60 s with 64 MB (four runs each, alternated); the final
-# fsync took 0.15-0.2 s in both.
-_WRITEBACK_BYTES = 8 << 20
+# Bytes written between two requests to start writing them back to disk (_start_writeback). 8 MB was
+# tried (2026-12-02): an in-process alternation looked faster for `fbp` of 512^2 x 128, but an A/B
+# of whole commands (bench_cli.py --baseline, best of 4, 512 and 1024) showed no difference.
+_WRITEBACK_BYTES = 64 << 20
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 # write_volume hands VolumeWriter slabs of about this many voxels (64 MiB of float32).
 _WRITE_SLAB = 1 << 24
@@ -288,7 +287,7 @@ class VolumeWriter:
     The data go into a temporary file next to ``path``, laid out (header, size, disk space
     reserved) by mrcfile and written with ``pwrite`` straight from each block, so its pages
     live in the page cache and not in this process; writing them back to disk starts every
-    8 MB (:func:`_start_writeback`), during the computation, not all in the final ``fsync``.
+    64 MB (:func:`_start_writeback`), during the computation, not all in the final ``fsync``.
     Header statistics (min, max, mean, rms = standard deviation about the mean) are accumulated
     with float64 sums from each written block (:meth:`_RunningStats.of_block`), so the whole
     volume is never read back or copied. On a clean exit the
