@@ -187,7 +187,7 @@ def simulate(work: Path, jobs: int, scale: float, groups: list) -> int:
             name, seed, count, opts = pending.pop(0)
             if (work / name / "pairs.star").exists():
                 continue
-            cmd = localet("simulate", "-o", str(work / name), "--count", str(count), "--seed", str(seed),
+            cmd = localet("simulate", "-o", str(work / name), "--resume", "--count", str(count), "--seed", str(seed),
                           "--name", name, *COMMON, *opts, *extra.get(name, []))
             running.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
             ran += 1

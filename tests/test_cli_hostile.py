@@ -604,3 +604,33 @@ def test_reconstruct_validation_peak_memory_follows_the_budget(series, tmp_path)
     assert peak < base + budget_mb + constant_mb, (peak, base)
     assert "prior-proof resolution" in err and (tmp_path / "big_prior_proof.star").exists()
     assert leftovers(tmp_path) == []
+
+
+def test_simulate_resume_keeps_complete_series_and_refuses_other_settings(tmp_path):
+    """An interrupted `localet simulate` (series 3's record missing) is resumed: the complete
+    series are kept byte for byte and untouched, the rest is simulated as a fresh run would, and
+    pairs.star lists them all; a resume with other settings is refused before any work."""
+    common = ["--count", 3, "--shape", "24,32,32", "--seed", 5, "--name", "s", "--no-halves"]
+    fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
+    assert run_cli("simulate", "-o", fresh, *common).returncode == 0
+    shutil.copytree(fresh, resumed)
+    (resumed / "s_7.json").unlink()            # the interruption: series 7 was not finished
+    (resumed / "s_7.st").write_bytes(b"partial")
+    (resumed / "pairs.star").unlink()
+    kept = {p: v for p, v in snapshot(resumed).items() if not p.name.startswith("s_7")}
+    time.sleep(0.01)
+    result = run_cli("simulate", "-o", resumed, *common, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kept 2 complete series" in result.stderr
+    after = snapshot(resumed)
+    assert all(after[p] == v for p, v in kept.items())   # same bytes, same mtime: not rewritten
+    with mrcfile.open(fresh / "s_7.st") as a, mrcfile.open(resumed / "s_7.st") as b:
+        np.testing.assert_array_equal(a.data, b.data)    # the seed decides the series
+    table = lambda folder: [line for line in (folder / "pairs.star").read_text().splitlines()
+                            if not line.startswith("#")]   # starfile's first line is a time stamp
+    assert table(resumed) == table(fresh)
+
+    before = snapshot(resumed)
+    other = run_cli("simulate", "-o", resumed, *common, "--dose", 77, "--resume")
+    assert_refused(other, "s_5.json", "other settings")
+    assert snapshot(resumed) == before

@@ -48,10 +48,13 @@ Examples:
                   "the ice thickness, white noise) or 'calibrated' against a real series (DQE, "
                   "mass-dependent attenuation, noise roll-off; docs/simulation.md).")
 @click.option("--no-halves", is_flag=True, help="Do not write odd/even half-dose stacks.")
+@click.option("--resume", is_flag=True,
+              help="Keep the series already complete in the folder (same name, seeds and settings; "
+                   "checked against their .json) and simulate only the rest.")
 @progress_option
 @reports_progress
 def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dose, defocus, family,
-            thickness_nm, misalign, tilt_axis, optics, no_halves, progress):
+            thickness_nm, misalign, tilt_axis, optics, no_halves, resume, progress):
     """Simulate tilt series of cellular specimens built from real macromolecules (PDB 4V5D,
     3JB9, 4V1W, 6Z6U, 6QT9), membranes, filaments, gold and ice, with CTF, dose filtering and
     Poisson noise, in localet's (IMOD's) geometry.
@@ -65,6 +68,7 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     from localet_core.io.outputs import guard_outputs
     from localet_core.progress import stage
     from localet_core.simulate.forward import (
+        kept_series,
         series_bytes,
         series_paths,
         simulate_series,
@@ -93,13 +97,21 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     width = len(str(seed + count - 1))
     names = [f"{name}_{seed + k:0{width}d}" for k in range(count)]
     has_xf = settings.misalign_px > 0 or settings.tilt_axis_deg != 0
+    kept = {n: kept_series(out_dir, n, seed + k, settings) for k, n in enumerate(names)} if resume else {}
     per_file = series_bytes(settings)
-    sizes = {path: per_file[role] for n in names
+    sizes = {path: per_file[role] for n in names if kept.get(n) is None
              for role, path in series_paths(out_dir, n, xf=has_xf, halves=settings.halves).items()}
     guard_outputs([*sizes, out_dir / "pairs.star"], sizes=sizes, folders=[out_dir])
     label = history_label()
+    n_kept = sum(p is not None for p in kept.values())
+    if n_kept:
+        click.echo(f"kept {n_kept} complete series already in {out_dir}", err=True)
     with stage(count, "simulate", unit="series", progress=progress, bar=False) as done:
         for k, series_name in enumerate(names):
+            if kept.get(series_name) is not None:
+                rows.append(kept[series_name])
+                done.advance(1)
+                continue
             series = simulate_series(settings, seed + k)
             rows.append(write_series(series, out_dir, series_name, voxel, label=label))
             done.advance(1)

@@ -179,8 +179,7 @@ def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> Simul
     steps.advance(1)
     truth = -phantom.crop(phantom.volume)
     params = {
-        "seed": seed, "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                 for k, v in config.__dict__.items()},
+        "seed": seed, "config": _config_record(config),
         "angles_deg": angles.tolist(), "acquisition_order": [int(i) for i in order],
         "dose_per_view_e_per_A2": dose_per_view, "defocus_um": defocus,
         "electrons_per_pixel_per_view": electrons, "ice_thickness_A": thickness_a,
@@ -211,6 +210,43 @@ def series_paths(out_dir: Path, name: str, xf: bool = False, halves: bool = True
         paths["xf"] = out_dir / f"{name}.xf"
     if halves:
         paths["odd"], paths["even"] = (Path(half_name(paths["stack"], half)) for half in HALVES)
+    return paths
+
+
+def _config_record(config: SimulationConfig) -> Dict[str, Any]:
+    """``config`` as the series' JSON records it."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
+
+
+def kept_series(out_dir: Path, name: str, seed: int, config: SimulationConfig) -> Optional[Dict[str, Path]]:
+    """The files of series ``name`` already in ``out_dir`` when they can be kept on a resumed
+    run (``localet simulate --resume``), by role; ``None`` when the series must be simulated.
+
+    A series is complete when its JSON is there (:func:`write_series` writes it last, atomically)
+    with every other file. Its seed and settings must be those asked for now.
+
+    Raises:
+        InputError: naming the JSON, when it records another seed or other settings, or cannot
+            be read.
+    """
+    from localet_core.errors import InputError
+
+    has_xf = config.misalign_px > 0 or config.tilt_axis_deg != 0
+    paths = series_paths(out_dir, name, xf=has_xf, halves=config.halves)
+    if not paths["params"].is_file():
+        return None
+    try:
+        record = json.loads(paths["params"].read_text())
+        recorded = (record["seed"], record["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError(paths["params"], "is not a series record of localet simulate; remove it "
+                                          "or write to another folder") from None
+    wanted = (seed, json.loads(json.dumps(_config_record(config))))
+    if recorded != wanted:
+        raise InputError(paths["params"], "was simulated with another seed or other settings; "
+                                          "--resume keeps only series made as asked now")
+    if not all(p.is_file() for p in paths.values()):
+        return None
     return paths
 
 
