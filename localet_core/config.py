@@ -108,6 +108,10 @@ class ModelConfig:
             angle, then the activation (:mod:`localet_core.network.encoder`).
         encoder_channels: the encoder's output channels, back-projected beside the linear ones.
         encoder_kernel: odd size of the encoder's convolutions (detector pixels).
+        volume_head: widths of the 3D head's 3 x 3 x 3 convolutions (``()``: none). They run on
+            the per-voxel features (the last per-voxel layer's input) over the volume, each
+            followed by the activation, and a 1 x 1 x 1 convolution adds their correction to the
+            output (zero at initialisation); zero padding at the volume's borders.
         filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
             (:class:`localet_core.reconstruction.filters.RampFilter`).
     """
@@ -122,6 +126,7 @@ class ModelConfig:
     encoder: Tuple[int, ...] = ()
     encoder_channels: int = 0
     encoder_kernel: int = 3
+    volume_head: Tuple[int, ...] = ()
     filter_window: str = RAMP_WINDOW
     filter_cutoff: Any = None
     filter_falloff: float = RADIAL_FALLOFF
@@ -129,6 +134,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "encoder", tuple(int(h) for h in self.encoder))
+        object.__setattr__(self, "volume_head", tuple(int(h) for h in self.volume_head))
+        if any(h < 1 for h in self.volume_head):
+            raise FieldError("volume_head", f"widths must be >= 1, got {self.volume_head}")
         if any(h < 1 for h in self.encoder):
             raise FieldError("encoder", f"widths must be >= 1, got {self.encoder}")
         if bool(self.encoder) != (self.encoder_channels > 0):
@@ -152,6 +160,9 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
         d["encoder"] = list(self.encoder)
+        d["volume_head"] = list(self.volume_head)
+        if not self.volume_head:  # written only when there is one: files without read as before
+            del d["volume_head"]
         return d
 
     @classmethod
@@ -180,6 +191,12 @@ class ModelConfig:
         """Half-width (detector pixels) of the encoder's receptive field: one output pixel
         depends on the ``(2 R + 1)^2`` view pixels around it (0 without an encoder)."""
         return len(self.encoder) * (self.encoder_kernel // 2)
+
+    @property
+    def volume_radius(self) -> int:
+        """Half-width (voxels) of the 3D head's receptive field: one output voxel depends on the
+        per-voxel features of the ``(2 R + 1)^3`` voxels around it (0 without a 3D head)."""
+        return len(self.volume_head)
 
 
 @dataclass(frozen=True)

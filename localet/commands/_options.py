@@ -47,6 +47,7 @@ FLAGS = {
     "encoder": "--encoder",
     "slab_rows": "--slab-rows",
     "encoder_channels": "--encoder-channels",
+    "volume_head": "--volume-head",
     "encoder_kernel": "--encoder-kernel",
     "n_angle_basis": "--angle-basis",
     "activation": "--activation",

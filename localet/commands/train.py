@@ -65,6 +65,10 @@ exclude, split (train|val); relative paths are relative to the STAR file.
                   "(the model starts as MODEL exactly).")
 @core_option("--encoder-channels", type=int, setting=(ModelConfig, "encoder_channels"),
              help="Channels the encoder back-projects (with --encoder).")
+@core_option("--volume-head", setting=(ModelConfig, "volume_head"), to_text=as_text,
+             help="3D head: widths of its 3x3x3 convolutions over the volume of per-voxel features, "
+                  "comma-separated (empty: none); needs --slab-rows. With --init MODEL without one, "
+                  "it is added to that model (starting as MODEL exactly).")
 @core_option("--encoder-kernel", type=int, setting=(ModelConfig, "encoder_kernel"),
              help="Encoder convolution size (odd, detector pixels).")
 @core_option("--angle-basis", type=int, setting=(ModelConfig, "n_angle_basis"), help="Legendre terms per kernel.")
@@ -75,7 +79,7 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @reports_progress
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
             loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, slab_rows, refresh_every,
-            patch_size, patch_step, channels, hidden, encoder, encoder_channels, encoder_kernel, angle_basis,
+            patch_size, patch_step, channels, hidden, encoder, encoder_channels, volume_head, encoder_kernel, angle_basis,
             activation, device, progress, init, clip_reference):
     """Train a localized network on pairs of tilt series and reference volumes.
 
@@ -110,7 +114,8 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     enc_widths = _widths("--encoder", encoder)
     mc = ModelConfig(patch_size=patch_size, step=patch_step, channels=channels, hidden=widths,
                      n_angle_basis=angle_basis, activation=activation, encoder=enc_widths,
-                     encoder_channels=encoder_channels if enc_widths else 0, encoder_kernel=encoder_kernel)
+                     encoder_channels=encoder_channels if enc_widths else 0, encoder_kernel=encoder_kernel,
+                     volume_head=_widths("--volume-head", volume_head))
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
                      refresh_every=refresh_every, slab_rows=slab_rows, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,
@@ -125,6 +130,9 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
         if enc_widths and not start.encoder:
             mc = dataclasses.replace(start, encoder=enc_widths, encoder_channels=encoder_channels,
                                      encoder_kernel=encoder_kernel)
+        vol_widths = _widths("--volume-head", volume_head)
+        if vol_widths and not start.volume_head:
+            mc = dataclasses.replace(mc, volume_head=vol_widths)
     summary = train(specs, out_dir, mc, tc, device=device, resume=resume, progress=progress,
                     model_name=model_name, init_model=init)
     if summary.get("model_file"):

@@ -151,9 +151,14 @@ class FastForm:
         if cfg.encoder:  # the cached block of encoder channels and the encoder's activations
             fixed += 4 * n * self.width * ENCODER_BLOCK * (cfg.encoder_channels + 2 * max(cfg.encoder))
         per_row = 4 * self.channels * (2 * n * self.ext_width + 3 * nz * nx)
+        if cfg.volume_head:  # every row's features and the 3D head's activations, whole slabs
+            per_row += 4 * nz * nx * (2 * widest + 2 * max(cfg.volume_head))
+            fixed += 2 * cfg.volume_radius * per_row  # the halo rows
         rows = max(1, (budget - fixed) // per_row)
         if self.kernel == "sparse":
             rows = min(rows, max(1, SPARSE_ROW_CHANNELS // self.channels))
+        if cfg.volume_head:  # slabs much thicker than the halo (the halo rows are computed twice)
+            rows = max(rows, 4 * cfg.volume_radius)
         return int(min(ny, rows))
 
     def z_chunk(self, budget: int, rows: int) -> int:
@@ -215,6 +220,8 @@ class FastForm:
         """``(nz, y1 - y0, nx)`` float32 predictions for output rows y0:y1 (on the device),
         computed ``z_chunk`` slices at a time (default: all; see :meth:`z_chunk`)."""
         nz = self.geometry.output_shape[0]
+        if self.model.config.volume_head:
+            return self._slab_with_volume_head(y0, y1)
         step = nz if z_chunk is None or self.kernel == "sparse" else max(1, int(z_chunk))
         result = None
         for z0 in range(0, nz, step):
@@ -232,6 +239,28 @@ class FastForm:
             result[z0:z1] = out.view(shape)
             del h, flat, out
         return result
+
+
+    def _slab_with_volume_head(self, y0: int, y1: int) -> torch.Tensor:
+        """:meth:`slab` of a model with a 3D head: the per-voxel layers on the rows ``y0 - R``
+        to ``y1 + R`` inside the volume (every slice), then the 3D head on their features."""
+        nz, ny, nx = self.geometry.output_shape
+        rad = self.model.config.volume_radius
+        a, b = max(0, y0 - rad), min(ny, y1 + rad)
+        h = self.first_layer(a, b)
+        flat = h.reshape(-1, self.channels)
+        outs, feats = [], []
+        for c in range(0, flat.shape[0], HEAD_CHUNK):
+            out, z = self.head.head_features(flat[c:c + HEAD_CHUNK].to(self.dtype))
+            outs.append(out)
+            feats.append(z)
+        out = torch.cat(outs).float().view(nz, b - a, nx)
+        z = torch.cat(feats).view(nz, b - a, nx, -1)
+        if a > y0 - rad or b < y1 + rad:  # rows outside the volume: zero features
+            z = F.pad(z, (0, 0, 0, 0, a - (y0 - rad), (y1 + rad) - b))
+        rows = torch.arange(y0 - rad, y1 + rad, device=self.device)
+        correction = self.head.volume_correction(z, (rows >= 0) & (rows < ny))
+        return out[:, y0 - a:y1 - a] + correction.float()
 
 
 def _cast_copy(model: LocalizedNet, dtype: torch.dtype) -> LocalizedNet:
@@ -286,18 +315,38 @@ def iter_direct_slabs(
     device = images.device
     if ranges is None:
         ranges = slab_ranges(ny, max(1, batch // (nz * nx)) if batch >= nz * nx else 1)
+    rad = cfg.volume_radius
+
+    def per_voxel(y0: int, y1: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Rows y0:y1 through the per-voxel network, patch by patch: ``(nz, rows, nx)``
+        predictions and, with a 3D head, the ``(nz, rows, nx, F)`` features it convolves."""
+        grid = torch.stack(torch.meshgrid(torch.arange(nz), torch.arange(y0, y1), torch.arange(nx),
+                                          indexing="ij"), dim=-1).reshape(-1, 3).to(device)
+        out = torch.empty(grid.shape[0], dtype=torch.float32, device=device)
+        feats = []
+        for a in range(0, grid.shape[0], batch):
+            patches = sample_patches(images, geometry, grid[a:a + batch], cfg.patch_size, cfg.step)
+            encoded = None
+            if model.encoder is not None:
+                encoded = encode_at_voxels(model.encoder, images, basis, geometry, grid[a:a + batch])
+            pred, z = model.head_features(model.first_layer(patches, angles, weights, encoded))
+            out[a:a + batch] = pred.float()
+            if rad:
+                feats.append(z)
+        z = torch.cat(feats).view(nz, y1 - y0, nx, -1) if rad else None
+        return out.view(nz, y1 - y0, nx), z
+
     with torch.no_grad():
         for y0, y1 in ranges:
-            grid = torch.stack(torch.meshgrid(torch.arange(nz), torch.arange(y0, y1), torch.arange(nx),
-                                              indexing="ij"), dim=-1).reshape(-1, 3).to(device)
-            out = torch.empty(grid.shape[0], dtype=torch.float32, device=device)
-            for a in range(0, grid.shape[0], batch):
-                patches = sample_patches(images, geometry, grid[a:a + batch], cfg.patch_size, cfg.step)
-                encoded = None
-                if model.encoder is not None:
-                    encoded = encode_at_voxels(model.encoder, images, basis, geometry, grid[a:a + batch])
-                out[a:a + batch] = model(patches, angles, weights, encoded).float()
-            yield y0, y1, out.view(nz, y1 - y0, nx).cpu().numpy()
+            if not rad:
+                yield y0, y1, per_voxel(y0, y1)[0].cpu().numpy()
+                continue
+            a, b = max(0, y0 - rad), min(ny, y1 + rad)
+            out, z = per_voxel(a, b)
+            z = F.pad(z, (0, 0, 0, 0, a - (y0 - rad), (y1 + rad) - b))
+            rows = torch.arange(y0 - rad, y1 + rad, device=device)
+            correction = model.volume_correction(z, (rows >= 0) & (rows < ny))
+            yield y0, y1, (out[:, y0 - a:y1 - a] + correction.float()).cpu().numpy()
 
 
 def iter_model_slabs(

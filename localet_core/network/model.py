@@ -19,6 +19,12 @@
   view itself, ``h_e(r) = sum_theta w_theta E_theta[e](r_theta) + b_e``, and join the linear
   channels at the per-voxel layers. The sum over views stays a quadrature (any tilt scheme) and
   the fast form stays exact: the encoder runs once per view on the detector grid.
+* Optional 3D head (``ModelConfig.volume_head``): a few 3 x 3 x 3 convolutions over the volume
+  of per-voxel features ``z(r)`` (the last per-voxel layer's input), each followed by the
+  activation, and a 1 x 1 x 1 convolution to one channel that is added to the output:
+  ``V(r) = g * h_fbp(r) + L_last(z(r)) + U(z)(r)``, zero padding at the volume's borders. It
+  gives every voxel its neighbours' features (spatial context the per-voxel layers lack). ``U``'s
+  last convolution starts at zero, so a grown model starts as the model it was grown from.
 
 Tensor shapes: patches ``(B, n_views, P, P)``, angles ``(n_views,)`` degrees, weights
 ``(n_views,)`` radians, output ``(B,)``.
@@ -73,6 +79,13 @@ class LocalizedNet(nn.Module):
         widths = (k + config.encoder_channels,) + config.hidden + (1,)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self._act = _activation(config.activation)
+        self.volume = nn.ModuleList()
+        if config.volume_head:
+            widths3 = (widths[-2],) + config.volume_head
+            self.volume.extend(nn.Conv3d(a, b, 3) for a, b in zip(widths3[:-1], widths3[1:]))
+            self.volume_out = nn.Conv3d(widths3[-1], 1, 1)
+            nn.init.zeros_(self.volume_out.weight)
+            nn.init.zeros_(self.volume_out.bias)
 
     # ------------------------------------------------------------------ first layer
     def view_kernels(self, angles_deg: torch.Tensor) -> torch.Tensor:
@@ -132,17 +145,50 @@ class LocalizedNet(nn.Module):
 
     # ------------------------------------------------------------------ per-voxel layers
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` first-layer outputs -> ``(B,)`` predictions (runs in ``h``'s dtype)."""
+        """``(B, K)`` first-layer outputs -> ``(B,)`` predictions (runs in ``h``'s dtype); with
+        a 3D head, the per-voxel part only (see :meth:`head_features`)."""
+        return self.head_features(h)[0]
+
+    def head_features(self, h: torch.Tensor) -> "tuple[torch.Tensor, torch.Tensor]":
+        """``(B, K)`` first-layer outputs -> ``(B,)`` per-voxel predictions and ``(B, F)`` the
+        features ``z`` (the last per-voxel layer's input) the 3D head convolves."""
         if self.config.fbp_residual:
             fbp, x = h[:, 0], h[:, 1:]
         else:
             fbp, x = None, h
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer(self._act(x))
-        out = x[:, 0]
+        z = self._act(x)
+        out = self.layers[-1](z)[:, 0]
         if fbp is not None:
             out = out + self.fbp_gain.to(out.dtype) * fbp
-        return out
+        return out, z
+
+    def volume_correction(self, z: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        """The 3D head's correction on a box of rows.
+
+        Args:
+            z: ``(nz, rows + 2 R, nx, F)`` per-voxel features of output rows ``y0 - R`` to
+                ``y1 + R`` (R = :attr:`ModelConfig.volume_radius`) over every slice and column,
+                channels last; zero on rows outside the volume.
+            inside: ``(rows + 2 R,)`` bool, the rows of ``z`` inside the volume.
+
+        Returns:
+            ``(nz, rows, nx)``: the correction for rows ``y0:y1``. Each convolution pads Z and
+            X with zeros (the box holds every slice and column) and is valid along Y, and its
+            rows outside the volume are zeroed: the same as zero-padded convolutions over the
+            whole volume.
+        """
+        # channels-last with a whole-tensor batch stride: torch's CPU convolution takes its
+        # fast path on that layout (3.7x faster than on a permuted view, measured)
+        x = z.contiguous().unsqueeze(0).permute(0, 4, 1, 2, 3)
+        keep = inside.to(z.dtype)
+        for conv in self.volume:
+            x = self._act(F.conv3d(x, conv.weight, conv.bias, padding=(1, 0, 1)))
+            keep = keep[1:-1]
+            x = x * keep.view(1, 1, 1, -1, 1)
+        # the last 1 x 1 x 1 convolution as a product over channels (conv3d is slow at 1 output)
+        return torch.einsum("bczyx,c->zyx", x, self.volume_out.weight.view(-1)) + self.volume_out.bias[0]
 
     def forward(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor,
                 encoded: "torch.Tensor | None" = None) -> torch.Tensor:
@@ -158,6 +204,9 @@ class LocalizedNet(nn.Module):
         widths = (c.channels + c.encoder_channels,) + c.hidden + (1,)
         out = {"first_layer_direct": n_views * c.patch_size ** 2 * c.total_channels,
                "per_voxel_layers": sum(a * b for a, b in zip(widths[:-1], widths[1:]))}
+        if c.volume_head:
+            widths3 = (widths[-2],) + c.volume_head
+            out["volume_head"] = sum(27 * a * b for a, b in zip(widths3[:-1], widths3[1:])) + widths3[-1]
         if c.encoder:
             cin, per_pixel = 1, 0
             for w in c.encoder:
@@ -168,13 +217,16 @@ class LocalizedNet(nn.Module):
 
 
 def grow(start: LocalizedNet, config: ModelConfig) -> LocalizedNet:
-    """A model of ``config`` (with an encoder) that computes exactly what ``start`` (the same
-    architecture without one) computes: ``start``'s weights, the per-voxel layers' new input
-    columns zero. The encoder keeps its random initial weights, so training can take it from
-    there (fine-tuning a shipped linear-first-layer model)."""
-    base = dataclasses.replace(config, encoder=(), encoder_channels=0)
-    if start.config.encoder or start.config != base:
-        raise ValueError("the starting model's architecture differs beyond the encoder")
+    """A model of ``config`` that computes exactly what ``start`` computes, where ``config`` adds
+    an encoder and/or a 3D head to ``start``'s architecture: ``start``'s weights, the per-voxel
+    layers' new input columns zero, the 3D head's last convolution zero. The new parts keep
+    their random initial weights, so training can take them from there (fine-tuning a shipped
+    model)."""
+    base = dataclasses.replace(config, volume_head=start.config.volume_head)
+    if not start.config.encoder:
+        base = dataclasses.replace(base, encoder=(), encoder_channels=0)
+    if start.config != base or (start.config.volume_head and start.config.volume_head != config.volume_head):
+        raise ValueError("the starting model's architecture differs beyond the encoder and 3D head")
     model = LocalizedNet(config)
     state = model.state_dict()
     for key, value in start.state_dict().items():

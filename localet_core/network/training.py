@@ -251,6 +251,8 @@ def train(
     out = Path(os.fspath(out_dir))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    if model_config.volume_head and tc.slab_rows is None:
+        raise FieldError("slab_rows", "a model with a 3D head trains on slabs of rows: set it")
     train_pairs = [load_pair(p, tc.binning, tc.reference_clip) for p in pairs if p.split == "train"]
     val_pairs = [load_pair(p, tc.binning, tc.reference_clip) for p in pairs if p.split == "val"]
     if not train_pairs:
@@ -320,14 +322,12 @@ def _initial_model(model_config: ModelConfig, seed: int, device: torch.device,
         start, _ = load_model(init_model)
         if start.config == model_config:
             model.load_state_dict(start.state_dict())
-        elif model_config.encoder and not start.config.encoder:
+        else:
             try:
                 model.load_state_dict(grow(start, model_config).state_dict())
             except ValueError:
                 raise InputError(init_model, "has another architecture than the one asked for "
-                                             "(beyond the encoder)") from None
-        else:
-            raise InputError(init_model, "has another architecture than the one asked for")
+                                             "(beyond an encoder or 3D head to add)") from None
     return model
 
 
@@ -357,6 +357,9 @@ def _validate(model: torch.nn.Module, val_sets: Sequence[ValSet], model_config: 
     total = 0.0
     with torch.no_grad():
         for images, geometry, vox, target in val_sets:
+            if model_config.volume_head:  # the fast form over the volume (the 3D head needs it)
+                total += float(_loss(_fast_at_voxels(model, images, geometry, vox), target, loss))
+                continue
             chunk = 4096
             if model_config.encoder:  # chunks of neighbouring rows: each encodes a band only
                 order = torch.argsort(vox[:, 1], stable=True)
@@ -366,6 +369,24 @@ def _validate(model: torch.nn.Module, val_sets: Sequence[ValSet], model_config: 
             total += float(_loss(pred, target, loss))
     model.train()
     return total / len(val_sets)
+
+
+def _fast_at_voxels(model: LocalizedNet, images: torch.Tensor, geometry: TiltGeometry,
+                    voxels: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` predictions at ``voxels`` ``(n, 3)`` (z, y, x) from the fast form, computed on
+    the slabs of 16 rows that hold them."""
+    from localet_core.network.inference import FastForm
+
+    fast = FastForm(model, images, geometry)
+    ny = geometry.output_shape[1]
+    pred = torch.empty(voxels.shape[0], dtype=torch.float32, device=images.device)
+    for y0 in range(0, ny, 16):
+        here = (voxels[:, 1] >= y0) & (voxels[:, 1] < y0 + 16)
+        if bool(here.any()):
+            slab = fast.slab(y0, min(ny, y0 + 16))
+            v = voxels[here]
+            pred[here] = slab[v[:, 0], v[:, 1] - y0, v[:, 2]]
+    return pred
 
 
 class _AugmentedViews:
