@@ -251,9 +251,29 @@ def test_full_disk_on_a_saved_half_leaves_neither_half_nor_table(series, tmp_pat
 
 def test_full_disk_in_simulate_leaves_no_partial_series_and_no_folder(tmp_path):
     result = run_cli("simulate", "-o", tmp_path / "sim", "--count", 2, "--shape", "8,32,32", "--tilt-step", 20,
-                     enospc=["sim_1_truth.mrc"], timeout=300)
-    assert_refused(result, "sim_1_truth.mrc", "disk is full")
+                     enospc=["sim_0_truth.mrc"], timeout=300)
+    assert_refused(result, "sim_0_truth.mrc", "disk is full")
     assert not (tmp_path / "sim").exists()
+
+
+def test_full_disk_in_simulate_keeps_the_complete_series_only(tmp_path):
+    """The disk fills while series 1 is written: series 0, complete, stays for --resume (its
+    files and record intact); nothing of series 1, no pairs.star, no temporary file."""
+    out = tmp_path / "sim"
+    common = ["--count", 2, "--shape", "8,32,32", "--tilt-step", 20]
+    fresh = run_cli("simulate", "-o", tmp_path / "fresh", *common, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    result = run_cli("simulate", "-o", out, *common, enospc=["sim_1_truth.mrc"], timeout=300)
+    assert_refused(result, "sim_1_truth.mrc", "disk is full")
+    assert "1 of 2 series complete" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "fresh").iterdir()
+                                                           if p.name.startswith("sim_0"))
+    for name in ("sim_0.json", "sim_0.tlt"):   # the record and angles as a complete run writes them
+        assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    for name in ("sim_0.st", "sim_0_truth.mrc", "sim_0_odd.st"):  # headers carry the date: compare data
+        with mrcfile.open(out / name) as a, mrcfile.open(tmp_path / "fresh" / name) as b:
+            np.testing.assert_array_equal(a.data, b.data)
+    assert leftovers(out) == []
 
 
 def _training_pair(tmp_path: Path) -> Path:
@@ -604,6 +624,38 @@ def test_reconstruct_validation_peak_memory_follows_the_budget(series, tmp_path)
     assert peak < base + budget_mb + constant_mb, (peak, base)
     assert "prior-proof resolution" in err and (tmp_path / "big_prior_proof.star").exists()
     assert leftovers(tmp_path) == []
+
+
+def test_simulate_stopped_by_sigterm_keeps_its_complete_series_for_resume(tmp_path):
+    """A scheduler's wall time (SIGTERM) in the middle of `localet simulate`: the series already
+    complete stay (with their records), the one being written and pairs.star do not, no
+    temporary file is left, and --resume finishes the run as an uninterrupted one would."""
+    common = ["--count", 40, "--shape", "16,24,24", "--seed", 3, "--name", "s", "--no-halves", "--no-progress"]
+    out = tmp_path / "sim"
+    proc = subprocess.Popen([sys.executable, "-m", "localet", "simulate", "-o", str(out), *map(str, common)],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list(out.glob("s_*.json"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped: make it longer"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 128 + 15, err[-2000:]
+    assert "Traceback" not in err
+    records = sorted(out.glob("s_*.json"))
+    assert len(records) >= 2
+    stacks = sorted(out.glob("s_*.st"))
+    assert [p.with_suffix(".json") for p in stacks] == records   # no stack without its record
+    assert not (out / "pairs.star").exists() and leftovers(out) == []
+    assert f"{len(records)} of 40 series complete" in err and "--resume" in err
+    kept = snapshot(out)
+
+    resumed = run_cli("simulate", "-o", out, *common, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"kept {len(records)} complete series" in resumed.stderr
+    after = snapshot(out)
+    assert all(after[p] == v for p, v in kept.items())   # not rewritten
+    assert len(list(out.glob("s_*.json"))) == 40 and (out / "pairs.star").exists()
 
 
 def test_simulate_resume_keeps_complete_series_and_refuses_other_settings(tmp_path):

@@ -50,7 +50,8 @@ Examples:
 @click.option("--no-halves", is_flag=True, help="Do not write odd/even half-dose stacks.")
 @click.option("--resume", is_flag=True,
               help="Keep the series already complete in the folder (same name, seeds and settings; "
-                   "checked against their .json) and simulate only the rest.")
+                   "checked against their .json) and simulate only the rest. A run that is stopped "
+                   "or fails keeps its complete series for this (not the one it was writing).")
 @progress_option
 @reports_progress
 def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dose, defocus, family,
@@ -65,7 +66,7 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     `localet train --pairs`.
     """
     from localet_core.errors import InputError
-    from localet_core.io.outputs import guard_outputs
+    from localet_core.io.outputs import guard_outputs, keep_published
     from localet_core.progress import stage
     from localet_core.simulate.forward import (
         kept_series,
@@ -106,17 +107,29 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     n_kept = sum(p is not None for p in kept.values())
     if n_kept:
         click.echo(f"kept {n_kept} complete series already in {out_dir}", err=True)
-    with stage(count, "simulate", unit="series", progress=progress, bar=False) as done:
-        for k, series_name in enumerate(names):
-            if kept.get(series_name) is not None:
-                rows.append(kept[series_name])
+    complete = 0  # series complete in out_dir (kept or written by this run)
+    try:
+        with stage(count, "simulate", unit="series", progress=progress, bar=False) as done:
+            for k, series_name in enumerate(names):
+                if kept.get(series_name) is not None:
+                    rows.append(kept[series_name])
+                    complete += 1
+                    done.advance(1)
+                    continue
+                series = simulate_series(settings, seed + k)
+                rows.append(write_series(series, out_dir, series_name, voxel, label=label))
+                # a complete series (its .json written last) stays even if a later one fails:
+                # a scheduler's wall time (SIGTERM) must not undo hours of simulation
+                keep_published()
+                complete += 1
                 done.advance(1)
-                continue
-            series = simulate_series(settings, seed + k)
-            rows.append(write_series(series, out_dir, series_name, voxel, label=label))
-            done.advance(1)
-            click.echo(f"{rows[-1]['stack']}: {len(series.angles)} views, defocus "
-                       f"{series.params['defocus_um']:.2f} um, ice {series.params['ice_thickness_A'] / 10:.0f} nm",
-                       err=True)
+                click.echo(f"{rows[-1]['stack']}: {len(series.angles)} views, defocus "
+                           f"{series.params['defocus_um']:.2f} um, ice "
+                           f"{series.params['ice_thickness_A'] / 10:.0f} nm", err=True)
+    except BaseException:
+        if complete:
+            click.echo(f"localet simulate: {complete} of {count} series complete in {out_dir} and kept; "
+                       "the same command with --resume simulates the rest", err=True)
+        raise
     write_pairs_star(out_dir / "pairs.star", rows)
     click.echo(f"wrote {count} series and {out_dir / 'pairs.star'}", err=True)

@@ -17,7 +17,9 @@ A command runs inside :func:`all_or_none` (the CLI's entry point opens it): if i
 error, a full disk, Ctrl-C, SIGTERM), the outputs it already published are taken back (a
 previous version is restored from ``NAME~``), so a command with several outputs leaves either
 all of them or none; the folders it created (:func:`guard_outputs` ``folders``) are removed
-again when left empty.
+again when left empty. A command made of complete, independent items (``localet simulate``'s
+series) calls :func:`keep_published` after each item: what it published so far then stays when
+a later item fails, so ``--resume`` can continue from it.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ from typing import Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from localet_core.errors import InputError, PathLike
 
-__all__ = ["guard_outputs", "all_or_none", "check_free_space", "volume_bytes", "backup_name", "format_bytes"]
+__all__ = ["guard_outputs", "all_or_none", "keep_published", "check_free_space", "volume_bytes", "backup_name",
+           "format_bytes"]
 
 #: Extra free space required beyond the outputs' sizes (headers, file-system metadata).
 SPACE_MARGIN = 16 * 2**20
@@ -139,6 +142,7 @@ class _Unit:
         self.published: List[Tuple[Path, Optional[Path]]] = []
         self.folders: List[Path] = []
         self.keep = False
+        self.kept = 0  # unit.published[:kept] stay if the command fails (keep_published)
 
 
 def volume_bytes(shape: Iterable[int], bytes_per_voxel: int = 4) -> int:
@@ -201,20 +205,32 @@ def guard_outputs(outputs: Iterable[Optional[PathLike]], inputs: Iterable[Option
         unit.keep = unit.keep or keep_on_failure
 
 
+def keep_published() -> int:
+    """Keep what the running command has published so far, whatever happens to it later: the
+    outputs of a complete item of a command made of independent items (a simulated series,
+    whose record is written last). The outputs published after this call are still taken back
+    on failure. Returns how many outputs are kept in all (0 outside a command)."""
+    unit = _unit.get()
+    if unit is None:
+        return 0
+    unit.kept = len(unit.published)
+    return unit.kept
+
+
 @contextlib.contextmanager
 def all_or_none() -> Iterator[None]:
     """Run one command as a unit: if the block fails (an error, a full disk, Ctrl-C, SIGTERM),
     the outputs :func:`~localet_core.io.atomic.atomic_output` published inside it are taken
     back (a previous version is restored from ``NAME~``), unless the command asked to keep
-    them (:func:`guard_outputs` ``keep_on_failure``), and the folders it created are removed
-    when left empty."""
+    them (:func:`guard_outputs` ``keep_on_failure``, or :func:`keep_published` for those
+    published before that call), and the folders it created are removed when left empty."""
     unit = _Unit()
     token = _unit.set(unit)
     try:
         yield
     except BaseException:
         if not unit.keep:
-            for final, backup in reversed(unit.published):
+            for final, backup in reversed(unit.published[unit.kept:]):
                 with contextlib.suppress(OSError):
                     if backup is not None and os.path.lexists(backup):
                         os.replace(backup, final)
