@@ -3,7 +3,11 @@ fetch-real` first), without ground truth: WBP and each model on the raw stack + 
 prior-proof resolution (docs/fsc.md), the plain half-set FSC (optimistic for a learned method),
 gold-bead contrast and the time of the whole volume, in one run.
 
-    python benchmarks/real_models.py [--models localet-default,localet-linear] [--out DIR]
+    python benchmarks/real_models.py [--models localet-default,localet-linear] [--out DIR] [--per-view-mean]
+
+--per-view-mean divides each aligned view by its own mean (times the stack's mean) before the
+methods see it: a probe of whether the views' attenuation (their intensity change with tilt)
+is what a model trained on simulations reads wrongly.
 
 Writes DIR/real_models.tsv and DIR/real_models.png (the same central XY slice and XZ section of
 each method, each scaled to its own 1-99 % range).
@@ -31,11 +35,18 @@ def main() -> None:
     ap.add_argument("--models", default="localet-default,localet-linear")
     ap.add_argument("--out", type=Path, default=Path("real_models_out"))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--per-view-mean", action="store_true",
+                    help="divide each view by its own mean first (a probe; see the docstring)")
     args = ap.parse_args()
     paths = real_series(None)
     series = load_tilt_series(paths["stack"], tlt=paths["tlt"], xf=paths["xf"],
                               output=OutputOptions(binning=REAL_BINNING))
     g = series.geometry
+    data = series.data
+    if args.per_view_mean:
+        data = np.asarray(data, dtype=np.float32)
+        means = data.reshape(len(data), -1).mean(axis=1)
+        data = data / means[:, None, None] * means.mean()
     methods = {"WBP": WBP(ramp=ETOMO_RADIAL, device=args.device)}
     for name in args.models.split(","):
         methods[name] = Localet(name, device=args.device)
@@ -43,9 +54,9 @@ def main() -> None:
     rows, volumes = [], {}
     for name, method in methods.items():
         t0 = time.perf_counter()
-        volume = method.volume(series.data, g)
+        volume = method.volume(data, g)
         seconds = time.perf_counter() - t0
-        check = validate_halves(series.data, g, method, estimate="prior-proof")
+        check = validate_halves(data, g, method, estimate="prior-proof")
         res = check.prior_proof.resolution
         plain = check.half_set.resolutions[("all", "0.143")]
         row = (name, seconds, res.describe(), plain.describe(), bead_contrast(volume))
