@@ -75,6 +75,9 @@ SIRT_RELAXATION = 1.0
 # ----------------------------------------------------------------------------- network
 #: Activations of the per-voxel layers (:class:`ModelConfig` ``activation``).
 ACTIVATIONS = ("gelu", "relu", "identity")
+#: How a model normalises its views (``ModelConfig.view_norm``): one z-score over the stack, or each
+#: view over its own mean first.
+VIEW_NORMS = ("stack", "view")
 #: Half-set validation estimates (:func:`localet_core.validation.halfset.validate_halves`), the
 #: first the default: ``auto`` = the prior-proof estimate for learned methods, the plain
 #: half-set FSC otherwise.
@@ -114,6 +117,10 @@ class ModelConfig:
             output (zero at initialisation); zero padding at the volume's borders.
         filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
             (:class:`localet_core.reconstruction.filters.RampFilter`).
+        view_norm: how the views are normalised before filtering (:data:`VIEW_NORMS`):
+            ``stack``, one z-score over the whole stack (the views' intensity change with tilt,
+            attenuation, reaches the network); ``view``, each view first divided by its own mean
+            (the stack's raw intensities must then be positive), then the stack's z-score.
     """
 
     patch_size: int = 13  # the shipped model's (docs/network.md)
@@ -130,6 +137,7 @@ class ModelConfig:
     filter_window: str = RAMP_WINDOW
     filter_cutoff: Any = None
     filter_falloff: float = RADIAL_FALLOFF
+    view_norm: str = "stack"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -153,6 +161,8 @@ class ModelConfig:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
         if any(h < 1 for h in self.hidden):
             raise FieldError("hidden", f"widths must be >= 1, got {self.hidden}")
+        if self.view_norm not in VIEW_NORMS:
+            raise FieldError("view_norm", f"must be one of {', '.join(VIEW_NORMS)}, got {self.view_norm!r}")
         if self.activation not in ACTIVATIONS:
             raise FieldError("activation", f"must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
@@ -163,6 +173,8 @@ class ModelConfig:
         d["volume_head"] = list(self.volume_head)
         if not self.volume_head:  # written only when there is one: files without read as before
             del d["volume_head"]
+        if self.view_norm == "stack":  # likewise: the default is not written
+            del d["view_norm"]
         return d
 
     @classmethod

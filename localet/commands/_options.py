@@ -51,6 +51,7 @@ FLAGS = {
     "encoder_kernel": "--encoder-kernel",
     "n_angle_basis": "--angle-basis",
     "activation": "--activation",
+    "view_norm": "--view-norm",
     "pairs": "--pair",
     "loss": "--loss",
     "steps": "--steps",

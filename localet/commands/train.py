@@ -73,6 +73,9 @@ exclude, split (train|val); relative paths are relative to the STAR file.
              help="Encoder convolution size (odd, detector pixels).")
 @core_option("--angle-basis", type=int, setting=(ModelConfig, "n_angle_basis"), help="Legendre terms per kernel.")
 @core_option("--activation", type=click.Choice(config.ACTIVATIONS), setting=(ModelConfig, "activation"))
+@core_option("--view-norm", type=click.Choice(config.VIEW_NORMS), setting=(ModelConfig, "view_norm"),
+             help="Normalise the views by one z-score over the stack, or divide each view by its own "
+                  "mean first (removes attenuation from the input; needs raw positive intensities).")
 @core_option("--device", setting=("localet_core.device.resolve_device", "spec"), default="auto",
              help="auto, cpu or cuda:N.")
 @progress_option
@@ -80,7 +83,7 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
             loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, slab_rows, refresh_every,
             patch_size, patch_step, channels, hidden, encoder, encoder_channels, volume_head, encoder_kernel, angle_basis,
-            activation, device, progress, init, clip_reference):
+            activation, view_norm, device, progress, init, clip_reference):
     """Train a localized network on pairs of tilt series and reference volumes.
 
     The defaults are the shipped model's recipe (L2 loss, references clipped at 20, patch size
@@ -115,7 +118,7 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     mc = ModelConfig(patch_size=patch_size, step=patch_step, channels=channels, hidden=widths,
                      n_angle_basis=angle_basis, activation=activation, encoder=enc_widths,
                      encoder_channels=encoder_channels if enc_widths else 0, encoder_kernel=encoder_kernel,
-                     volume_head=_widths("--volume-head", volume_head))
+                     volume_head=_widths("--volume-head", volume_head), view_norm=view_norm)
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
                      refresh_every=refresh_every, slab_rows=slab_rows, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,

@@ -371,7 +371,8 @@ def iter_model_slabs(
         form: ``fast`` (factorised, exact) or ``direct`` (patch by patch, for checks).
     """
     model = model.to(device).eval()
-    images, _ = prepare_network_views(stack, geometry, model.config.ramp(), device)
+    images, _ = prepare_network_views(stack, geometry, model.config.ramp(), device,
+                                      per_view=model.config.view_norm == "view")
     budget = memory_budget(device, budget)
     if form == "direct":
         ranges = slab_ranges(geometry.output_shape[1], 1)

@@ -46,7 +46,8 @@ def fit_linear_filter(pairs: Sequence[PairSpec], config: ModelConfig = linear_co
     for spec in pairs:
         pair = load_pair(spec)
         geometry = pair.geometry
-        images, _ = prepare_network_views(pair.stacks[0], geometry, config.ramp(), torch.device("cpu"))
+        images, _ = prepare_network_views(pair.stacks[0], geometry, config.ramp(), torch.device("cpu"),
+                                          per_view=config.view_norm == "view")
         shape = pair.reference.shape
         voxels = torch.stack([torch.randint(n, (voxels_per_pair,), generator=gen) for n in shape], -1)
         patches = sample_patches(images, geometry, voxels.double(), p, config.step).double()  # (B, n, P, P)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from localet_core.errors import LocaletError
 from localet_core.reconstruction.filters import RampFilter
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import filter_views, prepare_views
@@ -95,9 +96,20 @@ class ViewStats:
     std: float
 
 
-def normalise_views(views: torch.Tensor) -> "tuple[torch.Tensor, ViewStats]":
+def normalise_views(views: torch.Tensor, per_view: bool = False) -> "tuple[torch.Tensor, ViewStats]":
     """Zero mean, unit standard deviation over all pixels of ``(n, H, W)`` views (float64
-    statistics). A constant stack keeps std 1 instead of dividing by zero."""
+    statistics). A constant stack keeps std 1 instead of dividing by zero.
+
+    With ``per_view`` (``ModelConfig.view_norm == "view"``) each view is first divided by its own
+    mean, so the views' intensity change with tilt (attenuation) is removed; the views must then
+    be raw intensities (every view's mean positive), else ``ValueError``."""
+    if per_view:
+        means = views.double().mean(dim=(1, 2))
+        if not bool((means > 0).all()):
+            bad = int(torch.nonzero(~(means > 0))[0, 0])
+            raise LocaletError(f"view {bad} has a mean of {float(means[bad]):.4g}: this model divides each view by "
+                             "its mean and needs raw (positive) intensities, not mean-subtracted images")
+        views = views / means.to(views.dtype)[:, None, None]
     mean = float(views.double().mean())
     std = float(views.double().std(correction=0))  # population std, like numpy
     if not np.isfinite(std) or std <= 0:
@@ -110,9 +122,11 @@ def prepare_network_views(
     geometry: TiltGeometry,
     ramp: RampFilter,
     device: torch.device,
+    per_view: bool = False,
 ) -> "tuple[torch.Tensor, ViewStats]":
-    """Used views, binned, normalised (:func:`normalise_views`), then ramp-filtered like
-    ``localet fbp`` does: ``(n_used, ny_b, nx_b)`` float32 on ``device``, and the statistics."""
+    """Used views, binned, normalised (:func:`normalise_views`, ``per_view`` for a model whose
+    ``view_norm`` is ``view``), then ramp-filtered like ``localet fbp`` does:
+    ``(n_used, ny_b, nx_b)`` float32 on ``device``, and the statistics."""
     views = prepare_views(stack, geometry, None, device)
-    views, stats = normalise_views(views)
+    views, stats = normalise_views(views, per_view)
     return filter_views(views, geometry, ramp), stats

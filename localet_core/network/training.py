@@ -122,7 +122,7 @@ def augmented_views(pair: Pair, config: ModelConfig, train: TrainConfig, round_:
     geometry = pair.geometry
     choices = pair.stacks if (augment and train.use_halves) else pair.stacks[:1]
     source = choices[int(torch.randint(len(choices), (1,), generator=gen))]
-    views, _ = normalise_views(prepare_views(source, geometry, None, device))
+    views, _ = normalise_views(prepare_views(source, geometry, None, device), config.view_norm == "view")
     if augment and train.noise > 0:
         views = views + train.noise * torch.randn(views.shape, generator=gen).to(device)
     images = filter_views(views, geometry, config.ramp())
