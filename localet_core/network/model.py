@@ -153,7 +153,8 @@ class LocalizedNet(nn.Module):
         """``(B, K)`` first-layer outputs -> ``(B,)`` per-voxel predictions and ``(B, F)`` the
         features ``z`` (the last per-voxel layer's input) the 3D head convolves."""
         if self.config.fbp_residual:
-            fbp, x = h[:, 0], h[:, 1:]
+            # contiguous: the activation on the strided column slice ran 17x slower (measured)
+            fbp, x = h[:, 0], h[:, 1:].contiguous()
         else:
             fbp, x = None, h
         for layer in self.layers[:-1]:
