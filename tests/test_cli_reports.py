@@ -115,7 +115,9 @@ def test_reconstruct_reports_one_percentage_over_its_passes_and_labels_each_outp
 
 def test_fsc_halves_reports_progress_and_labels_saved_halves(simulated, tmp_path):
     sim, _, _ = simulated
-    result, wall = run_cli("fsc-halves", sim / "sim_7.st", "--tlt", sim / "sim_7.tlt", "--thickness", 16, "--bin", 2,
+    # unbinned and 32 slices thick, so that each half spans several progress intervals (binned 2
+    # and 16 thick, the network's halves took about 0.1 s in all and half 2 could pass unreported)
+    result, wall = run_cli("fsc-halves", sim / "sim_7.st", "--tlt", sim / "sim_7.tlt", "--thickness", 32,
                            "--memory", "256K", "--device", "cpu", "--save-halves", tmp_path / "h",
                            "-o", tmp_path / "fsc.star")
     details = check_progress(result, wall, "fsc-halves", min_lines=2)
