@@ -57,10 +57,13 @@ from localet_core.reconstruction.wbp import sparse_matrix_bytes
 #: The sparse kernel slows 2-3x when a slab holds more than about this many (row x channel)
 #: columns (k=32: 4 rows 11.3 s, 16 rows 18.2 s for 512x512x128; the output leaves the cache).
 SPARSE_ROW_CHANNELS = 128
-#: Voxels per chunk of the per-voxel layers: small enough that a chunk's activations stay in the
-#: CPU's cache (measured, the shipped model on 2 cores: 2^14 voxels 2.3x faster per voxel than
-#: 2^18, 4-8x with the contiguous input of ``LocalizedNet.head_features``).
+#: Voxels per chunk of the per-voxel layers on the CPU: small enough that a chunk's activations
+#: stay in the cache (measured, the shipped model on 2 cores: 2^14 voxels 2.3x faster per voxel
+#: than 2^18, 4-8x with the contiguous input of ``LocalizedNet.head_features``).
 HEAD_CHUNK = 1 << 14
+#: ... on a GPU, where each chunk costs kernel launches rather than cache (not measured here:
+#: the size used before the CPU's was made smaller).
+HEAD_CHUNK_GPU = 1 << 18
 #: Detector rows the encoder computes at a time (reused by the slabs that need them).
 ENCODER_BLOCK = 64
 #: torch dtype of each of :data:`localet_core.config.PRECISIONS`
@@ -101,6 +104,7 @@ class FastForm:
         self.trainable = trainable
         self.model, self.geometry = model, geometry
         self.device = images.device
+        self.head_chunk = HEAD_CHUNK if self.device.type == "cpu" else HEAD_CHUNK_GPU
         self.kernel = choose_kernel(geometry, self.device, kernel)
         self.dtype = DTYPES[precision]
         self.halo = cfg.step * (cfg.patch_size - 1) // 2
@@ -149,7 +153,7 @@ class FastForm:
         n = len(self.geometry.used_views)
         cfg = self.model.config
         widest = max((cfg.channels + cfg.encoder_channels,) + cfg.hidden)
-        fixed = HEAD_CHUNK * widest * 4 * 3
+        fixed = self.head_chunk * widest * 4 * 3
         if cfg.encoder:  # the cached block of encoder channels and the encoder's activations
             fixed += 4 * n * self.width * ENCODER_BLOCK * (cfg.encoder_channels + 2 * max(cfg.encoder))
         per_row = 4 * self.channels * (2 * n * self.ext_width + 3 * nz * nx)
@@ -232,8 +236,8 @@ class FastForm:
             shape = h.shape[:-1]
             flat = h.reshape(-1, self.channels)
             out = torch.empty(flat.shape[0], dtype=torch.float32, device=self.device)
-            for a in range(0, flat.shape[0], HEAD_CHUNK):
-                out[a:a + HEAD_CHUNK] = self.head.head(flat[a:a + HEAD_CHUNK].to(self.dtype)).float()
+            for a in range(0, flat.shape[0], self.head_chunk):
+                out[a:a + self.head_chunk] = self.head.head(flat[a:a + self.head_chunk].to(self.dtype)).float()
             if step == nz:
                 return out.view(shape)
             if result is None:
@@ -252,8 +256,8 @@ class FastForm:
         h = self.first_layer(a, b)
         flat = h.reshape(-1, self.channels)
         outs, feats = [], []
-        for c in range(0, flat.shape[0], HEAD_CHUNK):
-            out, z = self.head.head_features(flat[c:c + HEAD_CHUNK].to(self.dtype))
+        for c in range(0, flat.shape[0], self.head_chunk):
+            out, z = self.head.head_features(flat[c:c + self.head_chunk].to(self.dtype))
             outs.append(out)
             feats.append(z)
         out = torch.cat(outs).float().view(nz, b - a, nx)
