@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality import TEST_A, TEST_B  # noqa: E402
@@ -28,28 +27,18 @@ from bench_quality import TEST_A, TEST_B  # noqa: E402
 from localet_core.methods import Localet  # noqa: E402
 from localet_core.reconstruction.geometry import TiltGeometry  # noqa: E402
 from localet_core.simulate.forward import simulate_series  # noqa: E402
-from localet_core.validation.metrics import pearson, psnr, ssim  # noqa: E402
+from localet_core.validation.metrics import _gaussian_blur3d, pearson, psnr, ssim  # noqa: E402
 
 SIGMAS = (0.0, 0.5, 0.75, 1.0, 1.5)
 BANDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.9)
 
 
 def gaussian_blur(volume: np.ndarray, sigma: float) -> np.ndarray:
-    """``(nz, ny, nx)`` volume blurred by a separable Gaussian of ``sigma`` voxels (edges replicated)."""
+    """``(nz, ny, nx)`` volume blurred by a separable Gaussian of ``sigma`` voxels (edges
+    replicated): the blur of the SSIM window (``metrics._gaussian_blur3d``)."""
     if sigma == 0:
         return volume
-    r = int(np.ceil(3 * sigma))
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = (g / g.sum()).float()
-    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
-    for d in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + d] = -1
-        pad = [0] * 6
-        pad[2 * (2 - d)] = pad[2 * (2 - d) + 1] = r
-        t = F.conv3d(F.pad(t, pad, mode="replicate"), g.view(shape))
-    return t[0, 0].numpy()
+    return _gaussian_blur3d(torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)), sigma).numpy()
 
 
 def band_table(volume: np.ndarray, truth: np.ndarray, slab: np.ndarray) -> list:
