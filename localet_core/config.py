@@ -115,6 +115,14 @@ class ModelConfig:
             the per-voxel features (the last per-voxel layer's input) over the volume, each
             followed by the activation, and a 1 x 1 x 1 convolution adds their correction to the
             output (zero at initialisation); zero padding at the volume's borders.
+        context_channels: first-layer channels that see a wide, coarse patch of each view (``0``:
+            none): linear like the others, on the view low-passed by a ``context_step`` x
+            ``context_step`` box average and sampled every ``context_step`` pixels, so each voxel
+            sees ``context_step (context_patch - 1) + 1`` detector pixels around its projection
+            (objects larger than the fine patch: capsids, membranes, the cell's edge). Their
+            outputs join the per-voxel layers after the encoder's.
+        context_patch: odd size of the coarse patch (samples).
+        context_step: odd whole number, the coarse patch's sampling step and box size (pixels).
         filter_window, filter_cutoff, filter_falloff: the ramp filter the views get
             (:class:`localet_core.reconstruction.filters.RampFilter`).
         view_norm: how the views are normalised before filtering (:data:`VIEW_NORMS`):
@@ -134,6 +142,9 @@ class ModelConfig:
     encoder_channels: int = 0
     encoder_kernel: int = 3
     volume_head: Tuple[int, ...] = ()
+    context_channels: int = 0
+    context_patch: int = 9
+    context_step: int = 5
     filter_window: str = RAMP_WINDOW
     filter_cutoff: Any = None
     filter_falloff: float = RADIAL_FALLOFF
@@ -156,6 +167,12 @@ class ModelConfig:
             raise FieldError("patch_size", f"must be an odd whole number, got {self.patch_size}")
         if int(self.step) != self.step or self.step < 1:
             raise FieldError("step", f"must be a whole number >= 1, got {self.step}")
+        for name in ("context_patch", "context_step"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1 or value % 2 == 0:
+                raise FieldError(name, f"must be an odd whole number, got {value}")
+        if int(self.context_channels) != self.context_channels or self.context_channels < 0:
+            raise FieldError("context_channels", f"must be a whole number >= 0, got {self.context_channels}")
         for name in ("channels", "n_angle_basis"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -175,6 +192,9 @@ class ModelConfig:
             del d["volume_head"]
         if self.view_norm == "stack":  # likewise: the default is not written
             del d["view_norm"]
+        if not self.context_channels:  # likewise
+            for name in ("context_channels", "context_patch", "context_step"):
+                del d[name]
         return d
 
     @classmethod
@@ -195,8 +215,22 @@ class ModelConfig:
     @property
     def total_channels(self) -> int:
         """First-layer channels including the fixed FBP channel (index 0 when present) and the
-        encoder's (last)."""
-        return self.channels + int(self.fbp_residual) + self.encoder_channels
+        encoder's and the context channels (last, in that order)."""
+        return self.channels + int(self.fbp_residual) + self.encoder_channels + self.context_channels
+
+    @property
+    def per_voxel_inputs(self) -> int:
+        """Inputs of the first per-voxel layer: every first-layer channel but the FBP one."""
+        return self.channels + self.encoder_channels + self.context_channels
+
+    @property
+    def halo(self) -> int:
+        """Half-width (detector pixels) of what one voxel's first layer sees around its
+        projection: the fine patch's or the context patch's, the wider."""
+        fine = self.step * (self.patch_size - 1) // 2
+        if not self.context_channels:
+            return fine
+        return max(fine, self.context_step * (self.context_patch - 1) // 2)
 
     @property
     def encoder_radius(self) -> int:

@@ -69,6 +69,14 @@ exclude, split (train|val); relative paths are relative to the STAR file.
              help="3D head: widths of its 3x3x3 convolutions over the volume of per-voxel features, "
                   "comma-separated (empty: none); needs --slab-rows. With --init MODEL without one, "
                   "it is added to that model (starting as MODEL exactly).")
+@core_option("--context-channels", type=int, setting=(ModelConfig, "context_channels"),
+             help="Context channels: first-layer channels on a wide, coarse patch of each view "
+                  "(0: none). With --init MODEL without them, they are added to it (starting as MODEL "
+                  "exactly).")
+@core_option("--context-patch", type=int, setting=(ModelConfig, "context_patch"),
+             help="Size of the context channels' coarse patch (odd, samples).")
+@core_option("--context-step", type=int, setting=(ModelConfig, "context_step"),
+             help="The coarse patch's sampling step and low-pass box (odd, binned pixels).")
 @core_option("--encoder-kernel", type=int, setting=(ModelConfig, "encoder_kernel"),
              help="Encoder convolution size (odd, detector pixels).")
 @core_option("--angle-basis", type=int, setting=(ModelConfig, "n_angle_basis"), help="Legendre terms per kernel.")
@@ -82,8 +90,8 @@ exclude, split (train|val); relative paths are relative to the STAR file.
 @reports_progress
 def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_size, lr, weight_decay,
             loss, seed, val_every, checkpoint_every, resume, drop_tilts, noise, no_halves, slab_rows, refresh_every,
-            patch_size, patch_step, channels, hidden, encoder, encoder_channels, volume_head, encoder_kernel, angle_basis,
-            activation, view_norm, device, progress, init, clip_reference):
+            patch_size, patch_step, channels, hidden, encoder, encoder_channels, volume_head, context_channels, context_patch,
+            context_step, encoder_kernel, angle_basis, activation, view_norm, device, progress, init, clip_reference):
     """Train a localized network on pairs of tilt series and reference volumes.
 
     The defaults are the shipped model's recipe (L2 loss, references clipped at 20, patch size
@@ -118,7 +126,8 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     mc = ModelConfig(patch_size=patch_size, step=patch_step, channels=channels, hidden=widths,
                      n_angle_basis=angle_basis, activation=activation, encoder=enc_widths,
                      encoder_channels=encoder_channels if enc_widths else 0, encoder_kernel=encoder_kernel,
-                     volume_head=_widths("--volume-head", volume_head), view_norm=view_norm)
+                     volume_head=_widths("--volume-head", volume_head), view_norm=view_norm,
+                     context_channels=context_channels, context_patch=context_patch, context_step=context_step)
     tc = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, loss=loss,
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
                      refresh_every=refresh_every, slab_rows=slab_rows, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,
@@ -136,6 +145,9 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
         vol_widths = _widths("--volume-head", volume_head)
         if vol_widths and not start.volume_head:
             mc = dataclasses.replace(mc, volume_head=vol_widths)
+        if context_channels and not start.context_channels:
+            mc = dataclasses.replace(mc, context_channels=context_channels, context_patch=context_patch,
+                                     context_step=context_step)
     summary = train(specs, out_dir, mc, tc, device=device, resume=resume, progress=progress,
                     model_name=model_name, init_model=init)
     if summary.get("model_file"):

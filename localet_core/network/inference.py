@@ -42,7 +42,7 @@ from localet_core.config import PRECISIONS
 from localet_core.device import memory_budget
 from localet_core.network.encoder import encode_at_voxels
 from localet_core.network.model import LocalizedNet, angular_basis
-from localet_core.network.patches import prepare_network_views, sample_patches
+from localet_core.network.patches import context_views, prepare_network_views, sample_context, sample_patches
 from localet_core.pipeline import Slab, distribute_slabs, slab_ranges
 from localet_core.reconstruction.backprojection import (
     backproject_grid_sample,
@@ -107,7 +107,7 @@ class FastForm:
         self.head_chunk = HEAD_CHUNK if self.device.type == "cpu" else HEAD_CHUNK_GPU
         self.kernel = choose_kernel(geometry, self.device, kernel)
         self.dtype = DTYPES[precision]
-        self.halo = cfg.step * (cfg.patch_size - 1) // 2
+        self.halo = cfg.halo  # the wider of the fine and the context patches' half-widths
         n, self.height, self.width = images.shape
         matrix_bytes = sparse_matrix_bytes(geometry, n) * (self.width + 2 * self.halo)
         if (kernel == "auto" and self.kernel == "sparse" and budget is not None
@@ -120,7 +120,7 @@ class FastForm:
         self.channels = cfg.total_channels
         if not trainable:  # evaluated once; a trainable form evaluates them at every slab
             with torch.no_grad():
-                self.conv_weight, self.bias = self._first_weights(angles)
+                self.conv_weight, self.ctx_weight, self.bias = self._first_weights(angles)
         self.images, self.angles = images.float(), angles
         self._enc_rows: Tuple[int, int] = (0, 0)
         self._enc: Optional[torch.Tensor] = None
@@ -128,6 +128,10 @@ class FastForm:
         # channel images on the extended grid [-halo, size + halo) in both directions
         h2 = 2 * self.halo
         self.padded = F.pad(images.float().unsqueeze(0), (h2, h2, h2, h2))
+        self.ctx_padded = None
+        if cfg.context_channels:
+            low = context_views(images.float(), cfg.context_step)
+            self.ctx_padded = F.pad(low.unsqueeze(0), (h2, h2, h2, h2))
         self.weights = torch.as_tensor(geometry.view_weights(), dtype=torch.float32, device=self.device)
         self.ext_width = self.width + 2 * self.halo
         self.matrix = self.matrix_t = None
@@ -138,12 +142,27 @@ class FastForm:
                 self.matrix_t = transpose_csr(self.matrix)
         self.head = model if self.dtype == torch.float32 else _cast_copy(model, self.dtype)
 
-    def _first_weights(self, angles: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The grouped-convolution weight ``(n * K_lin, 1, P, P)`` and the bias ``(K,)``."""
+    def _first_weights(self, angles: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """The grouped-convolution weights ``(n * K_lin, 1, P, P)`` and (context channels, else
+        None) ``(n * Kc, 1, Pc, Pc)``, and the bias ``(K,)``."""
         cfg = self.model.config
         kernels = self.model.view_kernels(angles).to(device=self.device, dtype=torch.float32)
         weight = kernels.reshape(-1, 1, cfg.patch_size, cfg.patch_size)
-        return weight, self.model.first_bias().to(self.device, torch.float32)
+        ctx = None
+        if cfg.context_channels:
+            ctx = self.model.context_kernels(angles).to(device=self.device, dtype=torch.float32)
+            ctx = ctx.reshape(-1, 1, cfg.context_patch, cfg.context_patch)
+        return weight, ctx, self.model.first_bias().to(self.device, torch.float32)
+
+    def _correlate(self, padded: torch.Tensor, weight: torch.Tensor, n0: int, n1: int, step: int,
+                   size: int) -> torch.Tensor:
+        """``(n, K, n1 - n0, W + 2 halo)``: views ``padded`` (zero-padded by 2 halos) correlated
+        with the ``size`` x ``size`` kernels of ``weight`` dilated by ``step``, on detector rows
+        n0:n1 and columns -halo .. W + halo (the extended grid)."""
+        half, h2 = step * (size - 1) // 2, 2 * self.halo
+        band = padded[:, :, n0 - half + h2:n1 + half + h2, self.halo - half:self.halo + self.ext_width + half]
+        n = padded.shape[1]
+        return F.conv2d(band, weight, groups=n, dilation=step).view(n, -1, n1 - n0, self.ext_width)
 
     def rows_per_slab(self, budget: int) -> int:
         """Output rows per slab under ``budget`` bytes: channel images of the band (x2 for the
@@ -152,7 +171,7 @@ class FastForm:
         nz, ny, nx = self.geometry.output_shape
         n = len(self.geometry.used_views)
         cfg = self.model.config
-        widest = max((cfg.channels + cfg.encoder_channels,) + cfg.hidden)
+        widest = max((cfg.per_voxel_inputs,) + cfg.hidden)
         fixed = self.head_chunk * widest * 4 * 3
         if cfg.encoder:  # the cached block of encoder channels and the encoder's activations
             fixed += 4 * n * self.width * ENCODER_BLOCK * (cfg.encoder_channels + 2 * max(cfg.encoder))
@@ -181,20 +200,19 @@ class FastForm:
         """``(nz, y1 - y0, nx, K)`` first-layer outputs (bias included) for output rows y0:y1
         (and slices ``z_range``, default all; the grid-sample kernel only)."""
         n0, n1 = _band(self.geometry, y0, y1, self.height, self.halo)
-        h2 = 2 * self.halo
         n = self.padded.shape[1]
-        # padded row index = detector row + 2 halo; input rows n0 - halo .. n1 - 1 + halo
-        band = self.padded[:, :, n0 - self.halo + h2:n1 + self.halo + h2]
         cfg = self.model.config
         if self.trainable:
-            conv_weight, bias = self._first_weights(self.angles)
+            conv_weight, ctx_weight, bias = self._first_weights(self.angles)
         else:
-            conv_weight, bias = self.conv_weight, self.bias
-        chans = F.conv2d(band, conv_weight, groups=n, dilation=cfg.step)
-        chans = chans.view(n, self.lin_channels, n1 - n0, self.ext_width)
+            conv_weight, ctx_weight, bias = self.conv_weight, self.ctx_weight, self.bias
+        chans = self._correlate(self.padded, conv_weight, n0, n1, cfg.step, cfg.patch_size)
         if self.model.encoder is not None:
             enc = F.pad(self.encoded(n0, n1), (self.halo, self.halo))
             chans = torch.cat([chans, enc], dim=1)
+        if ctx_weight is not None:
+            ctx = self._correlate(self.ctx_padded, ctx_weight, n0, n1, cfg.context_step, cfg.context_patch)
+            chans = torch.cat([chans, ctx], dim=1)
         nz = self.geometry.output_shape[0]
         if self.kernel == "sparse":
             layout = chans.permute(0, 3, 2, 1).reshape(n * self.ext_width, n1 - n0, self.channels)
@@ -311,7 +329,7 @@ def iter_direct_slabs(
     nz, ny, nx = geometry.output_shape
     cfg = model.config
     n = len(geometry.used_views)
-    per_voxel = cfg.patch_size ** 2
+    per_voxel = cfg.patch_size ** 2 + (cfg.context_patch ** 2 if cfg.context_channels else 0)
     if cfg.encoder:  # the windows and the encoder's activations on them
         per_voxel += (2 * cfg.encoder_radius + 2) ** 2 * (1 + 2 * max(cfg.encoder))
     batch = max(1, budget // (3 * 4 * n * per_voxel))
@@ -319,6 +337,7 @@ def iter_direct_slabs(
     basis = angular_basis(angles, cfg.n_angle_basis).to(images)
     weights = torch.as_tensor(geometry.view_weights())
     device = images.device
+    low = context_views(images, cfg.context_step) if cfg.context_channels else None
     if ranges is None:
         ranges = slab_ranges(ny, max(1, batch // (nz * nx)) if batch >= nz * nx else 1)
     rad = cfg.volume_radius
@@ -335,7 +354,8 @@ def iter_direct_slabs(
             encoded = None
             if model.encoder is not None:
                 encoded = encode_at_voxels(model.encoder, images, basis, geometry, grid[a:a + batch])
-            pred, z = model.head_features(model.first_layer(patches, angles, weights, encoded))
+            context = None if low is None else sample_context(low, geometry, grid[a:a + batch], cfg)
+            pred, z = model.head_features(model.first_layer(patches, angles, weights, encoded, context))
             out[a:a + batch] = pred.float()
             if rad:
                 feats.append(z)

@@ -26,6 +26,13 @@
   gives every voxel its neighbours' features (spatial context the per-voxel layers lack). ``U``'s
   last convolution starts at zero, so a grown model starts as the model it was grown from.
 
+* Optional context channels (``ModelConfig.context_channels``): more linear channels whose
+  kernels ``Wc_k(theta)`` (smooth in the angle, like ``W_k``) see a coarse, wide patch of each
+  view: the view low-passed by a box of ``s = context_step`` pixels, sampled every ``s`` pixels,
+  ``h_c(r) = sum_theta w_theta <Wc_k(theta), coarse_patch_theta(r)> + b_c``. A voxel then sees
+  objects many times the fine patch (the missing wedge of a capsid or a membrane is filled from
+  its whole outline); the fast form stays exact (a dilated correlation of the low-passed view).
+
 Tensor shapes: patches ``(B, n_views, P, P)``, angles ``(n_views,)`` degrees, weights
 ``(n_views,)`` radians, output ``(B,)``.
 """
@@ -76,7 +83,11 @@ class LocalizedNet(nn.Module):
             self.encoder = ViewEncoder(config.encoder, config.encoder_channels, config.encoder_kernel,
                                        m, _activation(config.activation))
             self.bias_enc = nn.Parameter(torch.zeros(config.encoder_channels))
-        widths = (k + config.encoder_channels,) + config.hidden + (1,)
+        if config.context_channels:
+            kc, pc = config.context_channels, config.context_patch
+            self.context_coeffs = nn.Parameter(torch.randn(kc, m, pc, pc) / (pc * pc) ** 0.5 / (m ** 0.5))
+            self.bias_ctx = nn.Parameter(torch.zeros(kc))
+        widths = (config.per_voxel_inputs,) + config.hidden + (1,)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self._act = _activation(config.activation)
         self.volume = nn.ModuleList()
@@ -100,13 +111,21 @@ class LocalizedNet(nn.Module):
             kernels = torch.cat([delta, kernels], dim=1)
         return kernels
 
+    def context_kernels(self, angles_deg: torch.Tensor) -> torch.Tensor:
+        """``(n_views, Kc, Pc, Pc)`` context kernels at the given angles (no view weight)."""
+        basis = angular_basis(angles_deg, self.config.n_angle_basis).to(self.context_coeffs)
+        return torch.einsum("nm,kmij->nkij", basis, self.context_coeffs)
+
     def first_bias(self) -> torch.Tensor:
-        """``(K,)`` first-layer bias (0 for the FBP channel; the encoder's channels last)."""
+        """``(K,)`` first-layer bias (0 for the FBP channel; then the linear channels', the
+        encoder's and the context channels')."""
         parts = [self.bias0]
         if self.config.fbp_residual:
             parts.insert(0, self.bias0.new_zeros(1))
         if self.encoder is not None:
             parts.append(self.bias_enc)
+        if self.config.context_channels:
+            parts.append(self.bias_ctx)
         return torch.cat(parts) if len(parts) > 1 else self.bias0
 
     def encode(self, images: torch.Tensor, angles_deg: torch.Tensor,
@@ -128,10 +147,12 @@ class LocalizedNet(nn.Module):
         return out
 
     def first_layer(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor,
-                    encoded: "torch.Tensor | None" = None) -> torch.Tensor:
+                    encoded: "torch.Tensor | None" = None, context: "torch.Tensor | None" = None) -> torch.Tensor:
         """``(B, n, P, P)`` patches -> ``(B, K)``: one matrix product over (view, i, j); with an
         encoder, ``encoded`` ``(B, n, C)`` are its channels at the voxels' projections
-        (:func:`~localet_core.network.encoder.sample_points` or ``encode_at_voxels``)."""
+        (:func:`~localet_core.network.encoder.sample_points` or ``encode_at_voxels``); with
+        context channels, ``context`` ``(B, n, Pc, Pc)`` are the coarse patches
+        (:func:`~localet_core.network.patches.sample_context`)."""
         w = torch.as_tensor(weights).to(self.coeffs)
         kernels = self.view_kernels(angles_deg) * w.view(-1, 1, 1, 1)
         b, n, p, _ = patches.shape
@@ -141,6 +162,13 @@ class LocalizedNet(nn.Module):
             if encoded is None:
                 raise ValueError("this model has an encoder: pass its channels at the voxels")
             h = torch.cat([h, torch.einsum("bnc,n->bc", encoded.to(flat.dtype), w)], dim=1)
+        if self.config.context_channels:
+            if context is None:
+                raise ValueError("this model has context channels: pass the coarse patches")
+            ck = self.context_kernels(angles_deg) * w.view(-1, 1, 1, 1)
+            pc = ck.shape[-1]
+            cflat = ck.permute(0, 2, 3, 1).reshape(n * pc * pc, -1)
+            h = torch.cat([h, context.reshape(b, n * pc * pc).to(cflat.dtype) @ cflat], dim=1)
         return h + self.first_bias()
 
     # ------------------------------------------------------------------ per-voxel layers
@@ -192,9 +220,10 @@ class LocalizedNet(nn.Module):
         return torch.einsum("bczyx,c->zyx", x, self.volume_out.weight.view(-1)) + self.volume_out.bias[0]
 
     def forward(self, patches: torch.Tensor, angles_deg: torch.Tensor, weights: torch.Tensor,
-                encoded: "torch.Tensor | None" = None) -> torch.Tensor:
-        """Direct (patch) form: ``(B, n, P, P)`` (and ``(B, n, C)`` encoder channels) -> ``(B,)``."""
-        return self.head(self.first_layer(patches, angles_deg, weights, encoded))
+                encoded: "torch.Tensor | None" = None, context: "torch.Tensor | None" = None) -> torch.Tensor:
+        """Direct (patch) form: ``(B, n, P, P)`` (and ``(B, n, C)`` encoder channels, ``(B, n,
+        Pc, Pc)`` coarse patches) -> ``(B,)``."""
+        return self.head(self.first_layer(patches, angles_deg, weights, encoded, context))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -202,8 +231,9 @@ class LocalizedNet(nn.Module):
     def macs_per_voxel(self, n_views: int) -> Dict[str, int]:
         """Multiply-adds per output voxel: direct first layer vs per-voxel layers."""
         c = self.config
-        widths = (c.channels + c.encoder_channels,) + c.hidden + (1,)
-        out = {"first_layer_direct": n_views * c.patch_size ** 2 * c.total_channels,
+        widths = (c.per_voxel_inputs,) + c.hidden + (1,)
+        out = {"first_layer_direct": n_views * (c.patch_size ** 2 * (c.total_channels - c.context_channels)
+                                                + c.context_patch ** 2 * c.context_channels),
                "per_voxel_layers": sum(a * b for a, b in zip(widths[:-1], widths[1:]))}
         if c.volume_head:
             widths3 = (widths[-2],) + c.volume_head
@@ -219,13 +249,19 @@ class LocalizedNet(nn.Module):
 
 def grow(start: LocalizedNet, config: ModelConfig) -> LocalizedNet:
     """A model of ``config`` that computes exactly what ``start`` computes, where ``config`` adds
-    an encoder and/or a 3D head to ``start``'s architecture: ``start``'s weights, the per-voxel
-    layers' new input columns zero, the 3D head's last convolution zero. The new parts keep
-    their random initial weights, so training can take them from there (fine-tuning a shipped
-    model)."""
+    an encoder, context channels and/or a 3D head to ``start``'s architecture: ``start``'s
+    weights, the per-voxel layers' new input columns zero, the 3D head's last convolution zero.
+    The new parts keep their random initial weights, so training can take them from there
+    (fine-tuning a shipped model). An encoder can only be added to a model without context
+    channels (their columns come after the encoder's)."""
     base = dataclasses.replace(config, volume_head=start.config.volume_head)
     if not start.config.encoder:
+        if start.config.context_channels and config.encoder:
+            raise ValueError("an encoder cannot be added to a model with context channels")
         base = dataclasses.replace(base, encoder=(), encoder_channels=0)
+    if not start.config.context_channels:
+        base = dataclasses.replace(base, context_channels=0, context_patch=start.config.context_patch,
+                                   context_step=start.config.context_step)
     if start.config != base or (start.config.volume_head and start.config.volume_head != config.volume_head):
         raise ValueError("the starting model's architecture differs beyond the encoder and 3D head")
     model = LocalizedNet(config)

@@ -59,6 +59,8 @@ def sample_patches(
     vox = torch.as_tensor(voxels, device=images.device, dtype=torch.float64)
     rows, cols = geometry.detector_coordinates(vox[:, 0], vox[:, 1], vox[:, 2], dtype=torch.float64)
     rows, cols = torch.broadcast_tensors(rows, cols)  # (n, B)
+    if step > 1:
+        return _sample_strided(images, rows, cols, patch_size, step)
     # With whole-pixel offsets every sample of one (voxel, view) patch shares the same bilinear
     # weights, so the patch is a lerp of four whole-pixel windows cut from the padded view: several
     # times faster than grid_sample's per-sample coordinates (this is the training's hot loop).
@@ -86,6 +88,60 @@ def sample_patches(
 
 
 _VIEW_CHUNK = 8
+
+
+def _sample_strided(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, patch_size: int,
+                    step: int) -> torch.Tensor:
+    """:func:`sample_patches` for ``step > 1``: the same bilinear samples (one pair of weights per
+    (voxel, view) patch, zeros off the detector), gathered at the P x P sample positions instead
+    of cutting whole windows (a coarse context patch spans ``step (P - 1) + 2`` pixels but
+    holds only ``P^2`` samples). ``rows``, ``cols``: ``(n, B)`` detector coordinates."""
+    n, height, width = images.shape
+    half = step * (patch_size - 1) // 2
+    pad = 2 * half + 3
+    padded = F.pad(images, (pad, pad, pad, pad))
+    wp = width + 2 * pad
+    flat = padded.reshape(n, -1)
+    r0, c0 = torch.floor(rows), torch.floor(cols)
+    fr = (rows - r0).to(images.dtype)[..., None, None]
+    fc = (cols - c0).to(images.dtype)[..., None, None]
+    # a patch more than its half-width off the detector samples the zero padding only
+    r0 = r0.clamp(-half - 2, height + half + 1).long() + pad
+    c0 = c0.clamp(-half - 2, width + half + 1).long() + pad
+    offsets = step * (torch.arange(patch_size, device=images.device) - (patch_size - 1) // 2)
+    out = images.new_empty((rows.shape[1], n, patch_size, patch_size))
+    for v0 in range(0, n, _VIEW_CHUNK):
+        v1 = min(n, v0 + _VIEW_CHUNK)
+        ri = r0[v0:v1, :, None] + offsets  # (v, B, P)
+        ci = c0[v0:v1, :, None] + offsets
+        index = (ri[..., :, None] * wp + ci[..., None, :]).reshape(v1 - v0, -1)
+        src = flat[v0:v1]
+
+        def at(shift: int) -> torch.Tensor:
+            return torch.gather(src, 1, index + shift).view(ri.shape + (patch_size,))
+
+        top = torch.lerp(at(0), at(1), fc[v0:v1])
+        bottom = torch.lerp(at(wp), at(wp + 1), fc[v0:v1])
+        out[:, v0:v1] = torch.lerp(top, bottom, fr[v0:v1]).transpose(0, 1)
+    return out
+
+
+def context_views(images: torch.Tensor, step: int) -> torch.Tensor:
+    """The views the context channels sample (``ModelConfig.context_channels``): ``(n, H, W)``
+    filtered views averaged over a ``step`` x ``step`` box centred on each pixel (zeros
+    beyond the detector, as everywhere), the same shape: a low-pass against aliasing when
+    the coarse patch samples every ``step`` pixels."""
+    if step == 1:
+        return images
+    return F.avg_pool2d(images.unsqueeze(1), step, stride=1, padding=step // 2,
+                        count_include_pad=True).squeeze(1)
+
+
+def sample_context(context_images: torch.Tensor, geometry: TiltGeometry, voxels: torch.Tensor,
+                   config) -> torch.Tensor:
+    """``(B, n_used, Pc, Pc)`` coarse patches of ``context_images`` (:func:`context_views`) for
+    the context channels of a model of ``config`` (:class:`~localet_core.config.ModelConfig`)."""
+    return sample_patches(context_images, geometry, voxels, config.context_patch, config.context_step)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from localet_core.contracts.pairs import PairSpec, read_pairs_star  # noqa: F401
 from localet_core.errors import FieldError, InputError, LocaletError, PathLike
 from localet_core.network.checkpoint import CHECKPOINT_NAME, LOG_NAME, load_checkpoint, save_checkpoint, write_log_csv
 from localet_core.network.model import LocalizedNet
-from localet_core.network.patches import normalise_views, sample_patches
+from localet_core.network.patches import context_views, normalise_views, sample_context, sample_patches
 from localet_core.reconstruction.geometry import TiltGeometry
 from localet_core.reconstruction.wbp import filter_views, prepare_views
 
@@ -166,7 +166,10 @@ class VoxelPredictor(torch.nn.Module):
             r1 = max(r0 + 1, min(height, int(math.floor(float(rows.max()))) + 2))
             features = self.model.encode(images, angles, (r0, r1))
             encoded = sample_points(features, geometry, vox, row_origin=r0)
-        return self.model(patches, angles, weights, encoded)
+        context = None
+        if cfg.context_channels:
+            context = sample_context(context_views(images, cfg.context_step), geometry, vox, cfg)
+        return self.model(patches, angles, weights, encoded, context)
 
 
 class SlabPredictor(torch.nn.Module):
