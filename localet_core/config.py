@@ -312,7 +312,7 @@ class TrainConfig:
 #: set (scripts/train_pretrained.py).
 DEMO_SEED = 424242
 #: The specimen presets of :data:`localet_core.simulate.phantom.FAMILIES`, by name.
-FAMILY_NAMES = ("default", "diverse", "broad", "shifted", "cell")
+FAMILY_NAMES = ("default", "diverse", "broad", "dense", "shifted", "cell")
 #: The optics presets of :data:`localet_core.simulate.optics.OPTICS`, by name.
 OPTICS_NAMES = ("ideal", "calibrated")
 

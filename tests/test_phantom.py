@@ -101,6 +101,21 @@ def test_broad_preset_scales_particles_and_mixes_templates():
         _small(2, template_scale=(2.0, 1.0))
 
 
+def test_dense_preset_packs_more_particles_near_true_size_than_broad():
+    """'dense' (a training preset): particles 0.6-1.5x, crowding 0.15-0.3, per-specimen mixes;
+    on the same box it places more, and smaller, particles than 'broad'."""
+    kw = dict(thickness_nm=(60.0, 70.0), object_types=("particle",))
+    dense = make_phantom((64, 96, 96), 10.0, seed=5, family="dense", **kw)
+    broad = make_phantom((64, 96, 96), 10.0, seed=5, family="broad", **kw)
+    particles = [o for o in dense.params["objects"] if o["type"] == "particle"]
+    scales = [o.get("scale", 1.0) for o in particles]
+    assert min(scales) >= 0.59 and max(scales) <= 1.51
+    assert dense.params["family"] == "dense" and len(dense.params["template_weights"]) == 3
+    assert 0.15 <= dense.params["crowding_target"] <= 0.3
+    assert len(particles) > len([o for o in broad.params["objects"] if o["type"] == "particle"])
+    assert set(dense.params["templates"]) == {"4v5d", "3jb9", "4v1w"}  # the test set's stay unseen
+
+
 def _small(seed, **kw):
     return make_phantom((48, 64, 64), 10.0, seed=seed, **kw)
 

@@ -35,7 +35,8 @@ Examples:
              help="Underfocus in um, or a range drawn per series.")
 @core_option("--family", type=click.Choice(config.FAMILY_NAMES), setting=(SimulationConfig, "family"),
              help="Specimen preset: 'diverse' adds membranes, filaments and crowding; 'broad' also "
-                  "scales each particle 0.5-3x; 'shifted' uses other templates (a test set); "
+                  "scales each particle 0.5-3x; 'dense' packs its particles near true size in dense "
+                  "crowds; 'shifted' uses other templates (a test set); "
                   "'cell' is a crowded, membrane-bounded cell body in thick ice (calibrated "
                   "against a real cell).")
 @click.option("--thickness", "thickness_nm", metavar="NM[,NM]", help="Ice thickness (nm) or a range.")

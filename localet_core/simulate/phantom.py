@@ -164,6 +164,13 @@ FAMILIES: Dict[str, PhantomConfig] = {
     "broad": PhantomConfig(family="broad", n_sheets=(0, 2), n_vesicles=(0, 4), n_actin=(0, 8),
                            n_beads=(0, 2), crowding=(0.05, 0.3), template_scale=(0.5, 3.0),
                            mix_templates=True),
+    # training breadth in crowding: the broad preset's objects in dense crowds of particles near
+    # their true sizes (0.6-1.5x; each specimen its own template mix, some nearly pure): samples
+    # like purified complexes or a crowded cytoplasm, where most of the signal is the texture of
+    # thousands of 10-40 nm particles. Still the default templates.
+    "dense": PhantomConfig(family="dense", n_sheets=(0, 2), n_vesicles=(0, 4), n_actin=(0, 8),
+                           n_beads=(0, 2), crowding=(0.15, 0.3), template_scale=(0.6, 1.5),
+                           mix_templates=True),
     # calibrated against a real cell (docs/simulation.md, "Calibration against real images"): a
     # membrane-bounded cell body filling most of a thick ice layer, its cytoplasm crowded by the
     # broad preset's particles (20-35 % by volume) over a continuous background of small
