@@ -197,6 +197,14 @@ def test_high_tilt_views_are_flat_across_the_field():
     assert np.abs(profile - 1).max() < 0.04, profile
     flat = s.stack[int(np.argmin(np.abs(s.angles)))].astype(np.float64)
     assert np.abs(flat.mean(0).reshape(8, -1).mean(1) / flat.mean() - 1).max() < 0.04
+    # the series' labels name each voxel's object (its support): particles' labels are the
+    # particle mask, and outside every support the truth is all but plain ice
+    objects = s.params["phantom"]["objects"]
+    assert s.labels.shape == s.truth.shape and int(s.labels.max()) <= len(objects)
+    is_particle = np.array([False] + [o["type"] == "particle" for o in objects])
+    assert np.array_equal(is_particle[s.labels], s.particle_mask)
+    inside, outside = np.abs(s.truth[s.labels > 0]).mean(), np.abs(s.truth[s.labels == 0]).mean()
+    assert s.particle_mask.any() and outside < 0.1 * inside, (inside, outside)
 
 
 def test_physical_constants():

@@ -61,7 +61,8 @@ class SimulatedSeries:
     ``stack``/``odd``/``even``: (n_views, ny, nx) electron counts; ``angles``: (n_views,) deg;
     ``xf``: (n_views, 2, 3) or None; ``truth``: (nz, ny, nx) ground truth in the data's contrast;
     ``slab_mask``: (nz, ny, nx) bool; ``particle_mask``: (nz, ny, nx) bool, voxels of the
-    macromolecules (template particles) alone.
+    macromolecules (template particles) alone; ``labels``: (nz, ny, nx) int16, 0 = ice or
+    vacuum, k > 0 = ``params["phantom"]["objects"][k - 1]`` (which object each voxel belongs to).
     """
 
     stack: np.ndarray
@@ -73,6 +74,7 @@ class SimulatedSeries:
     xf: Optional[np.ndarray] = None
     params: Dict[str, Any] = field(default_factory=dict)
     particle_mask: Optional[np.ndarray] = None
+    labels: Optional[np.ndarray] = None
 
 
 def _draw(rng: np.random.Generator, value: Any) -> float:
@@ -195,7 +197,8 @@ def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> Simul
     as_np = lambda t: None if t is None else t.numpy().astype(np.float32)
     return SimulatedSeries(stack=as_np(stack), angles=angles, truth=as_np(truth),
                            slab_mask=phantom.crop(phantom.slab_mask).numpy(), odd=as_np(odd),
-                           even=as_np(even), xf=xf, params=params, particle_mask=particles.numpy())
+                           even=as_np(even), xf=xf, params=params, particle_mask=particles.numpy(),
+                           labels=labels.numpy())
 
 
 def series_paths(out_dir: Path, name: str, xf: bool = False, halves: bool = True) -> Dict[str, Path]:
