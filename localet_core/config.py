@@ -352,6 +352,10 @@ class SimulationConfig:
         optics: microscope and detector model, one of :data:`OPTICS_NAMES`: "ideal" (every
             electron counted, attenuation by the ice thickness, white noise) or "calibrated"
             (DQE, mass-dependent attenuation, noise roll-off; docs/simulation.md).
+        templates: the macromolecules the particles are made of (template ids,
+            :func:`localet_core.simulate.templates.available_templates`), in place of the
+            preset's; None keeps the preset's. One id gives a crowd of one molecule, the
+            specimen a user fine-tunes a model for (docs/network.md).
     """
 
     shape: Tuple[int, int, int] = (96, 128, 128)
@@ -367,8 +371,19 @@ class SimulationConfig:
     misalign_px: float = 0.0
     tilt_axis_deg: float = 0.0
     optics: str = "ideal"
+    templates: Optional[Tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
+        if self.templates is not None:
+            from localet_core.simulate.templates import available_templates
+
+            ids = tuple(str(t).lower() for t in self.templates)
+            known = available_templates()
+            unknown = [t for t in ids if t not in known]
+            if not ids or unknown:
+                got = ", ".join(self.templates) or "none"
+                raise FieldError("templates", f"expected ids among {', '.join(known)}, got {got}")
+            object.__setattr__(self, "templates", ids)
         if len(self.shape) != 3 or min(self.shape) < 8:
             raise FieldError("shape", f"expected three sizes (nz, ny, nx) of at least 8, got {tuple(self.shape)}")
         lo, hi = self.tilt_range

@@ -1,4 +1,5 @@
 """Fast tests of the specimen simulator: templates, phantoms, image formation."""
+import dataclasses
 import json
 import math
 
@@ -274,3 +275,25 @@ def test_attenuation():
     out = attenuate(img, 1000.0, [0.0, 60.0], mean_free_path=3500.0)
     assert float(out[0, 0, 0]) == pytest.approx(math.exp(-1000 / 3500), rel=1e-5)
     assert float(out[1, 0, 0]) == pytest.approx(math.exp(-2000 / 3500), rel=1e-5)
+
+
+def test_simulation_templates_override_the_preset_and_are_recorded_only_when_set():
+    """``SimulationConfig.templates`` (``localet simulate --templates``): a crowd of the named
+    molecules in the preset's specimen; the series' record names them, and a record without
+    them (every series made before the setting existed) is unchanged."""
+    from localet_core.config import SimulationConfig
+    from localet_core.errors import FieldError
+    from localet_core.simulate.forward import _config_record, simulate_series
+
+    base = SimulationConfig(shape=(32, 48, 48), voxel_size=10.0, tilt_step=15.0, family="diverse", thickness_nm=40.0)
+    one = dataclasses.replace(base, templates=("4V1W",))
+    s = simulate_series(one, 3)
+    particles = [o for o in s.params["phantom"]["objects"] if o["type"] == "particle"]
+    assert particles and {o["template"] for o in particles} == {"4v1w"}
+    assert s.params["config"]["templates"] == ["4v1w"] and s.params["phantom"]["templates"] == ["4v1w"]
+    assert "templates" not in _config_record(base)
+    mixed = {o["template"] for o in simulate_series(base, 3).params["phantom"]["objects"] if o["type"] == "particle"}
+    assert len(mixed) > 1
+    for bad in ((), ("4v1w", "nope")):
+        with pytest.raises(FieldError, match="templates"):
+            dataclasses.replace(base, templates=bad)

@@ -51,6 +51,7 @@ FLAGS = {
     "context_channels": "--context-channels",
     "context_patch": "--context-patch",
     "context_step": "--context-step",
+    "templates": "--templates",
     "encoder_kernel": "--encoder-kernel",
     "n_angle_basis": "--angle-basis",
     "activation": "--activation",

@@ -15,6 +15,7 @@ Examples:
   localet simulate -o testB --family shifted --tilt-range -54,54 --tilt-step 2 --dose 60 --voxel 12
   localet simulate -o aligned --misalign 2 --tilt-axis 85            # raw images + .xf
   localet simulate -o cell --family cell --optics calibrated --voxel 20 --shape 160,128,128 --thickness 250,320
+  localet simulate -o apof --count 28 --family diverse --templates 4v1w --voxel 14   # one molecule: a fine-tune set
 """
 
 
@@ -48,6 +49,10 @@ Examples:
              help="Microscope and detector model: 'ideal' (every electron counted, attenuation by "
                   "the ice thickness, white noise) or 'calibrated' against a real series (DQE, "
                   "mass-dependent attenuation, noise roll-off; docs/simulation.md).")
+@core_option("--templates", setting=(SimulationConfig, "templates"), metavar="ID[,ID]",
+             help="Make the particles of these macromolecules instead of the preset's (4v5d, 3jb9, "
+                  "4v1w, 6z6u, 6qt9); one id simulates a crowd of one molecule, e.g. your specimen "
+                  "for a fine-tune [default: the preset's].", show_default=False)
 @click.option("--no-halves", is_flag=True, help="Do not write odd/even half-dose stacks.")
 @click.option("--resume", is_flag=True,
               help="Keep the series already complete in the folder (same name, seeds and settings; "
@@ -56,7 +61,7 @@ Examples:
 @progress_option
 @reports_progress
 def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dose, defocus, family,
-            thickness_nm, misalign, tilt_axis, optics, no_halves, resume, progress):
+            thickness_nm, misalign, tilt_axis, optics, templates, no_halves, resume, progress):
     """Simulate tilt series of cellular specimens built from real macromolecules (PDB 4V5D,
     3JB9, 4V1W, 6Z6U, 6QT9), membranes, filaments, gold and ice, with CTF, dose filtering and
     Poisson noise, in localet's (IMOD's) geometry.
@@ -94,7 +99,8 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     settings = SimulationConfig(shape=dims, voxel_size=voxel, tilt_range=(lo, hi), tilt_step=tilt_step,
                                 dose=dose, defocus_um=defocus_um, family=family, thickness_nm=thickness,
                                 halves=not no_halves, misalign_px=misalign, tilt_axis_deg=tilt_axis,
-                                optics=optics)
+                                optics=optics,
+                                templates=tuple(t.strip() for t in templates.split(",")) if templates else None)
     rows = []
     width = len(str(seed + count - 1))
     names = [f"{name}_{seed + k:0{width}d}" for k in range(count)]

@@ -138,7 +138,7 @@ def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> Simul
     angles = config.angles
     max_tilt = float(np.abs(angles).max())
     phantom = make_phantom(config.shape, config.voxel_size, seed=seed, family=config.family,
-                           tilt_max_deg=max_tilt, thickness_nm=config.thickness_nm)
+                           tilt_max_deg=max_tilt, thickness_nm=config.thickness_nm, templates=config.templates)
     steps.advance(7)
     nz, ny, nx = config.shape
     optics = OPTICS[config.optics]
@@ -217,8 +217,12 @@ def series_paths(out_dir: Path, name: str, xf: bool = False, halves: bool = True
 
 
 def _config_record(config: SimulationConfig) -> Dict[str, Any]:
-    """``config`` as the series' JSON records it."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
+    """``config`` as the series' JSON records it (``templates`` only when set: the records of
+    series made before it existed still match on ``--resume``)."""
+    record = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
+    if record["templates"] is None:
+        del record["templates"]
+    return record
 
 
 def kept_series(out_dir: Path, name: str, seed: int, config: SimulationConfig) -> Optional[Dict[str, Path]]:
