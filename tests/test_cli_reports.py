@@ -11,6 +11,7 @@ import sys
 import termios
 import threading
 import time
+from pathlib import Path
 
 import mrcfile
 import pytest
@@ -129,12 +130,32 @@ def test_fsc_halves_reports_progress_and_labels_saved_halves(simulated, tmp_path
 
 
 def test_train_reports_progress_with_its_loss(simulated, tmp_path):
+    """... and reads every --pairs list given (here two lists, each in another folder with its
+    paths relative to it, of the simulated folder's pair)."""
+    import starfile
+
+    from localet_core.network.modelfile import load_model
+
     sim, _, _ = simulated
-    result, wall = run_cli("train", "--pairs", sim / "pairs.star", "--steps", 12, "--batch-size", 128,
+    table = starfile.read(sim / "pairs.star", always_dict=True)["pairs"]
+    stars = []
+    for k in range(2):
+        folder = tmp_path / f"list{k}"
+        folder.mkdir()
+        part = table.copy()
+        for col in ("stack", "tlt", "reference", "odd", "even"):
+            if col in part:
+                part[col] = [os.path.relpath(sim / v, folder) for v in part[col]]
+        starfile.write({"pairs": part}, folder / "pairs.star")
+        stars += ["--pairs", folder / "pairs.star"]
+    result, wall = run_cli("train", *stars, "--steps", 12, "--batch-size", 128,
                            "--device", "cpu", "-o", tmp_path / "run")
     details = check_progress(result, wall, "train", min_lines=2)
     assert details[0] == "training: 0/12 steps", details
     assert all(re.fullmatch(r"training: \d+/12 steps, loss \d\S*, val \S+", d) for d in details[1:]), details
+    card = load_model(tmp_path / "run" / "model.safetensors")[1]
+    listed = card["training_data"] + card["validation_data"]
+    assert len(listed) == 2 * len(table) and all(Path(p["stack"]).name == "sim_7.st" for p in listed)
 
 
 def test_on_a_terminal_fbp_shows_its_bar_and_no_lines(simulated, tmp_path):

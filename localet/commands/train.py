@@ -12,6 +12,7 @@ Examples:
   localet train --pair TS_01.st TS_01.tlt TS_01_ref.mrc --val-pair TS_02.st TS_02.tlt TS_02_ref.mrc --bin 4 -o run1
   localet train --pairs pairs.star --steps 20000 --loss l1 --drop-tilts 0.3 -o run2 --resume
   torchrun --nproc_per_node 2 -m localet train --pairs pairs.star -o run3
+  localet train --pairs apof_a/pairs.star --pairs apof_b/pairs.star --init localet-default -o apof   # your specimen
 \b
 pairs.star: a data block with columns stack, tlt, reference and optional xf (or aln), odd, even,
 exclude, split (train|val); relative paths are relative to the STAR file.
@@ -23,7 +24,8 @@ exclude, split (train|val); relative paths are relative to the STAR file.
               metavar="STACK TLT REF", help="A training pair: stack, angles, reference volume (repeatable).")
 @click.option("--val-pair", "val_pairs", nargs=3, multiple=True, type=click.Path(dir_okay=False),
               metavar="STACK TLT REF", help="A held-out validation pair (repeatable).")
-@click.option("--pairs", "star", type=click.Path(dir_okay=False), help="STAR list of pairs (see below).")
+@click.option("--pairs", "star", type=click.Path(dir_okay=False), multiple=True,
+              help="STAR list of pairs (see below); repeatable (e.g. one `localet simulate` folder each).")
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for NAME.safetensors, checkpoint.pt, log.csv, summary.json.")
 @core_option("--name", "model_name", setting=("localet_core.network.training.train", "model_name"),
@@ -110,12 +112,12 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
     from localet_core.network.training import PairSpec, read_pairs_star, train
 
     specs = [PairSpec(*p) for p in pairs] + [PairSpec(*p, split="val") for p in val_pairs]
-    if star:
-        specs += read_pairs_star(star)
+    for path in star:
+        specs += read_pairs_star(path)
     if not specs:
         raise InputError("--pair", "give training pairs with --pair or --pairs")
     out = Path(out_dir)
-    inputs = [star, init if init and str(init).endswith(".safetensors") else None]
+    inputs = [*star, init if init and str(init).endswith(".safetensors") else None]
     inputs += [getattr(s, f) for s in specs for f in ("stack", "tlt", "reference", "xf", "odd", "even")]
     guard_outputs([model_file(out / model_name), out / CHECKPOINT_NAME, out / LOG_NAME, out / "summary.json"],
                   inputs=inputs, folders=[out], keep_on_failure=True)  # a checkpoint is kept for --resume
