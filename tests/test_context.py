@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from forms import assert_fast_equals_direct
 
 from localet_core.config import ModelConfig, TrainConfig
 from localet_core.errors import FieldError
-from localet_core.network.inference import iter_direct_slabs, iter_fast_slabs
+from localet_core.network.inference import iter_fast_slabs
 from localet_core.network.model import LocalizedNet, grow
 from localet_core.network.modelfile import load_model, save_model
 from localet_core.network.patches import context_views, prepare_network_views, sample_patches
@@ -77,13 +78,7 @@ def test_fast_form_equals_direct_form_with_context_channels(case):
     model = _model()
     stack = np.random.default_rng(1).standard_normal((ANGLES.size, ny, nx)).astype(np.float32)
     images, _ = prepare_network_views(stack, geometry, model.config.ramp(), torch.device("cpu"))
-    direct = _volume(iter_direct_slabs(model, images, geometry, 1 << 20))
-    fast = _volume(iter_fast_slabs(model, images, geometry, 1 << 20))
-    assert fast.shape == geometry.output_shape
-    assert np.abs(fast - direct).max() <= 1e-4 * np.ptp(direct)
-    if geometry.is_separable:
-        other = _volume(iter_fast_slabs(model, images, geometry, 1 << 20, kernel="grid_sample"))
-        assert np.abs(other - direct).max() <= 1e-4 * np.ptp(direct)
+    direct = assert_fast_equals_direct(model, images, geometry)
     # the context channels matter: without their inputs the volume is another one
     with torch.no_grad():
         model.layers[0].weight[:, model.config.channels:] = 0
@@ -97,10 +92,7 @@ def test_context_beside_an_encoder_and_wider_than_the_fine_patch():
     assert config.halo == 15 and config.total_channels == 4 + 1 + 2 + 2
     geometry = TiltGeometry(ANGLES, (19, 23), 9, xf=rotation_xf(ANGLES.size, 12.0, (1.0, -2.5)))
     model = _model(config)
-    images = torch.randn(ANGLES.size, 19, 23)
-    direct = _volume(iter_direct_slabs(model, images, geometry, 1 << 20))
-    fast = _volume(iter_fast_slabs(model, images, geometry, 1 << 20))
-    assert np.abs(fast - direct).max() <= 1e-4 * np.ptp(direct)
+    assert_fast_equals_direct(model, torch.randn(ANGLES.size, 19, 23), geometry)
 
 
 def test_grown_model_starts_as_its_start_and_round_trips(tmp_path):

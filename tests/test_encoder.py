@@ -4,12 +4,13 @@ model grown from a linear-first-layer one computes what that one computes."""
 import numpy as np
 import pytest
 import torch
+from forms import assert_fast_equals_direct
 
 from localet_core.config import ModelConfig
 from localet_core.errors import FieldError
 from localet_core.network import inference
 from localet_core.network.encoder import encode_at_voxels, sample_points
-from localet_core.network.inference import iter_direct_slabs, iter_fast_slabs
+from localet_core.network.inference import iter_fast_slabs
 from localet_core.network.model import LocalizedNet, angular_basis, grow
 from localet_core.network.modelfile import load_model, save_model
 from localet_core.network.patches import prepare_network_views
@@ -51,15 +52,9 @@ def test_fast_form_equals_direct_form_with_an_encoder(case, monkeypatch):
     model = _model()
     stack = np.random.default_rng(1).standard_normal((ANGLES.size, ny, nx)).astype(np.float32)
     images, _ = prepare_network_views(stack, geometry, model.config.ramp(), torch.device("cpu"))
-    direct = _volume(iter_direct_slabs(model, images, geometry, 1 << 20))
     # small encoder blocks: the cache is refilled several times across the slabs
     monkeypatch.setattr(inference, "ENCODER_BLOCK", 5)
-    fast = _volume(iter_fast_slabs(model, images, geometry, 1 << 20))
-    assert fast.shape == geometry.output_shape
-    assert np.abs(fast - direct).max() <= 1e-4 * np.ptp(direct)
-    if geometry.is_separable:
-        other = _volume(iter_fast_slabs(model, images, geometry, 1 << 20, kernel="grid_sample"))
-        assert np.abs(other - direct).max() <= 1e-4 * np.ptp(direct)
+    direct = assert_fast_equals_direct(model, images, geometry)
     # the encoder matters: without its channels the volume is another one
     with torch.no_grad():
         model.layers[0].weight[:, model.config.channels:] = 0
