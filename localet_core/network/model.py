@@ -102,8 +102,7 @@ class LocalizedNet(nn.Module):
     def view_kernels(self, angles_deg: torch.Tensor) -> torch.Tensor:
         """``(n_views, K, P, P)`` first-layer kernels at the given angles (no view weight), K =
         :attr:`ModelConfig.total_channels`; channel 0 is the FBP delta when ``fbp_residual``."""
-        basis = angular_basis(angles_deg, self.config.n_angle_basis).to(self.coeffs)
-        kernels = torch.einsum("nm,kmij->nkij", basis, self.coeffs)
+        kernels = self._at_angles(self.coeffs, angles_deg)
         if self.config.fbp_residual:
             p = self.config.patch_size
             delta = torch.zeros(kernels.shape[0], 1, p, p, dtype=kernels.dtype, device=kernels.device)
@@ -113,8 +112,13 @@ class LocalizedNet(nn.Module):
 
     def context_kernels(self, angles_deg: torch.Tensor) -> torch.Tensor:
         """``(n_views, Kc, Pc, Pc)`` context kernels at the given angles (no view weight)."""
-        basis = angular_basis(angles_deg, self.config.n_angle_basis).to(self.context_coeffs)
-        return torch.einsum("nm,kmij->nkij", basis, self.context_coeffs)
+        return self._at_angles(self.context_coeffs, angles_deg)
+
+    def _at_angles(self, coeffs: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+        """``(n_views, K, P, P)`` kernels ``sum_m coeffs[k, m] B_m(theta)`` of ``(K, M, P, P)``
+        Legendre coefficients."""
+        basis = angular_basis(angles_deg, self.config.n_angle_basis).to(coeffs)
+        return torch.einsum("nm,kmij->nkij", basis, coeffs)
 
     def first_bias(self) -> torch.Tensor:
         """``(K,)`` first-layer bias (0 for the FBP channel; then the linear channels', the
@@ -154,21 +158,15 @@ class LocalizedNet(nn.Module):
         context channels, ``context`` ``(B, n, Pc, Pc)`` are the coarse patches
         (:func:`~localet_core.network.patches.sample_context`)."""
         w = torch.as_tensor(weights).to(self.coeffs)
-        kernels = self.view_kernels(angles_deg) * w.view(-1, 1, 1, 1)
-        b, n, p, _ = patches.shape
-        flat = kernels.permute(0, 2, 3, 1).reshape(n * p * p, -1)
-        h = patches.reshape(b, n * p * p).to(flat.dtype) @ flat
+        h = _weighted_sum(patches, self.view_kernels(angles_deg), w)
         if self.encoder is not None:
             if encoded is None:
                 raise ValueError("this model has an encoder: pass its channels at the voxels")
-            h = torch.cat([h, torch.einsum("bnc,n->bc", encoded.to(flat.dtype), w)], dim=1)
+            h = torch.cat([h, torch.einsum("bnc,n->bc", encoded.to(h.dtype), w)], dim=1)
         if self.config.context_channels:
             if context is None:
                 raise ValueError("this model has context channels: pass the coarse patches")
-            ck = self.context_kernels(angles_deg) * w.view(-1, 1, 1, 1)
-            pc = ck.shape[-1]
-            cflat = ck.permute(0, 2, 3, 1).reshape(n * pc * pc, -1)
-            h = torch.cat([h, context.reshape(b, n * pc * pc).to(cflat.dtype) @ cflat], dim=1)
+            h = torch.cat([h, _weighted_sum(context, self.context_kernels(angles_deg), w)], dim=1)
         return h + self.first_bias()
 
     # ------------------------------------------------------------------ per-voxel layers
@@ -245,6 +243,14 @@ class LocalizedNet(nn.Module):
                 cin = w
             out["encoder_per_view_pixel"] = per_pixel + cin * c.encoder_channels
         return out
+
+
+def _weighted_sum(patches: torch.Tensor, kernels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(B, n, P, P)`` patches, ``(n, K, P, P)`` kernels and ``(n,)`` view weights -> ``(B, K)``
+    ``sum_theta w_theta <kernel, patch>``: one matrix product over (view, i, j)."""
+    b, n, p, _ = patches.shape
+    flat = (kernels * weights.view(-1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(n * p * p, -1)
+    return patches.reshape(b, n * p * p).to(flat.dtype) @ flat
 
 
 def grow(start: LocalizedNet, config: ModelConfig) -> LocalizedNet:
