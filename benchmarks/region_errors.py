@@ -4,7 +4,7 @@ method's output is fitted to the truth inside the ice slab (least-squares affine
 benchmark scores it) and its squared error is split by the object each voxel belongs to: plain
 ice, each particle template, membranes, filaments, gold.
 
-    python benchmarks/region_errors.py --models localet-default,RUN/model.safetensors [--set a]
+    python benchmarks/region_errors.py --models localet-default,RUN/model.safetensors [--set a] [--all-seeds]
 
 Columns, as shares of the truth's variance inside the slab (so the error columns of a method add
 up to 1 - R^2, and R^2 is its Pearson squared): the truth's share per region (and the fraction of
@@ -62,12 +62,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="localet-default", help="comma-separated names or .safetensors paths")
     ap.add_argument("--set", choices=("a", "b"), default="b", help="bench_quality's test set")
+    ap.add_argument("--all-seeds", action="store_true", help="every series of the set, not only the first of each scheme")
     args = ap.parse_args()
     methods = {"WBP": WBP(ramp=ETOMO_RADIAL, device="cpu")}
     for name in args.models.split(","):
         methods[name] = Localet(name, device="cpu")
-    for config, seeds in (TEST_A if args.set == "a" else TEST_B):
-        seed = list(seeds)[0]
+    for config, seed in [(c, s) for c, seeds in (TEST_A if args.set == "a" else TEST_B)
+                         for s in (list(seeds) if args.all_seeds else list(seeds)[:1])]:
         series = simulate_series(dataclasses.replace(config, halves=False), seed)
         geometry = TiltGeometry(series.angles, config.shape[1:], config.shape[0], pixel_size=config.voxel_size)
         regions, names = region_names(series)
