@@ -250,9 +250,9 @@ class TrainConfig:
     """Optimisation and augmentation settings (units: steps, voxels, normalised intensity).
 
     The defaults are the shipped model's recipe (``scripts/train_pretrained.py``: L2 loss,
-    references clipped at 20, a quarter of the tilts dropped) except its length: 2,000 steps (a
-    fine-tuning or a first run in minutes on a few cores) where the shipped model took 24,000
-    plus 5,000 of fine-tuning at a peak learning rate of 3e-3 (docs/network.md).
+    references clamped at +-60 as in its last stage, a quarter of the tilts dropped) except its
+    length: 2,000 steps (a fine-tuning or a first run in minutes on a few cores) where the shipped
+    model took 24,000, then 5,000 and 10,000 of fine-tuning (docs/network.md).
     """
 
     steps: int = 2000
@@ -273,8 +273,10 @@ class TrainConfig:
     divergence_factor: float = 100.0
     #: None: references z-scored (mean, std). A number k: scaled robustly (median, and the std of
     #: the values between the 0.5 and 99.5 percentiles) and clamped to +-k, so a few extreme
-    #: voxels (gold) neither set the scale nor teach the network extreme outputs.
-    reference_clip: Optional[float] = 20.0
+    #: voxels (gold) do not set the scale. At 60 a gold bead (55-150 of those units deep) is
+    #: still taught at most of its depth; at 20 the network learned to draw beads at about 40 %
+    #: of it (docs/network.md, "Stage R"). Outside beads, hardly a voxel lies beyond +-20.
+    reference_clip: Optional[float] = 60.0
     #: None: each step takes ``batch_size`` random voxels of one pair through the direct (patch)
     #: form. A number n: each step runs the exact fast form (:class:`~localet_core.network.inference.FastForm`,
     #: differentiable) on n consecutive rows (Y) of one pair, at a random place, and the loss

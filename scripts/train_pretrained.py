@@ -13,11 +13,15 @@ One command:
 2. `localet train`, stage 1: the network from scratch on the eleven groups (fixed seed;
    checkpoints in WORK/run; a rerun resumes).
    Stage 2: fine-tuned from stage 1 on the broad groups (WORK/run2).
-   Stage 2's model is `localet-default` (its first layer is linear in the views); its card gets a
-   summary of the data, the wall time and the hardware, and it is copied to
+   Stage R: fine-tuned from stage 2 on the first ten series of each broad group with the
+   references clamped at +-60 instead of +-20, so gold beads are drawn at their depth
+   (WORK/refine, WORK/run_r; `--refine-only --start STAGE2.safetensors` runs it alone; the stage-2
+   model is in git: `git show df45e96:localet_core/data/models/localet-default.safetensors`).
+   Stage R's model is `localet-default` (its first layer is linear in the views); its card gets a
+   summary of the data of every stage, the wall time and the hardware, and it is copied to
    localet_core/data/models/localet-default.safetensors.
-3. Stage 3 (`--stage3-only` starts it from the packaged `localet-default`): a per-view encoder
-   (16, 16 -> 8 channels) is added to that model (it starts as that model exactly) and the whole
+3. Stage 3 (`--stage3-only --start STAGE2.safetensors` runs it alone): a per-view encoder
+   (16, 16 -> 8 channels) is added to stage 2's model (it starts as that model exactly) and the whole
    network is fine-tuned on slabs (`--slab-rows 8`: the exact fast form, differentiated) on the
    wide-domain groups: 6-24 A, 31-61 views, lamella-like asymmetric ranges, 2-4.5 e/A^2 per view,
    ice 50-300 nm (WORK/run3; a rerun resumes from its last checkpoint). It is shipped as the
@@ -167,6 +171,15 @@ ENCODER_STAGE = ["--steps", "1200", "--lr", "1e-3", "--loss", "l2", "--clip-refe
 CALIBRATED_STAGE = ["--steps", "3000", "--batch-size", "1024", "--lr", "1e-3", "--loss", "l2",
                     "--clip-reference", "20", "--seed", "0", "--drop-tilts", "0.25", "--val-every", "500",
                     "--checkpoint-every", "250", "--refresh-every", "50"]
+# Stage R (gold at its amplitude): stage 2's model fine-tuned on the first ten series of each broad
+# group (90 training, 10 validation) with the references clamped at +-60 instead of +-20. A gold
+# bead is 55-150 robust standard deviations deep; clamped at 20 the network learned to draw beads
+# at about 40 % of their depth, and a bead can hold most of a field's variance (docs/network.md,
+# "Stage R"). Every other voxel lies inside +-20, so nothing else changes in the targets.
+REFINE_GROUPS = [(name, seed, 10, opts) for name, seed, _, opts in BROAD_GROUPS]
+REFINE_STAGE = ["--steps", "10000", "--batch-size", "1024", "--lr", "1e-3", "--loss", "l2", "--clip-reference", "60",
+                "--seed", "0", "--drop-tilts", "0.25", "--val-every", "500", "--checkpoint-every", "500",
+                "--refresh-every", "50"]
 FINETUNE = ["--steps", "5000", "--batch-size", "1024", "--lr", "1e-3", "--loss", "l2", "--clip-reference", "20",
             "--seed", "0", "--drop-tilts", "0.25", "--val-every", "500", "--checkpoint-every", "500",
             "--refresh-every", "50"]
@@ -237,21 +250,39 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the data (quick trials)")
     ap.add_argument("--steps", type=int, help="override the number of training steps (every stage)")
     ap.add_argument("--stage3-only", action="store_true",
-                    help="skip stages 1-2: start stage 3 from the packaged localet-default model")
+                    help="skip stages 1-2: start stage 3 from --start (stage 2's model)")
     ap.add_argument("--calibrated", action="store_true",
                     help="stage C alone: fine-tune the packaged localet-default on the calibrated simulator's "
                          "groups (WORK/run_cal; installed as localet-default unless --no-install)")
     ap.add_argument("--linear-only", action="store_true",
-                    help="stages 1-2 alone (localet-default): neither simulate nor train stage 3")
+                    help="stages 1, 2 and R alone (localet-default): neither simulate nor train stage 3")
+    ap.add_argument("--refine-only", action="store_true",
+                    help="stage R alone: fine-tune --start (stage 2's model) with gold at its depth "
+                         "(WORK/run_r; installed as localet-default unless --no-install)")
+    ap.add_argument("--start", type=Path, default=MODEL_DIR / "localet-default.safetensors",
+                    help="stage 2's model, for --refine-only and --stage3-only (default: the packaged "
+                         "localet-default, which is stage R's since 2026-12-07: git show "
+                         "df45e96:localet_core/data/models/localet-default.safetensors > stage2.safetensors)")
     ap.add_argument("--no-install", action="store_true", help="do not copy the model into the package")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.calibrated:
         return calibrated_stage(args)
+    if args.refine_only:
+        return refine_stage(args, args.start)
     t0 = time.time()
     if args.stage3_only and args.linear_only:
         raise SystemExit("--stage3-only and --linear-only exclude each other")
-    if args.stage3_only:
+    from localet_core.network.modelfile import load_model, save_model
+
+    if args.stage3_only:  # the start model is checked before hours of simulation
+        linear = args.start
+        start, card2 = load_model(linear)
+        if start.config.encoder:
+            raise SystemExit(f"{linear} already has an encoder: stage 3 starts from a linear-first-layer model")
+        if "stage_r" in card2.get("training_data", {}):
+            raise SystemExit(f"{linear} is stage R's model: stage 3 starts from stage 2's (--start; see --help), "
+                             "or run the whole recipe")
         groups = WIDE_GROUPS
     elif args.linear_only:
         groups = GROUPS + BROAD_GROUPS
@@ -260,13 +291,8 @@ def main() -> None:
     simulated = simulate(args.work, args.jobs, args.scale, groups)
     t_sim = time.time() - t0
     run1, run2, run3 = args.work / "run", args.work / "run2", args.work / "run3"
-    from localet_core.network.modelfile import load_model, save_model
 
     if args.stage3_only:
-        linear = MODEL_DIR / "localet-default.safetensors"
-        start, card2 = load_model(linear)
-        if start.config.encoder:
-            raise SystemExit(f"{linear} already has an encoder: stage 3 starts from a linear-first-layer model")
         earlier = card2.get("training_data", {})
         t_before = float(card2.get("training_seconds") or 0.0)
     else:
@@ -276,6 +302,8 @@ def main() -> None:
         train(pairs2, run2, ["--init", str(run1 / "localet-default.safetensors"), *FINETUNE], args.steps)
         linear = run2 / "localet-default.final.safetensors"
         finish_linear(run1, run2, linear, args)
+        refine_stage(args, linear)
+        # stage 3 starts from stage 2's model (the one localet-encoder was made from)
         _, card2 = load_model(linear)
         earlier = card2["training_data"]
         t_before = float(card2["training_seconds"])
@@ -305,6 +333,41 @@ def main() -> None:
         MODEL_DIR.mkdir(parents=True, exist_ok=True)
         save_model(MODEL_DIR / "localet-encoder", model, card)
         print(f"installed {MODEL_DIR / 'localet-encoder.safetensors'}")
+
+
+def refine_stage(args, start: Path) -> None:
+    """Stage R: ``start`` (stage 2's model) fine-tuned on :data:`REFINE_GROUPS` with
+    :data:`REFINE_STAGE` (WORK/refine, WORK/run_r; resumes); installed as localet-default."""
+    from localet_core.network.modelfile import load_model, save_model
+
+    _, before = load_model(start)
+    if "stage_r" in before.get("training_data", {}):
+        raise SystemExit(f"{start} is already stage R's model: stage R starts from stage 2's (--start; see --help)")
+    t0 = time.time()
+    data = args.work / "refine"
+    simulated = simulate(data, args.jobs, args.scale, REFINE_GROUPS)
+    t_sim = time.time() - t0
+    run = args.work / "run_r"
+    pairs = merge_pairs(data, [g[0] for g in REFINE_GROUPS], data / "pairs_stage_r.star")
+    train(pairs, run, ["--init", str(start), *REFINE_STAGE], args.steps)
+    model, card = load_model(run / "localet-default.safetensors")
+    _merge_seen(card, before)
+    card["training_data"] = {
+        **before.get("training_data", {}),
+        "stage_r": _stage_entry(card, _count(REFINE_GROUPS, args.scale),
+                                "localet-default (stage 2); references clamped at +-60"),
+    }
+    card.pop("validation_data", None)
+    tr = json.loads((run / "summary.json").read_text())["seconds"]
+    card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH --linear-only (stages 1, 2 and R)"
+    card["training_hardware"] = _hardware()
+    card["training_seconds"] = round(float(before.get("training_seconds") or 0.0) + tr, 1)
+    card["stage_r_training_seconds"] = round(tr, 1)
+    card["simulation_seconds"] = round(t_sim, 1) if simulated == len(REFINE_GROUPS) else None
+    save_model(run / "localet-default.final", model, card)
+    if not args.no_install:
+        save_model(MODEL_DIR / "localet-default", model, card)
+        print(f"installed {MODEL_DIR / 'localet-default.safetensors'}")
 
 
 def calibrated_stage(args) -> None:

@@ -253,3 +253,21 @@ def test_slab_training_with_an_encoder_grown_from_a_model(pairs, tmp_path):
     with pytest.raises(InputError, match="another architecture"):
         train(specs, tmp_path / "c", dataclasses.replace(ENCODED, channels=4), tc, device="cpu",
               init_model=first["model_file"])
+
+
+def test_default_reference_clamp_keeps_a_simulated_gold_bead_deep():
+    """The default clamp (the shipped model's last stage) teaches a gold bead at most of its
+    depth: a simulated specimen's bead lies 55-150 robust units deep, and at the old clamp of 20
+    the network learned to draw beads at about 40 % of it (docs/network.md, "Stage R"). Protein
+    stays well inside the clamp."""
+    from localet_core.network.training import normalise_reference
+    from localet_core.simulate.phantom import make_phantom
+
+    phantom = make_phantom((48, 96, 96), 10.0, seed=0, n_beads=1)
+    truth = -phantom.crop(phantom.volume).float()  # the data's contrast, as simulate writes it
+    clip = TrainConfig().reference_clip
+    target = normalise_reference(truth, clip)
+    bead = truth < -10.0  # gold: 25 V against about 1 V of protein
+    assert bead.any() and float(target[bead].min()) < -40.0
+    assert float(target[~bead].abs().max()) < 20.0
+    assert float(normalise_reference(truth, 20.0)[bead].min()) == -20.0

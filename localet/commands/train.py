@@ -96,9 +96,10 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
             context_step, encoder_kernel, angle_basis, activation, view_norm, device, progress, init, clip_reference):
     """Train a localized network on pairs of tilt series and reference volumes.
 
-    The defaults are the shipped model's recipe (L2 loss, references clipped at 20, patch size
-    13, a quarter of the tilts dropped; docs/network.md) but shorter: 2,000 steps at a peak
-    learning rate of 1e-3 instead of its 24,000 at 3e-3, so a first run takes minutes.
+    The defaults are the shipped model's recipe (L2 loss, references clamped at +-60 as in its
+    last stage, patch size 13, a quarter of the tilts dropped; docs/network.md) but shorter: 2,000
+    steps at a peak learning rate of 1e-3 instead of its 24,000 at 3e-3, so a first run takes
+    minutes.
 
     Writes OUT_DIR/NAME.safetensors (weights + JSON model card) for `localet reconstruct --model`,
     a per-step log.csv, a summary.json, and checkpoint.pt for --resume.
