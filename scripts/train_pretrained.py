@@ -273,7 +273,7 @@ def main() -> None:
     t0 = time.time()
     if args.stage3_only and args.linear_only:
         raise SystemExit("--stage3-only and --linear-only exclude each other")
-    from localet_core.network.modelfile import load_model, save_model
+    from localet_core.network.modelfile import load_model
 
     if args.stage3_only:  # the start model is checked before hours of simulation
         linear = args.start
@@ -312,33 +312,19 @@ def main() -> None:
     pairs3 = merge_pairs(args.work, [g[0] for g in WIDE_GROUPS], args.work / "pairs_stage3.star")
     train(pairs3, run3, ["--init", str(linear), *ENCODER_STAGE], args.steps)
 
-    model, card = load_model(run3 / "localet-default.safetensors")
-    _merge_seen(card, card2)
-    card["training_data"] = {
-        **{k: v for k, v in earlier.items() if k.startswith("stage_") or k in ("source", "templates")},
-        "stage_3": _stage_entry(card, _count(WIDE_GROUPS, args.scale),
-                                "localet-default (stage 2), an encoder added"),
-    }
-    card.pop("validation_data", None)
-    t3 = json.loads((run3 / "summary.json").read_text())["seconds"]
+    kept = {k: v for k, v in earlier.items() if k.startswith("stage_") or k in ("source", "templates")}
+    model, card = _stage_card(run3, card2, kept, "stage_3", _count(WIDE_GROUPS, args.scale),
+                              "localet-default (stage 2), an encoder added", t_before, "stage3_training_seconds",
+                              "python scripts/train_pretrained.py --work SCRATCH",
+                              round(t_sim, 1) if simulated == len(groups) else None)
     card["name"] = "localet-encoder"
-    card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH"
-    card["training_hardware"] = _hardware()
-    card["training_seconds"] = round(t_before + t3, 1)
-    card["stage3_training_seconds"] = round(t3, 1)
-    card["simulation_seconds"] = round(t_sim, 1) if simulated == len(groups) else None
-    target = run3 / "localet-encoder.final"
-    save_model(target, model, card)
-    if not args.no_install:
-        MODEL_DIR.mkdir(parents=True, exist_ok=True)
-        save_model(MODEL_DIR / "localet-encoder", model, card)
-        print(f"installed {MODEL_DIR / 'localet-encoder.safetensors'}")
+    _save_and_install(run3, "localet-encoder", model, card, args)
 
 
 def refine_stage(args, start: Path) -> None:
     """Stage R: ``start`` (stage 2's model) fine-tuned on :data:`REFINE_GROUPS` with
     :data:`REFINE_STAGE` (WORK/refine, WORK/run_r; resumes); installed as localet-default."""
-    from localet_core.network.modelfile import load_model, save_model
+    from localet_core.network.modelfile import load_model
 
     _, before = load_model(start)
     if "stage_r" in before.get("training_data", {}):
@@ -350,29 +336,18 @@ def refine_stage(args, start: Path) -> None:
     run = args.work / "run_r"
     pairs = merge_pairs(data, [g[0] for g in REFINE_GROUPS], data / "pairs_stage_r.star")
     train(pairs, run, ["--init", str(start), *REFINE_STAGE], args.steps)
-    model, card = load_model(run / "localet-default.safetensors")
-    _merge_seen(card, before)
-    card["training_data"] = {
-        **before.get("training_data", {}),
-        "stage_r": _stage_entry(card, _count(REFINE_GROUPS, args.scale),
-                                "localet-default (stage 2); references clamped at +-60"),
-    }
-    card.pop("validation_data", None)
-    tr = json.loads((run / "summary.json").read_text())["seconds"]
-    card["reproduce"] = "python scripts/train_pretrained.py --work SCRATCH --linear-only (stages 1, 2 and R)"
-    card["training_hardware"] = _hardware()
-    card["training_seconds"] = round(float(before.get("training_seconds") or 0.0) + tr, 1)
-    card["stage_r_training_seconds"] = round(tr, 1)
-    card["simulation_seconds"] = round(t_sim, 1) if simulated == len(REFINE_GROUPS) else None
-    save_model(run / "localet-default.final", model, card)
-    if not args.no_install:
-        save_model(MODEL_DIR / "localet-default", model, card)
-        print(f"installed {MODEL_DIR / 'localet-default.safetensors'}")
+    model, card = _stage_card(run, before, before.get("training_data", {}), "stage_r",
+                              _count(REFINE_GROUPS, args.scale),
+                              "localet-default (stage 2); references clamped at +-60",
+                              float(before.get("training_seconds") or 0.0), "stage_r_training_seconds",
+                              "python scripts/train_pretrained.py --work SCRATCH --linear-only (stages 1, 2 and R)",
+                              round(t_sim, 1) if simulated == len(REFINE_GROUPS) else None)
+    _save_and_install(run, "localet-default", model, card, args)
 
 
 def calibrated_stage(args) -> None:
     """Stage C: the packaged localet-default fine-tuned on :data:`CALIBRATED_GROUPS` (resumes)."""
-    from localet_core.network.modelfile import load_model, save_model
+    from localet_core.network.modelfile import load_model
 
     t0 = time.time()
     simulated = simulate(args.work, args.jobs, args.scale, CALIBRATED_GROUPS)
@@ -384,26 +359,45 @@ def calibrated_stage(args) -> None:
     run = args.work / "run_cal"
     pairs = merge_pairs(args.work, [g[0] for g in CALIBRATED_GROUPS], args.work / "pairs_stage_c.star")
     train(pairs, run, ["--init", str(start), *CALIBRATED_STAGE], args.steps)
+    model, card = _stage_card(run, before, before.get("training_data", {}), "stage_c",
+                              [{**g, "options": g["options"] + CALIBRATED_OPTIONS}
+                               for g in _count(CALIBRATED_GROUPS, args.scale)],
+                              "localet-default (stage 2)", float(before.get("training_seconds") or 0.0),
+                              "stage_c_training_seconds",
+                              "python scripts/train_pretrained.py --work SCRATCH (stages 1-2), then "
+                              "python scripts/train_pretrained.py --work SCRATCH --calibrated (stage C)",
+                              round(t_sim, 1) if simulated == len(CALIBRATED_GROUPS) else None)
+    _save_and_install(run, "localet-default", model, card, args)
+
+
+def _stage_card(run: Path, before: dict, earlier: dict, stage: str, groups: list, initialised_from: str,
+                t_before: float, seconds_key: str, reproduce: str, simulation_seconds: Optional[float]):
+    """The model trained in ``run`` and its card: the training data of the earlier stages
+    (``earlier``) plus this ``stage``'s, the ranges seen by both, the time of every stage."""
+    from localet_core.network.modelfile import load_model
+
     model, card = load_model(run / "localet-default.safetensors")
     _merge_seen(card, before)
-    card["training_data"] = {
-        **before.get("training_data", {}),
-        "stage_c": _stage_entry(card, [{**g, "options": g["options"] + CALIBRATED_OPTIONS}
-                                       for g in _count(CALIBRATED_GROUPS, args.scale)],
-                                "localet-default (stage 2)"),
-    }
+    card["training_data"] = {**earlier, stage: _stage_entry(card, groups, initialised_from)}
     card.pop("validation_data", None)
-    tc = json.loads((run / "summary.json").read_text())["seconds"]
-    card["reproduce"] = ("python scripts/train_pretrained.py --work SCRATCH (stages 1-2), then "
-                         "python scripts/train_pretrained.py --work SCRATCH --calibrated (stage C)")
+    seconds = json.loads((run / "summary.json").read_text())["seconds"]
+    card["reproduce"] = reproduce
     card["training_hardware"] = _hardware()
-    card["training_seconds"] = round(float(before.get("training_seconds") or 0.0) + tc, 1)
-    card["stage_c_training_seconds"] = round(tc, 1)
-    card["simulation_seconds"] = round(t_sim, 1) if simulated == len(CALIBRATED_GROUPS) else None
-    save_model(run / "localet-default.final", model, card)
+    card["training_seconds"] = round(t_before + seconds, 1)
+    card[seconds_key] = round(seconds, 1)
+    card["simulation_seconds"] = simulation_seconds
+    return model, card
+
+
+def _save_and_install(run: Path, name: str, model, card: dict, args) -> None:
+    """``run``/NAME.final.safetensors, and the package's copy unless ``--no-install``."""
+    from localet_core.network.modelfile import save_model
+
+    save_model(run / f"{name}.final", model, card)
     if not args.no_install:
-        save_model(MODEL_DIR / "localet-default", model, card)
-        print(f"installed {MODEL_DIR / 'localet-default.safetensors'}")
+        MODEL_DIR.mkdir(parents=True, exist_ok=True)
+        save_model(MODEL_DIR / name, model, card)
+        print(f"installed {MODEL_DIR / (name + '.safetensors')}")
 
 
 def _hardware() -> str:
