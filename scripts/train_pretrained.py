@@ -15,8 +15,9 @@ One command:
    Stage 2: fine-tuned from stage 1 on the broad groups (WORK/run2).
    Stage R: fine-tuned from stage 2 on the first ten series of each broad group with the
    references clamped at +-60 instead of +-20, so gold beads are drawn at their depth
-   (WORK/refine, WORK/run_r; `--refine-only --start STAGE2.safetensors` runs it alone; the stage-2
-   model is in git: `git show df45e96:localet_core/data/models/localet-default.safetensors`).
+   (WORK/refine, which links those series of stage 2 rather than simulating them again; WORK/run_r;
+   `--refine-only --start STAGE2.safetensors` runs it alone; the stage-2 model is in git:
+   `git show df45e96:localet_core/data/models/localet-default.safetensors`).
    Stage R's model is `localet-default` (its first layer is linear in the views); its card gets a
    summary of the data of every stage, the wall time and the hardware, and it is copied to
    localet_core/data/models/localet-default.safetensors.
@@ -36,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -193,7 +195,7 @@ def simulate(work: Path, jobs: int, scale: float, groups: list) -> int:
     """Run the groups (``jobs`` at a time) that WORK does not hold yet; returns how many ran."""
     extra = {name: CALIBRATED_OPTIONS for name, *_ in CALIBRATED_GROUPS}
     ran = 0
-    pending = [(name, seed, max(2, int(count * scale)), opts) for name, seed, count, opts in groups]
+    pending = [(name, seed, _scaled(count, scale), opts) for name, seed, count, opts in groups]
     running = []
     while pending or running:
         while pending and len(running) < jobs:
@@ -331,6 +333,7 @@ def refine_stage(args, start: Path) -> None:
         raise SystemExit(f"{start} is already stage R's model: stage R starts from stage 2's (--start; see --help)")
     t0 = time.time()
     data = args.work / "refine"
+    link_first_series(args.work, data, REFINE_GROUPS, args.scale)  # after stage 2: nothing to simulate
     simulated = simulate(data, args.jobs, args.scale, REFINE_GROUPS)
     t_sim = time.time() - t0
     run = args.work / "run_r"
@@ -405,8 +408,30 @@ def _hardware() -> str:
             f"{os.cpu_count()} CPU cores, torch {__import__('torch').__version__}").strip()
 
 
+def _scaled(count: int, scale: float) -> int:
+    """How many series of a group ``--scale`` asks for."""
+    return max(2, int(count * scale))
+
+
+def link_first_series(work: Path, data: Path, groups: list, scale: float) -> None:
+    """Link into ``data`` the series of ``groups`` that WORK already holds: series k of a group is
+    ``localet simulate``'s seed + k whatever the group's count, so stage R's series are the first
+    of stage 2's. ``localet simulate --resume`` then keeps them and writes their pairs.star (with
+    its own validation split)."""
+    for name, seed, count, _ in groups:
+        src, dst = work / name, data / name
+        if not (src / "pairs.star").is_file() or dst.exists():
+            continue
+        wanted = range(seed, seed + _scaled(count, scale))
+        dst.mkdir(parents=True)
+        for f in sorted(src.iterdir()):
+            m = re.match(rf"{re.escape(name)}_(\d+)[._]", f.name)
+            if m and int(m.group(1)) in wanted:
+                (dst / f.name).symlink_to(f.resolve())
+
+
 def _count(groups: list, scale: float) -> list:
-    return [{"name": n, "first_seed": s, "count": max(2, int(c * scale)), "options": COMMON + o}
+    return [{"name": n, "first_seed": s, "count": _scaled(c, scale), "options": COMMON + o}
             for n, s, c, o in groups]
 
 
