@@ -355,9 +355,10 @@ class SimulationConfig:
             electron counted, attenuation by the ice thickness, white noise) or "calibrated"
             (DQE, mass-dependent attenuation, noise roll-off; docs/simulation.md).
         templates: the macromolecules the particles are made of (template ids,
-            :func:`localet_core.simulate.templates.available_templates`), in place of the
-            preset's; None keeps the preset's. One id gives a crowd of one molecule, the
-            specimen a user fine-tunes a model for (docs/network.md).
+            :func:`localet_core.simulate.templates.available_templates`, or MRC maps of the
+            user's, kept as absolute paths: :mod:`localet_core.simulate.user_maps`), in place
+            of the preset's; None keeps the preset's. One entry gives a crowd of one molecule,
+            the specimen a user fine-tunes a model for (docs/network.md).
     """
 
     shape: Tuple[int, int, int] = (96, 128, 128)
@@ -378,13 +379,18 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if self.templates is not None:
             from localet_core.simulate.templates import available_templates
+            from localet_core.simulate.user_maps import is_map_entry, map_key, read_map_template
 
-            ids = tuple(str(t).lower() for t in self.templates)
+            maps = [str(t) for t in self.templates if is_map_entry(str(t))]
+            ids = tuple(map_key(str(t)) if is_map_entry(str(t)) else str(t).lower() for t in self.templates)
             known = available_templates()
-            unknown = [t for t in ids if t not in known]
+            unknown = [t for t in ids if t not in known and not is_map_entry(t)]
             if not ids or unknown:
                 got = ", ".join(self.templates) or "none"
-                raise FieldError("templates", f"expected ids among {', '.join(known)}, got {got}")
+                raise FieldError("templates", f"expected ids among {', '.join(known)} or MRC maps "
+                                              f"(.mrc, .map), got {got}")
+            for entry in maps:
+                read_map_template(entry)  # InputError naming the file when it cannot be used
             object.__setattr__(self, "templates", ids)
         if len(self.shape) != 3 or min(self.shape) < 8:
             raise FieldError("shape", f"expected three sizes (nz, ny, nx) of at least 8, got {tuple(self.shape)}")

@@ -16,6 +16,7 @@ Examples:
   localet simulate -o aligned --misalign 2 --tilt-axis 85            # raw images + .xf
   localet simulate -o cell --family cell --optics calibrated --voxel 20 --shape 160,128,128 --thickness 250,320
   localet simulate -o apof --count 28 --family diverse --templates 4v1w --voxel 14   # one molecule: a fine-tune set
+  localet simulate -o mine --count 28 --family diverse --templates emd_1234.map --voxel 14  # your own map
 """
 
 
@@ -49,10 +50,12 @@ Examples:
              help="Microscope and detector model: 'ideal' (every electron counted, attenuation by "
                   "the ice thickness, white noise) or 'calibrated' against a real series (DQE, "
                   "mass-dependent attenuation, noise roll-off; docs/simulation.md).")
-@core_option("--templates", setting=(SimulationConfig, "templates"), metavar="ID[,ID]",
-             help="Make the particles of these macromolecules instead of the preset's (4v5d, 3jb9, "
-                  "4v1w, 6z6u, 6qt9); one id simulates a crowd of one molecule, e.g. your specimen "
-                  "for a fine-tune [default: the preset's].", show_default=False)
+@core_option("--templates", setting=(SimulationConfig, "templates"), metavar="ID|MAP[,...]",
+             help="Make the particles of these macromolecules instead of the preset's: shipped ids "
+                  "(4v5d, 3jb9, 4v1w, 6z6u, 6qt9) or MRC maps of your own (.mrc, .map: an EMDB "
+                  "entry, a subtomogram average; any units, rescaled to an average protein's "
+                  "contrast). One entry simulates a crowd of one molecule, e.g. your specimen for "
+                  "a fine-tune [default: the preset's].", show_default=False)
 @click.option("--no-halves", is_flag=True, help="Do not write odd/even half-dose stacks.")
 @click.option("--resume", is_flag=True,
               help="Keep the series already complete in the folder (same name, seeds and settings; "

@@ -49,6 +49,7 @@ from localet_core.simulate.optics import (
 )
 from localet_core.simulate.phantom import make_phantom
 from localet_core.simulate.templates import ice_potential
+from localet_core.simulate.user_maps import is_map_entry, read_map_template
 
 #: Oversampling of the projection along X and Z (see step 1 above).
 OVERSAMPLE = 2
@@ -218,10 +219,15 @@ def series_paths(out_dir: Path, name: str, xf: bool = False, halves: bool = True
 
 def _config_record(config: SimulationConfig) -> Dict[str, Any]:
     """``config`` as the series' JSON records it (``templates`` only when set: the records of
-    series made before it existed still match on ``--resume``)."""
+    series made before it existed still match on ``--resume``; a map of the user's also by its
+    SHA-256)."""
     record = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
     if record["templates"] is None:
         del record["templates"]
+    else:
+        maps = {t: read_map_template(t).sha256 for t in record["templates"] if is_map_entry(t)}
+        if maps:  # a map edited in place is another specimen: --resume must not keep its series
+            record["template_sha256"] = maps
     return record
 
 

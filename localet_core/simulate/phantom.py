@@ -40,8 +40,9 @@ from .templates import (
     place_template,
     quantise_scale,
     random_rotation,
-    template_metadata,
+    template_radius,
 )
+from .user_maps import is_map_entry, read_map_template
 
 __all__ = ["Phantom", "PhantomConfig", "make_phantom", "phantom_config", "FAMILIES", "OBJECT_TYPES"]
 
@@ -131,7 +132,9 @@ class PhantomConfig:
         object.__setattr__(self, "object_types", tuple(self.object_types))
         known = available_templates()
         for t in self.templates:
-            if t.lower() not in known:
+            if is_map_entry(t):
+                read_map_template(t)  # a map of the user's: readable, with a molecule in it
+            elif t.lower() not in known:
                 raise ValueError(f"unknown template {t!r}; available: {', '.join(known)}")
         for o in self.object_types:
             if o not in OBJECT_TYPES:
@@ -526,7 +529,7 @@ def _add_particles(cv: _Canvas, rng: np.random.Generator, gen: torch.Generator,
     shape, v = cv.shape, cv.voxel
     centre_idx = (np.array(shape) - 1) / 2.0
     target = crowding * slab_voxels
-    radius = {t: float(template_metadata()["templates"][t]["radius_A"]) for t in templates}
+    radius = {t: template_radius(t) for t in templates}
     # the atom-extent radius overstates the envelope; 0.7 of it leaves the rest to the overlap
     # test. Templates that cannot fit in the ice are skipped instead of failing 30 times.
     lo_s, hi_s = (float(x) for x in scale_range)

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .user_maps import is_map_entry, map_key, read_map_template
+
 __all__ = [
     "available_templates",
     "template_metadata",
@@ -32,6 +34,7 @@ __all__ = [
     "rotate_resample",
     "place_template",
     "quantise_scale",
+    "template_radius",
 ]
 
 
@@ -64,16 +67,28 @@ def ice_potential() -> float:
 
 
 def load_template(pdb_id: str) -> Tuple[np.ndarray, float]:
-    """Return ``(array float32 (N, N, N) in V, pixel size in A)`` for one template.
+    """Return ``(array float32 (N, N, N) in V, pixel size in A)`` for one template: a shipped
+    id, or a map file of the user's (:mod:`.user_maps`, prepared the same way).
 
     Raises:
         KeyError: for an unknown id (the message lists the known ones).
+        InputError: for a map file that cannot be used (:func:`.user_maps.read_map_template`).
     """
+    if is_map_entry(pdb_id):
+        prepared = read_map_template(pdb_id)
+        return prepared.data.copy(), prepared.pixel_size
     key = pdb_id.lower()
     meta = template_metadata()["templates"]
     if key not in meta:
         raise KeyError(f"unknown template {pdb_id!r}; available: {', '.join(meta)}")
     return _arrays()[key].copy(), float(meta[key]["pixel_size_A"])
+
+
+def template_radius(pdb_id: str) -> float:
+    """The molecule's extent from its centre, A (shipped id or map file)."""
+    if is_map_entry(pdb_id):
+        return read_map_template(pdb_id).radius_A
+    return float(template_metadata()["templates"][pdb_id.lower()]["radius_A"])
 
 
 @lru_cache(maxsize=256)
@@ -99,7 +114,8 @@ def lowpass_template(pdb_id: str, voxel_size: float) -> Tuple[torch.Tensor, floa
 
     Returns ``(tensor float32 (N, N, N) in V, stored pixel size in A)``; cached, do not modify.
     """
-    return _lowpassed(pdb_id.lower(), float(voxel_size))
+    key = map_key(pdb_id) if is_map_entry(pdb_id) else pdb_id.lower()
+    return _lowpassed(key, float(voxel_size))
 
 
 def random_rotation(generator: Optional[torch.Generator] = None,
@@ -130,8 +146,7 @@ def quantise_scale(scale: float) -> float:
 def output_size(pdb_id: str, voxel_size: float, scale: float = 1.0) -> int:
     """Odd edge length (voxels) of a rotated template at ``voxel_size`` (A), enlarged ``scale``
     times: holds any rotation of the molecule's bounding sphere."""
-    meta = template_metadata()["templates"][pdb_id.lower()]
-    radius = float(meta["radius_A"]) * scale + 2.0 * voxel_size
+    radius = template_radius(pdb_id) * scale + 2.0 * voxel_size
     m = 2 * int(math.ceil(radius / voxel_size)) + 1
     return m
 
