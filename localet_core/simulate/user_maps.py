@@ -147,19 +147,19 @@ def _resample(vol: torch.Tensor, pixel: float, new_pixel: float) -> Tuple[torch.
 
 @lru_cache(maxsize=8)
 def _prepared(path: str, size: int, mtime_ns: int) -> MapTemplate:
-    from localet_core.io.mrc_read import read_volume
+    from localet_core.io.mrc_read import read_volume, read_volume_header
 
     p = Path(path)
-    vol = read_volume(p)
-    data = vol.data
-    if min(data.shape) < 8:
-        raise InputError(p, f"is not a 3D map of a molecule (shape {data.shape[::-1]} voxels, "
+    header = read_volume_header(p)  # sizes checked before any data is read
+    if min(header.shape) < 8:
+        raise InputError(p, f"is not a 3D map of a molecule (shape {header.shape[::-1]} voxels, "
                             "x y z; at least 8 on each axis)")
-    if max(data.shape) > _MAX_BOX:
-        raise InputError(p, f"has a box of {max(data.shape)} voxels; crop or bin it to at most {_MAX_BOX} first")
-    pixel = vol.voxel_size
+    if max(header.shape) > _MAX_BOX:
+        raise InputError(p, f"has a box of {max(header.shape)} voxels; crop or bin it to at most {_MAX_BOX} first")
+    pixel = header.voxel_size
     if pixel is None or not pixel > 0:
         raise InputError(p, "has no pixel size in its header; set it (e.g. IMOD's alterheader -del)")
+    data = read_volume(p).data
     data = data - np.float32(np.median(_faces(data)))
     if not float(np.abs(data).max()) > 0:
         raise InputError(p, "is flat (no molecule in it)")
