@@ -117,7 +117,8 @@ def test_unusable_maps_are_refused_in_one_line_naming_the_file(tmp_path):
     unset = _write(tmp_path / "unset.mrc", _as_user_map("4v1w"), 0.0)
     noise = _write(tmp_path / "noise.mrc", np.random.default_rng(1).normal(size=(24, 24, 24)), 5.0)
     huge = _write(tmp_path / "huge.mrc", np.zeros((8, 8, 513)), 5.0)
-    cases = [(huge, "crop or bin it"), (flat, "flat"), (image, "not a 3D map"), (unset, "no pixel size"), (tmp_path / "gone.mrc", "no such map"),
+    cases = [(huge, "crop or bin it"), (flat, "flat"), (image, "not a 3D map"), (unset, "no pixel size"),
+             (tmp_path / "gone.mrc", "no such map"),
              (noise, "no molecule")]
     for path, words in cases:
         with pytest.raises(InputError, match=words):
