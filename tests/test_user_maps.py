@@ -84,6 +84,32 @@ def test_a_map_in_other_units_or_at_a_finer_pixel_gives_the_same_template(tmp_pa
     assert 0.8 < half.data.sum() / plain.data.sum() < 1.25
 
 
+def test_a_map_stored_with_other_axes_is_read_in_its_own_hand(tmp_path):
+    """EMDB maps may store their axes in another order (MAPC/MAPR/MAPS); read as stored, the
+    molecule would be transposed: its mirror image for an odd order."""
+    user = _as_user_map("4v5d")
+    plain = read_map_template(_write(tmp_path / "plain.mrc", user, 5.0))
+    # columns along Z, rows along X, sections along Y: stored[y, x, z] = user[z, y, x]
+    stored = np.ascontiguousarray(user.transpose(1, 2, 0))
+    path = _write(tmp_path / "permuted.mrc", stored, 5.0)
+    with mrcfile.open(str(path), mode="r+") as m:
+        m.header.mapc, m.header.mapr, m.header.maps = 3, 1, 2
+    permuted = read_map_template(str(path))
+    assert permuted.data.shape == plain.data.shape
+    assert np.allclose(permuted.data, plain.data, atol=1e-4 * plain.data.max())
+    as_stored = read_map_template(_write(tmp_path / "as_stored.mrc", stored, 5.0))  # what ignoring MAPC gives
+    assert _best_correlation(plain.data, as_stored.data) < 0.9
+    with mrcfile.open(str(path), mode="r+") as m:
+        m.header.mapc = 2
+    with pytest.raises(InputError, match="axis order"):
+        read_map_template(str(path))
+    anisotropic = _write(tmp_path / "aniso.mrc", user, 5.0)
+    with mrcfile.open(str(anisotropic), mode="r+") as m:
+        m.voxel_size = (5.0, 5.0, 6.0)
+    with pytest.raises(InputError, match="not cubic"):
+        read_map_template(str(anisotropic))
+
+
 def test_simulate_makes_a_crowd_of_the_users_map_and_resume_follows_its_content(tmp_path):
     """The user's path: `localet simulate --templates my.mrc`. The series are a crowd of that
     molecule, the JSON names the map and its SHA-256, the map is never written to, and a map

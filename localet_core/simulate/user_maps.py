@@ -4,8 +4,9 @@ The shipped templates are excess potentials over ice in Volts (:mod:`.templates`
 elsewhere has arbitrary units, an offset, solvent noise, a box much larger than the molecule and
 often a finer pixel. :func:`read_map_template` turns it into a template of the same kind:
 
-1. Read the MRC (``z, y, x`` order; the pixel size from its header, which must be set),
-   subtract the background (the median of the box's six faces) and pad it to a cube by
+1. Read the MRC into ``z, y, x`` order (whatever its MAPC/MAPR/MAPS: EMDB maps may store
+   their axes in another order, and reading them as stored would mirror the molecule), with the
+   pixel size from its header (which must be set and cubic), subtract the background (the median of the box's six faces) and pad it to a cube by
    mirroring its edges (the solvent noise goes on).
 2. Resample to :data:`MAP_PIXEL_A` (5 A, the shipped templates' pixel) when the map's pixel is
    finer, after a low-pass to that Nyquist (no aliasing).
@@ -145,6 +146,30 @@ def _resample(vol: torch.Tensor, pixel: float, new_pixel: float) -> Tuple[torch.
     return out[0, 0], new_pixel
 
 
+def _zyx_order(path: Path) -> Tuple[int, int, int]:
+    """How to transpose the stored array (sections, rows, columns) into ``[z, y, x]``, from the
+    header's MAPC/MAPR/MAPS (the axis, 1 = X, 2 = Y, 3 = Z, along columns, rows and sections;
+    EMDB maps may use any order, IMOD's always 1, 2, 3). Reading a permuted map as stored would
+    turn the molecule into its mirror image.
+
+    Raises:
+        InputError: when MAPC/MAPR/MAPS are not an order of 1, 2, 3, or the voxels are not cubic.
+    """
+    import mrcfile
+
+    with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+        h = mrc.header
+        axes = (int(h.maps), int(h.mapr), int(h.mapc))  # the axis along each stored dimension
+        size = tuple(float(v) for v in (mrc.voxel_size.x, mrc.voxel_size.y, mrc.voxel_size.z))
+    if sorted(axes) != [1, 2, 3]:
+        raise InputError(path, f"has an invalid axis order in its header (MAPC, MAPR, MAPS = "
+                               f"{axes[2]}, {axes[1]}, {axes[0]}; expected an order of 1, 2, 3)")
+    if max(size) > 1.01 * min(size):
+        raise InputError(path, f"has voxels that are not cubic ({size[0]:g} x {size[1]:g} x {size[2]:g} A); "
+                               "resample it to one pixel size first")
+    return tuple(axes.index(a) for a in (3, 2, 1))
+
+
 @lru_cache(maxsize=8)
 def _prepared(path: str, size: int, mtime_ns: int) -> MapTemplate:
     from localet_core.io.mrc_read import read_volume, read_volume_header
@@ -159,7 +184,10 @@ def _prepared(path: str, size: int, mtime_ns: int) -> MapTemplate:
     pixel = header.voxel_size
     if pixel is None or not pixel > 0:
         raise InputError(p, "has no pixel size in its header; set it (e.g. IMOD's alterheader -del)")
+    order = _zyx_order(p)
     data = read_volume(p).data
+    if order != (0, 1, 2):  # stored with other axes along columns, rows, sections
+        data = np.ascontiguousarray(data.transpose(order))
     data = data - np.float32(np.median(_faces(data)))
     if not float(np.abs(data).max()) > 0:
         raise InputError(p, "is flat (no molecule in it)")
@@ -208,7 +236,8 @@ def read_map_template(entry: str) -> MapTemplate:
 
     Raises:
         InputError: naming the file, when it is missing, not an MRC map, has no pixel size in
-            its header, a box over 512 voxels, or no molecule standing out of its background.
+            its header, a box over 512 voxels, an invalid axis order, voxels that are not
+            cubic, or no molecule standing out of its background.
     """
     p = Path(map_key(entry))
     if not p.is_file():
