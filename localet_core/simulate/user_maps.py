@@ -6,8 +6,9 @@ often a finer pixel. :func:`read_map_template` turns it into a template of the s
 
 1. Read the MRC into ``z, y, x`` order (whatever its MAPC/MAPR/MAPS: EMDB maps may store
    their axes in another order, and reading them as stored would mirror the molecule), with the
-   pixel size from its header (which must be set and cubic), subtract the background (the median of the box's six faces) and pad it to a cube by
-   mirroring its edges (the solvent noise goes on).
+   pixel size from its header (which must be set and cubic). Subtract the background (the
+   median of the box's six faces) and pad it to a cube by mirroring its edges (the solvent
+   noise goes on).
 2. Resample to :data:`MAP_PIXEL_A` (5 A, the shipped templates' pixel) when the map's pixel is
    finer, after a low-pass to that Nyquist (no aliasing).
 3. Find the molecule: the connected regions above Otsu's threshold of the map low-passed to
