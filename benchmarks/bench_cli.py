@@ -17,7 +17,8 @@ written once with mrcfile into a temporary folder) it runs, as child processes:
   (``bench_backprojection.bench_xf``), which the command resamples once;
 * with ``--reconstruct``: ``localet reconstruct`` (the shipped model, fast form) on the same
   input; slow on CPU (about 15 s for 512 on the reference machine), so it is off by default
-  and runs for the first size only unless ``--reconstruct-all``;
+  and runs for the first size only unless ``--reconstruct-all``; ``--mirrors 2,4`` adds the same
+  command with ``--mirrors 2`` and ``--mirrors 4`` (mirror averaging);
 * with ``--baseline DIR``: every run also with the code of another checkout (``PYTHONPATH=DIR``,
   e.g. ``git worktree add /tmp/base <commit>``), alternated with this one run by run, so both
   see the same machine load; the ratios are printed;
@@ -142,6 +143,8 @@ def main() -> None:
     ap.add_argument("--xf", action="store_true", help="also the raw stack with an 85-degree .xf")
     ap.add_argument("--reconstruct", action="store_true", help="also `localet reconstruct` (first size only)")
     ap.add_argument("--reconstruct-all", action="store_true", help="`localet reconstruct` for every size")
+    ap.add_argument("--mirrors", default="", metavar="N[,N]",
+                    help="with --reconstruct: also `localet reconstruct --mirrors N` (2, 4) in the same run")
     ap.add_argument("--device", default="cpu", help="the commands' --device (cpu, cuda, cuda:N)")
     ap.add_argument("--threads", default="", help="comma-separated OMP_NUM_THREADS values to compare")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
@@ -170,10 +173,11 @@ def main() -> None:
             inputs = make_inputs(folder, n)
             print(f"\n{n} x {n} x {n // 4} from {N_VIEWS} views of {n}^2 "
                   f"({N_VIEWS * n * n * (n // 4) / 1e9:.2f} G voxel-updates)")
-            jobs = [("fbp", False)] + ([("fbp", True)] if args.xf else [])
+            jobs = [("fbp", False, [])] + ([("fbp", True, [])] if args.xf else [])
             if args.reconstruct_all or (args.reconstruct and i == 0):
-                jobs.append(("reconstruct", False))
-            for command, with_xf in jobs:
+                jobs.append(("reconstruct", False, []))
+                jobs += [("reconstruct", False, ["--mirrors", m]) for m in args.mirrors.split(",") if m]
+            for command, with_xf, options in jobs:
                 for threads in thread_values:
                     env_extra = dict(extra)
                     if threads is not None:
@@ -184,16 +188,18 @@ def main() -> None:
                             out = folder / f"out_{name}.mrc"
                             for stale in (out, out.with_name(out.name + "~")):
                                 stale.unlink(missing_ok=True)
-                            runs[name].append(run_child(localet_args(command, inputs, n, out, with_xf, args.device),
-                                                        child_env(tree, env_extra), folder))
-                    label = f"localet {command}" + (" --xf (85-degree, resampled)" if with_xf else "") + \
+                            runs[name].append(run_child(localet_args(command, inputs, n, out, with_xf, args.device)
+                                                        + options, child_env(tree, env_extra), folder))
+                    label = f"localet {command}" + "".join(f" {o}" for o in options) + \
+                        (" --xf (85-degree, resampled)" if with_xf else "") + \
                         (f", OMP_NUM_THREADS={threads}" if threads is not None else "")
                     print(f"  {label}")
                     for name, _ in trees:
                         b = best(runs[name])
                         all_walls = ", ".join(f"{r['wall_s']:.2f}" for r in runs[name])
                         print(f"    {name:8s} {fmt(b)}   runs: {all_walls} s")
-                        results.append({"size": n, "command": command, "xf": with_xf, "threads": threads,
+                        results.append({"size": n, "command": " ".join([command] + options), "xf": with_xf,
+                                        "threads": threads,
                                         "tree": name, **b, "walls": [r["wall_s"] for r in runs[name]]})
                     if args.baseline:
                         ratio = best(runs["baseline"])["wall_s"] / best(runs["this"])["wall_s"]

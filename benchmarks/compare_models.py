@@ -2,7 +2,7 @@
 one run: the quick comparison of training trials (docs/network.md) before a full
 `bench_quality.py` of the one worth shipping.
 
-    python benchmarks/compare_models.py --models localet-default,RUN/model.safetensors [--all-seeds]
+    python benchmarks/compare_models.py --models localet-default,RUN/model.safetensors [--all-seeds] [--mirrors 1,2,4]
 
 The test series are bench_quality.py's own (fixed seeds, never used in training): by default the
 first of set (a) (10 A, -60..60/3) and of each scheme of set (b) (the shifted family, 14 A,
@@ -37,10 +37,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="localet-default", help="comma-separated names or .safetensors paths")
     ap.add_argument("--all-seeds", action="store_true", help="every series of the sets (bench_quality's full sets)")
+    ap.add_argument("--mirrors", default="1", metavar="N[,N]",
+                    help="also score each model averaged with its mirror images (2, 4: reconstruct --mirrors)")
     args = ap.parse_args()
     methods = {"WBP": WBP(ramp=ETOMO_RADIAL, device="cpu")}
     for name in args.models.split(","):
-        methods[name] = Localet(name, device="cpu")
+        for m in (int(v) for v in args.mirrors.split(",")):
+            methods[name if m == 1 else f"{name} --mirrors {m}"] = Localet(name, device="cpu", mirrors=m)
     rows: Dict[str, Dict[str, List[Dict[str, float]]]] = {m: {"a": [], "b": []} for m in methods}
     seconds = {m: 0.0 for m in methods}
     for set_name, sets in (("a", TEST_A), ("b", TEST_B)):

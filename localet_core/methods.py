@@ -100,6 +100,8 @@ class Localet(Method):
             ``.safetensors`` path (loaded with its card).
         precision: ``fp32`` or ``bf16`` for the per-voxel layers.
         form: ``fast`` (factorised, exact) or ``direct`` (patch by patch, for checks).
+        mirrors: 1, or 2 or 4 to average the model with its mirror images
+            (:mod:`localet_core.network.mirror`): a little better, 2x or 4x the time.
     """
 
     model: Any = DEFAULT_MODEL
@@ -107,6 +109,7 @@ class Localet(Method):
     budget: Optional[int] = None
     precision: str = PRECISIONS[0]
     form: str = FORMS[0]
+    mirrors: int = 1
     card: Dict[str, Any] = field(default_factory=dict)
     name: ClassVar[str] = "localet"
     learned: ClassVar[bool] = True
@@ -120,15 +123,19 @@ class Localet(Method):
             from localet_core.network.modelfile import load_model
 
             self.model, self.card = load_model(self.model)
+        from localet_core.network.mirror import mirror_models
+
+        mirror_models(self.model, self.mirrors)  # FieldError now, not after the views are read
 
     def slabs(self, stack, geometry):
         from localet_core.network.inference import iter_model_slabs
 
         return iter_model_slabs(stack, geometry, self.model, resolve_device(self.device), self.budget,
-                                self.precision, self.form)
+                                self.precision, self.form, self.mirrors)
 
     def describe(self) -> str:
-        return f"localet ({self.card.get('name', 'model')}, {self.form}/{self.precision})"
+        mirrors = f", {self.mirrors} mirrors" if self.mirrors > 1 else ""
+        return f"localet ({self.card.get('name', 'model')}, {self.form}/{self.precision}{mirrors})"
 
 
 #: name -> method class

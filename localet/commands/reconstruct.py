@@ -43,9 +43,14 @@ Examples:
 @core_option("--form", type=click.Choice(config.FORMS), default=config.FORMS[0],
              setting=("localet_core.methods.Localet", "form"),
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
+@core_option("--mirrors", type=click.Choice(["1", "2", "4"]), default="1",
+             setting=("localet_core.methods.Localet", "mirrors"),
+             help="Average the network with its mirror images: 2 (along the tilt axis) or 4 (also across "
+                  "it). A little better (set (b) Pearson +0.007 with 4), 2x or 4x the time.")
 @reports_progress
 def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
-            offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form, validate):
+            offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form, mirrors,
+            validate):
     """Reconstruct a tilt series with a localized supervised network (denoised, wedge-filled).
 
     Inputs and the output grid are exactly those of `localet fbp` (IMOD conventions). Values
@@ -74,7 +79,8 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     guard_outputs(outputs, inputs=[stack, tlt, mdoc, xf, exclude, odd, even, model_file])
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
     device = resolve_device(device)
-    recon = Localet(model_name, device=device, budget=parse_memory(memory), precision=precision, form=form)
+    recon = Localet(model_name, device=device, budget=parse_memory(memory), precision=precision, form=form,
+                    mirrors=int(mirrors))
     card = recon.card
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
@@ -116,7 +122,8 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
             voxel = f"{geometry.voxel_size:.3f} A" if geometry.voxel_size else "unknown"
             click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "
                        f"{len(geometry.used_views)} of {geometry.n_views} views, model "
-                       f"{card.get('name', model_name)}, {form}/{precision} on {device}, "
+                       f"{card.get('name', model_name)}, {form}/{precision}"
+                       f"{f', {mirrors} mirrors' if mirrors != '1' else ''} on {device}, "
                        f"{time.perf_counter() - start:.1f} s", err=True)
             if validating:
                 _validate(series, recon, half_stacks, output)
