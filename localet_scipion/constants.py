@@ -3,6 +3,7 @@
 The names localet itself defines (half-map suffixes, the shipped model) come from
 :mod:`localet_core.contracts`, so the plugin and the CLI cannot drift apart.
 """
+from localet_core.config import MIRRORS
 from localet_core.contracts.model_card import DEFAULT_MODEL
 from localet_core.contracts.naming import EVEN, ODD, VOLUME_SUFFIX  # noqa: F401  (ODD, EVEN: for the boxes)
 
@@ -30,6 +31,7 @@ METHOD_PRETRAINED = 0
 METHOD_TRAINED = 1
 METHOD_WBP = 2
 METHOD_CHOICES = ["localet pretrained", "localet trained model", "WBP (localet fbp)"]
+MIRROR_CHOICES = [str(m) for m in MIRRORS]  # localet reconstruct --mirrors; the first is "off"
 
 #: Name of the model shipped with localet (``localet reconstruct --model``).
 PRETRAINED_MODEL = DEFAULT_MODEL

@@ -43,7 +43,7 @@ Examples:
 @core_option("--form", type=click.Choice(config.FORMS), default=config.FORMS[0],
              setting=("localet_core.methods.Localet", "form"),
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
-@core_option("--mirrors", type=click.Choice(["1", "2", "4"]), default="1",
+@core_option("--mirrors", type=click.Choice([str(m) for m in config.MIRRORS]), default="1",
              setting=("localet_core.methods.Localet", "mirrors"),
              help="Average the network with its mirror images: 2 (along the tilt axis) or 4 (also across "
                   "it). A little better (set (b) Pearson +0.007 with 4), 2x or 4x the time.")

@@ -18,13 +18,10 @@ from typing import List
 
 import torch
 
+from localet_core.config import MIRRORS
 from localet_core.errors import FieldError
 
 __all__ = ["MIRRORS", "mirror_model", "mirror_models"]
-
-#: the counts of models ``mirror_models`` can give: the model alone, + its image along the tilt
-#: axis, + its images across the axis and across both
-MIRRORS = (1, 2, 4)
 
 
 def _flip_coefficients(coeffs: torch.Tensor, rows: bool, columns: bool) -> torch.Tensor:

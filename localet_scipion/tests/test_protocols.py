@@ -22,7 +22,7 @@ import mrcfile
 import numpy as np
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from localet_scipion.constants import METHOD_PRETRAINED, METHOD_TRAINED, METHOD_WBP
+from localet_scipion.constants import METHOD_PRETRAINED, METHOD_TRAINED, METHOD_WBP, MIRROR_CHOICES
 from localet_scipion.tests import scipion_env
 from localet_scipion.tests.simulate import rotation_xf, write_series
 
@@ -270,6 +270,18 @@ class TestLocaletScipion(BaseTest):
         self.assertAlmostEqual(prot.Tomograms.getSamplingRate(), 2 * PIXEL)
         with mrcfile.open(tomo.getFileName(), header_only=True) as m:
             self.assertAlmostEqual(float(m.voxel_size.x), 2 * PIXEL, places=3)
+
+    def test_mirror_averaging_reaches_the_cli(self):
+        """'Mirror averaging' = 4: the box runs `localet reconstruct --mirrors 4`, and its tomogram
+        is the command's."""
+        prot = self.reconstruct("mirrors4", self.importPlain(), method=METHOD_PRETRAINED,
+                                mirrors=MIRROR_CHOICES.index("4"))
+        self.assertIn("--mirrors 4", open(prot.getStdoutLog()).read())
+        tomo = self._tomos(prot)["TS_01"]
+        f = self.files["TS_01"]
+        out = os.path.join(ROOT, "cli_mirrors4.mrc")
+        _cli("reconstruct", f["stack"], "--tlt", f["tlt"], "--thickness", THICKNESS, "--mirrors", "4", "-o", out)
+        np.testing.assert_allclose(_read(tomo.getFileName()), _read(out), rtol=0, atol=1e-5)
 
     def test_fsc_half_maps_and_reference(self):
         from localet_scipion.convert import fscCurve, fscResolutions
