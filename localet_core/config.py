@@ -90,9 +90,9 @@ PRECISIONS = ("fp32", "bf16")
 #: Forms of inference, the first the default: ``fast`` (factorised first layer, exact) or
 #: ``direct`` (patch by patch, for checks).
 FORMS = ("fast", "direct")
-#: ``localet reconstruct --mirrors``: the model alone, + its mirror image along the tilt axis, + its
-#: images across the axis and across both (:mod:`localet_core.network.mirror`)
-MIRRORS = (1, 2, 4)
+#: ``localet reconstruct --mirrors``: the model alone, + its mirror image in Y (along the tilt axis),
+#: + its images in X and in both, + those four mirrored in Z (:mod:`localet_core.network.mirror`)
+MIRRORS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)

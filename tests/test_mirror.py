@@ -39,8 +39,9 @@ def _model(context: int = 0) -> LocalizedNet:
 
 @pytest.mark.parametrize("context", [0, 2])
 def test_a_mirrored_model_is_the_model_run_on_the_mirrored_stack(series, context):
-    """Along the tilt axis: rows flipped; across it: columns flipped and the angles negated (an
-    asymmetric range, -54..60, so the negated angles are other angles)."""
+    """In Y (along the tilt axis): rows flipped; in X: columns flipped and the angles negated; in
+    Z: the angles negated; all three: rows and columns flipped (an asymmetric range, -54..60, so
+    the negated angles are other angles; the box's Z centre is the volume's)."""
     s, config = series
     stack = np.asarray(s.stack, dtype=np.float32)
     angles = np.asarray(s.angles, dtype=np.float64)
@@ -51,11 +52,15 @@ def test_a_mirrored_model_is_the_model_run_on_the_mirrored_stack(series, context
 
     plain = run(model, stack, angles)
     span = float(np.ptp(plain))
-    along = run(mirror_model(model, rows=True, columns=False), stack, angles)
-    assert np.abs(along - run(model, stack[:, ::-1, :], angles)[:, ::-1, :]).max() < 1e-5 * span
-    across = run(mirror_model(model, rows=False, columns=True), stack, angles)
-    assert np.abs(across - run(model, stack[:, :, ::-1], -angles)[:, :, ::-1]).max() < 1e-5 * span
-    assert np.abs(along - plain).max() > 1e-2 * span  # a mirror image is another model
+    flipped = {(True, False, False): (stack[:, ::-1, :], angles, (slice(None), slice(None, None, -1), slice(None))),
+               (False, True, False): (stack[:, :, ::-1], -angles, (slice(None), slice(None), slice(None, None, -1))),
+               (False, False, True): (stack, -angles, (slice(None, None, -1), slice(None), slice(None))),
+               (True, True, True): (stack[:, ::-1, ::-1], angles, (slice(None, None, -1), slice(None, None, -1),
+                                                                   slice(None, None, -1)))}
+    for (y, x, z), (data, a, back) in flipped.items():
+        mirrored = run(mirror_model(model, y=y, x=x, z=z), stack, angles)
+        assert np.abs(mirrored - run(model, data, a)[back]).max() < 1e-5 * span, (y, x, z)
+        assert np.abs(mirrored - plain).max() > 1e-2 * span  # a mirror image is another model
 
 
 def test_mirror_averages_in_the_fast_and_the_direct_form(series):
@@ -64,16 +69,17 @@ def test_mirror_averages_in_the_fast_and_the_direct_form(series):
     geometry = _geometry(s.angles, config)
     model = _model()
     one = Localet(model, device="cpu").volume(stack, geometry)
-    models = mirror_models(model, 4)
-    mean = np.mean([Localet(m, device="cpu").volume(stack, geometry) for m in models], axis=0)
-    fast = Localet(model, device="cpu", mirrors=4).volume(stack, geometry)
-    direct = Localet(model, device="cpu", mirrors=4, form="direct").volume(stack, geometry)
+    models = mirror_models(model, 8)
+    mean = mean_of(models, stack, geometry)
+    fast = Localet(model, device="cpu", mirrors=8).volume(stack, geometry)
+    direct = Localet(model, device="cpu", mirrors=8, form="direct").volume(stack, geometry)
     span = float(np.ptp(one))
     assert np.abs(fast - mean).max() < 1e-5 * span
     assert np.abs(direct - fast).max() < 1e-5 * span
     assert np.abs(fast - one).max() > 1e-2 * span
-    two = Localet(model, device="cpu", mirrors=2).volume(stack, geometry)
-    assert np.abs(two - mean_of(models[:2], stack, geometry)).max() < 1e-5 * span
+    for count in (2, 4):
+        part = Localet(model, device="cpu", mirrors=count).volume(stack, geometry)
+        assert np.abs(part - mean_of(models[:count], stack, geometry)).max() < 1e-5 * span
 
 
 def mean_of(models, stack, geometry):
@@ -83,6 +89,8 @@ def mean_of(models, stack, geometry):
 def test_mirrors_are_refused_where_they_do_not_apply():
     with pytest.raises(FieldError, match="mirrors"):
         Localet(_model(), device="cpu", mirrors=3)
+    with pytest.raises(FieldError, match="mirrors"):
+        Localet(_model(), device="cpu", mirrors=16)
     encoder = LocalizedNet(ModelConfig(patch_size=5, channels=2, hidden=(4,), n_angle_basis=3, encoder=(2,),
                                        encoder_channels=2))
     with pytest.raises(FieldError, match="encoder"):

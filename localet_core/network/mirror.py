@@ -1,15 +1,16 @@
-"""Mirror images of a model, for self-ensembling (``localet reconstruct --mirrors 2|4``).
+"""Mirror images of a model, for self-ensembling (``localet reconstruct --mirrors 2|4|8``).
 
 A model with a linear first layer sees a voxel through its kernels ``W_k(theta)[i, j]`` (rows
-``i`` along the tilt axis, columns ``j`` across it). Reconstructing the stack flipped along its
-rows and flipping the volume back is the same as reconstructing the original stack with the
-kernels flipped along ``i``; reconstructing it flipped along its columns with the angles negated
-(a mirror across the tilt axis) is the same as flipping the kernels along ``j`` and negating
-the angle they depend on: ``P_m(-t) = (-1)^m P_m(t)``, so Legendre coefficient ``m`` changes sign
-for odd ``m``. The mirrored models are therefore valid reconstructions of the original data in
-any geometry (``.xf``, offsets, X-axis tilt: nothing is flipped but the weights), and averaging
-their volumes averages out what the network's learned kernels do not share with their mirror
-images. Measured on bench_quality's sets: docs/network.md, "Mirror averaging".
+``i`` along the tilt axis Y, columns ``j`` across it). A tilt series of the volume mirrored in
+Y is the series with its rows flipped; mirrored in X, its columns flipped and its angles
+negated; mirrored in Z, its angles negated. Reconstructing such a mirrored series and mirroring
+the volume back is therefore the same as reconstructing the original series with the kernels
+flipped along ``i`` (Y), along ``j`` (X), and/or taken at the negated angle (X and Z):
+``P_m(-t) = (-1)^m P_m(t)``, so Legendre coefficient ``m`` changes sign for odd ``m``. The
+mirrored models are valid reconstructions of the original data in any geometry (``.xf``,
+offsets, X-axis tilt: nothing is flipped but the weights), and averaging their volumes averages
+out what the network's learned kernels do not share with their mirror images. Measured on
+bench_quality's sets: docs/network.md, "Mirror averaging".
 """
 from __future__ import annotations
 
@@ -24,22 +25,25 @@ from localet_core.errors import FieldError
 __all__ = ["MIRRORS", "mirror_model", "mirror_models"]
 
 
-def _flip_coefficients(coeffs: torch.Tensor, rows: bool, columns: bool) -> torch.Tensor:
-    """``coeffs (K, M, P, P)`` Legendre coefficients of kernels, mirrored (see module)."""
+def _flip_coefficients(coeffs: torch.Tensor, rows: bool, columns: bool, angles: bool) -> torch.Tensor:
+    """``coeffs (K, M, P, P)`` Legendre coefficients of kernels, flipped along the rows and/or
+    the columns, and/or for the negated angle (see the module docstring)."""
     out = coeffs
     if rows:
         out = out.flip(-2)
     if columns:
+        out = out.flip(-1)
+    if angles:
         sign = torch.tensor([(-1.0) ** m for m in range(coeffs.shape[1])], dtype=coeffs.dtype,
                             device=coeffs.device)
-        out = out.flip(-1) * sign[None, :, None, None]
+        out = out * sign[None, :, None, None]
     return out
 
 
-def mirror_model(model: torch.nn.Module, rows: bool, columns: bool) -> torch.nn.Module:
-    """A copy of ``model`` (a :class:`~localet_core.network.model.LocalizedNet`) whose output on
-    a tilt series is the volume the model gives on that series mirrored along the tilt axis
-    (``rows``) and/or across it with the angles negated (``columns``), mirrored back.
+def mirror_model(model: torch.nn.Module, y: bool = False, x: bool = False, z: bool = False) -> torch.nn.Module:
+    """A copy of ``model`` (a :class:`~localet_core.network.model.LocalizedNet`) whose volume
+    from a tilt series is the one the model gives from the series of the volume mirrored in
+    ``y`` (along the tilt axis), ``x`` and/or ``z``, mirrored back.
 
     Raises:
         FieldError: ``mirrors``, for a model with a per-view encoder or a 3D head (their
@@ -49,18 +53,23 @@ def mirror_model(model: torch.nn.Module, rows: bool, columns: bool) -> torch.nn.
     if config.encoder or config.volume_head:
         raise FieldError("mirrors", "needs a model without a per-view encoder or 3D head "
                                     f"(this one has {'an encoder' if config.encoder else 'a 3D head'})")
+    flips = dict(rows=y, columns=x, angles=x != z)  # X: columns and angles; Z: angles
     out = copy.deepcopy(model)
     with torch.no_grad():
-        out.coeffs.copy_(_flip_coefficients(model.coeffs, rows, columns))
+        out.coeffs.copy_(_flip_coefficients(model.coeffs, **flips))
         if config.context_channels:
-            out.context_coeffs.copy_(_flip_coefficients(model.context_coeffs, rows, columns))
+            out.context_coeffs.copy_(_flip_coefficients(model.context_coeffs, **flips))
     return out
 
 
+#: the mirrors (y, x, z) of each count: the model; + its image in Y; + in X and in both; + in Z
+_GROUP = [(False, False, False), (True, False, False), (False, True, False), (True, True, False),
+          (False, False, True), (True, False, True), (False, True, True), (True, True, True)]
+
+
 def mirror_models(model: torch.nn.Module, count: int) -> List[torch.nn.Module]:
-    """``[model]`` (count 1), with its mirror image along the tilt axis (2), and with its images
-    across the axis and across both (4)."""
+    """``[model]`` (count 1), with its mirror image in Y (2), in X and in both (4), and the same
+    four mirrored in Z (8)."""
     if count not in MIRRORS:
         raise FieldError("mirrors", f"must be one of {', '.join(map(str, MIRRORS))}, got {count!r}")
-    flips = [(False, False), (True, False), (False, True), (True, True)][:count]
-    return [model] + [mirror_model(model, r, c) for r, c in flips[1:]]
+    return [model] + [mirror_model(model, *flips) for flips in _GROUP[1:count]]
