@@ -97,7 +97,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one series per set (a smoke run)")
     ap.add_argument("--record-card", action="store_true",
                     help="write the means into the model file's card (its 'benchmark' entry)")
+    ap.add_argument("--mirrors", type=int, default=1, help="localet reconstruct --mirrors N for the model (1, 2, 4)")
     args = ap.parse_args()
+    if args.record_card and args.mirrors != 1:
+        ap.error("--record-card records the model's own scores: leave --mirrors at 1")
     torch.manual_seed(0)
     t0 = time.time()
     model, card = load_model(args.model)
@@ -105,7 +108,7 @@ def main() -> None:
         "WBP": WBP(ramp=ETOMO_RADIAL, device="cpu").volume,
         "SIRT": SIRT(iterations=20, device="cpu").volume,
         "linear filter": Localet(fit_linear(args.quick), device="cpu").volume,
-        "localet": Localet(model, device="cpu").volume,
+        "localet": Localet(model, device="cpu", mirrors=args.mirrors).volume,
     }
     results: Dict[str, Dict[str, List[Dict[str, float]]]] = {}
     examples = {}
@@ -125,7 +128,7 @@ def main() -> None:
     means = {s: {m: {k: float(np.mean([r[k] for r in rows])) for k in METRICS} for m, rows in per.items()}
              for s, per in results.items()}
     checks = floors(means)
-    write_report(args.out, means, checks, card, time.time() - t0, args.quick)
+    write_report(args.out, means, checks, card, time.time() - t0, args.quick, args.mirrors)
     plot(args.out.with_suffix(".png"), means, examples)
     if args.record_card and not args.quick:
         record_in_card(args.model, means)
@@ -170,10 +173,11 @@ def record_in_card(model_name: str, means) -> None:
     print(f"recorded the means in {path}")
 
 
-def write_report(out: Path, means, checks, card, seconds: float, quick: bool) -> None:
+def write_report(out: Path, means, checks, card, seconds: float, quick: bool, mirrors: int = 1) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
+    averaged = f", averaged with its mirror images (`--mirrors {mirrors}`)" if mirrors > 1 else ""
     lines = [f"# Quality benchmark ({'quick smoke run' if quick else 'full'}; `python benchmarks/bench_quality.py`)", "",
-             f"Model: `{card.get('name')}` (trained on simulated data only). Scores inside the ice slab after a "
+             f"Model: `{card.get('name')}`{averaged} (trained on simulated data only). Scores inside the ice slab after a "
              "least-squares affine fit; FSC against the ground truth; wedge = correlation inside the missing wedge "
              "(over the slab, and over the particles alone).", ""]
     for s, title in (("a", "(a) training family, new seeds"), ("b", "(b) shifted family (other templates, objects, "

@@ -100,8 +100,8 @@ class Localet(Method):
             ``.safetensors`` path (loaded with its card).
         precision: ``fp32`` or ``bf16`` for the per-voxel layers.
         form: ``fast`` (factorised, exact) or ``direct`` (patch by patch, for checks).
-        mirrors: 1, or 2, 4 or 8 to average the model with its mirror images
-            (:mod:`localet_core.network.mirror`): a little better, 2-8x the time.
+        mirrors: 1, or 2 or 4 to average the model with its mirror images
+            (:mod:`localet_core.network.mirror`): a little better, 2x or 4x the time.
     """
 
     model: Any = DEFAULT_MODEL

@@ -69,15 +69,15 @@ def test_mirror_averages_in_the_fast_and_the_direct_form(series):
     geometry = _geometry(s.angles, config)
     model = _model()
     one = Localet(model, device="cpu").volume(stack, geometry)
-    models = mirror_models(model, 8)
+    models = mirror_models(model, 4)
     mean = mean_of(models, stack, geometry)
-    fast = Localet(model, device="cpu", mirrors=8).volume(stack, geometry)
-    direct = Localet(model, device="cpu", mirrors=8, form="direct").volume(stack, geometry)
+    fast = Localet(model, device="cpu", mirrors=4).volume(stack, geometry)
+    direct = Localet(model, device="cpu", mirrors=4, form="direct").volume(stack, geometry)
     span = float(np.ptp(one))
     assert np.abs(fast - mean).max() < 1e-5 * span
     assert np.abs(direct - fast).max() < 1e-5 * span
     assert np.abs(fast - one).max() > 1e-2 * span
-    for count in (2, 4):
+    for count in (2,):
         part = Localet(model, device="cpu", mirrors=count).volume(stack, geometry)
         assert np.abs(part - mean_of(models[:count], stack, geometry)).max() < 1e-5 * span
 
@@ -90,7 +90,7 @@ def test_mirrors_are_refused_where_they_do_not_apply():
     with pytest.raises(FieldError, match="mirrors"):
         Localet(_model(), device="cpu", mirrors=3)
     with pytest.raises(FieldError, match="mirrors"):
-        Localet(_model(), device="cpu", mirrors=16)
+        Localet(_model(), device="cpu", mirrors=8)
     encoder = LocalizedNet(ModelConfig(patch_size=5, channels=2, hidden=(4,), n_angle_basis=3, encoder=(2,),
                                        encoder_channels=2))
     with pytest.raises(FieldError, match="encoder"):

@@ -45,8 +45,8 @@ Examples:
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
 @core_option("--mirrors", type=click.Choice([str(m) for m in config.MIRRORS]), default="1",
              setting=("localet_core.methods.Localet", "mirrors"),
-             help="Average the network with its mirror images: 2 (in Y, along the tilt axis), 4 (also in "
-                  "X) or 8 (also in Z). A little better (set (b) Pearson +0.007 with 4), 2-8x the time.")
+             help="Average the network with its mirror images: 2 (in Y, along the tilt axis) or 4 (also "
+                  "in X). A little better (set (b) Pearson +0.007 with 4), 2x or 4x the time.")
 @reports_progress
 def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form, mirrors,

@@ -389,9 +389,9 @@ def iter_model_slabs(
     """Network reconstruction of a raw ``stack`` ``(n_views, ny, nx)`` as ``(y0, y1, (nz, rows,
     nx) float32)`` slabs in order, in the network's units.
 
-    With ``mirrors`` 2, 4 or 8 each slab is the mean of the model's and its mirror images'
-    slabs (:mod:`localet_core.network.mirror`), computed one after the other on the same
-    filtered views and back-projector (2-8x the time, little more memory).
+    With ``mirrors`` 2 or 4 each slab is the mean of the model's and its mirror images' slabs
+    (:mod:`localet_core.network.mirror`), computed one after the other on the same filtered
+    views and back-projector (2x or 4x the time, little more memory).
 
     Under torchrun every rank must iterate this to the end; only rank 0 yields (the others
     compute their share of the slabs and send them, see

@@ -88,8 +88,8 @@ class ProtLocaletReconstruct(ProtLocaletBase):
                       condition=f"method!={METHOD_WBP}", expertLevel=params.LEVEL_ADVANCED,
                       label="Mirror averaging",
                       help="Average the network with its mirror images (localet reconstruct "
-                           "--mirrors): 2 (in Y, along the tilt axis), 4 (also in X) or 8 (also "
-                           "in Z). A little better, 2-8x the time.")
+                           "--mirrors): 2 (in Y, along the tilt axis) or 4 (also in X). A little "
+                           "better, 2x or 4x the time.")
         self._addComputeParams(form)
 
     # -------------------------------------------------------------------------- steps
