@@ -40,6 +40,7 @@ FLAGS = {
     "model": "--model",
     "precision": "--precision",
     "form": "--form",
+    "mirrors": "--mirrors",
     "patch_size": "--patch-size",
     "step": "--step",
     "channels": "--channels",

@@ -43,7 +43,7 @@ Examples:
 @core_option("--form", type=click.Choice(config.FORMS), default=config.FORMS[0],
              setting=("localet_core.methods.Localet", "form"),
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
-@core_option("--mirrors", type=click.Choice([str(m) for m in config.MIRRORS]), default="1",
+@core_option("--mirrors", type=int, default=config.MIRRORS[0], metavar="|".join(map(str, config.MIRRORS)),
              setting=("localet_core.methods.Localet", "mirrors"),
              help="Average the network with its mirror images: 2 (in Y, along the tilt axis) or 4 (also "
                   "in X). A little better (set (b) Pearson +0.007 with 4), 2x or 4x the time.")
@@ -80,7 +80,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
     options = build_output_options(thickness, width, binning, shift, offset, x_axis_tilt)
     device = resolve_device(device)
     recon = Localet(model_name, device=device, budget=parse_memory(memory), precision=precision, form=form,
-                    mirrors=int(mirrors))
+                    mirrors=mirrors)
     card = recon.card
     series = load_tilt_series(stack, tlt=tlt, xf=xf, aln=aln, exclude=exclude, mdoc=mdoc,
                               pixel_size=pixel_size, output=options)
@@ -123,7 +123,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, w
             click.echo(f"{output}: {nx} x {ny} x {nz} (x, y, z), voxel {voxel}, "
                        f"{len(geometry.used_views)} of {geometry.n_views} views, model "
                        f"{card.get('name', model_name)}, {form}/{precision}"
-                       f"{f', {mirrors} mirrors' if mirrors != '1' else ''} on {device}, "
+                       f"{f', {mirrors} mirrors' if mirrors > 1 else ''} on {device}, "
                        f"{time.perf_counter() - start:.1f} s", err=True)
             if validating:
                 _validate(series, recon, half_stacks, output)
