@@ -17,7 +17,7 @@ often a finer pixel. :func:`read_map_template` turns it into a template of the s
    voxel. A map whose peak is not 8 times that noise has no molecule and is refused. Outside it the map is
    solvent, set to 0 (a one-voxel soft edge). The map is then moved so the molecule's centre
    of mass lies at index ``(N - 1) / 2``, and cropped to a cube of even size N holding it.
-4. Scale it so that the mean of the 20 A low-passed molecule inside Otsu's mask is
+4. Scale it so that the mean of the 20 A low-passed map inside the molecule's mask (3.) is
    :data:`TARGET_MEAN_V` (1.05 V): the two shipped apoferritins (horse 4V1W, human 6Z6U) give
    0.94 and 1.16 V by the same rule, the ribosome 1.33 V, the spliceosome 0.88 V, the SH1 virus
    0.65 V. A user map therefore gets the contrast of an average protein, within the spread of the
