@@ -123,9 +123,9 @@ class Localet(Method):
             from localet_core.network.modelfile import load_model
 
             self.model, self.card = load_model(self.model)
-        from localet_core.network.mirror import mirror_models
+        from localet_core.network.mirror import check_mirrors
 
-        mirror_models(self.model, self.mirrors)  # FieldError now, not after the views are read
+        check_mirrors(self.model, self.mirrors)  # FieldError now, not after the views are read
 
     def slabs(self, stack, geometry):
         from localet_core.network.inference import iter_model_slabs

@@ -143,6 +143,16 @@ class FastForm:
                 self.matrix_t = transpose_csr(self.matrix)
         self.head = model if self.dtype == torch.float32 else _cast_copy(model, self.dtype)
 
+    def with_first_layer(self, model: LocalizedNet) -> "FastForm":
+        """This form on the same views, back-projector and per-voxel layers, with ``model``'s
+        first-layer kernels (a mirror image of this form's model: same config and later layers;
+        :mod:`localet_core.network.mirror`)."""
+        other = copy.copy(self)
+        other.model = model
+        with torch.no_grad():
+            other.conv_weight, other.ctx_weight, other.bias = other._first_weights(self.angles)
+        return other
+
     def _first_weights(self, angles: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """The grouped-convolution weights ``(n * K_lin, 1, P, P)`` and (context channels, else
         None) ``(n * Kc, 1, Pc, Pc)``, and the bias ``(K,)``."""
@@ -417,14 +427,7 @@ def iter_model_slabs(
             return slabs[0] if len(slabs) == 1 else np.mean(slabs, axis=0, dtype=np.float32)
     else:
         fast = FastForm(model, images, geometry, precision, budget=budget)
-        forms = [fast]
-        for mirrored in models[1:]:
-            # the same views, back-projector and per-voxel layers; only the kernels differ
-            form_m = copy.copy(fast)
-            form_m.model = mirrored
-            with torch.no_grad():
-                form_m.conv_weight, form_m.ctx_weight, form_m.bias = form_m._first_weights(fast.angles)
-            forms.append(form_m)
+        forms = [fast] + [fast.with_first_layer(mirrored) for mirrored in models[1:]]
         rows = fast.rows_per_slab(budget)
         ranges = slab_ranges(geometry.output_shape[1], rows)
         z_chunk = fast.z_chunk(budget, rows)
@@ -432,8 +435,10 @@ def iter_model_slabs(
         def compute(y0: int, y1: int) -> np.ndarray:
             with torch.no_grad():
                 out = forms[0].slab(y0, y1, z_chunk)
-                for other in forms[1:]:
-                    out = out + other.slab(y0, y1, z_chunk)
-                return (out / len(forms)).cpu().numpy()
+                if len(forms) > 1:  # the default (one form) returns its slab untouched
+                    for other in forms[1:]:  # not in place: a form may hand out a buffer it reuses
+                        out = out + other.slab(y0, y1, z_chunk)
+                    out = out / len(forms)
+                return out.cpu().numpy()
 
     yield from distribute_slabs(ranges, compute, geometry.output_shape, device)

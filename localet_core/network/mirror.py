@@ -22,7 +22,7 @@ import torch
 from localet_core.config import MIRRORS
 from localet_core.errors import FieldError
 
-__all__ = ["MIRRORS", "mirror_model", "mirror_models"]
+__all__ = ["MIRRORS", "check_mirrors", "mirror_model", "mirror_models"]
 
 
 def _flip_coefficients(coeffs: torch.Tensor, rows: bool, columns: bool, angles: bool) -> torch.Tensor:
@@ -40,6 +40,22 @@ def _flip_coefficients(coeffs: torch.Tensor, rows: bool, columns: bool, angles: 
     return out
 
 
+def _check_mirrorable(model: torch.nn.Module) -> None:
+    config = model.config
+    if config.encoder or config.volume_head:
+        raise FieldError("mirrors", "needs a model without a per-view encoder or 3D head "
+                                    f"(this one has {'an encoder' if config.encoder else 'a 3D head'})")
+
+
+def check_mirrors(model: torch.nn.Module, count: int) -> None:
+    """Raise :class:`FieldError` (``mirrors``) unless ``count`` mirrors of ``model`` can be made:
+    a count in :data:`MIRRORS`, and a model without an encoder or 3D head when it is over 1."""
+    if count not in MIRRORS:
+        raise FieldError("mirrors", f"must be one of {', '.join(map(str, MIRRORS))}, got {count!r}")
+    if count > 1:
+        _check_mirrorable(model)
+
+
 def mirror_model(model: torch.nn.Module, y: bool = False, x: bool = False, z: bool = False) -> torch.nn.Module:
     """A copy of ``model`` (a :class:`~localet_core.network.model.LocalizedNet`) whose volume
     from a tilt series is the one the model gives from the series of the volume mirrored in
@@ -49,10 +65,8 @@ def mirror_model(model: torch.nn.Module, y: bool = False, x: bool = False, z: bo
         FieldError: ``mirrors``, for a model with a per-view encoder or a 3D head (their
             convolutions are not mirrored here).
     """
+    _check_mirrorable(model)
     config = model.config
-    if config.encoder or config.volume_head:
-        raise FieldError("mirrors", "needs a model without a per-view encoder or 3D head "
-                                    f"(this one has {'an encoder' if config.encoder else 'a 3D head'})")
     flips = dict(rows=y, columns=x, angles=x != z)  # X: columns and angles; Z: angles
     out = copy.deepcopy(model)
     with torch.no_grad():
@@ -69,6 +83,5 @@ _GROUP = [(False, False, False), (True, False, False), (False, True, False), (Tr
 
 def mirror_models(model: torch.nn.Module, count: int) -> List[torch.nn.Module]:
     """``[model]`` (count 1), with its mirror image in Y (2), and in X and in both (4)."""
-    if count not in MIRRORS:
-        raise FieldError("mirrors", f"must be one of {', '.join(map(str, MIRRORS))}, got {count!r}")
+    check_mirrors(model, count)
     return [model] + [mirror_model(model, *flips) for flips in _GROUP[1:count]]

@@ -29,6 +29,7 @@ __all__ = [
     "template_metadata",
     "ice_potential",
     "load_template",
+    "lowpass_cube",
     "lowpass_template",
     "random_rotation",
     "rotate_resample",
@@ -91,21 +92,27 @@ def template_radius(pdb_id: str) -> float:
     return float(template_metadata()["templates"][pdb_id.lower()]["radius_A"])
 
 
+def lowpass_cube(vol: torch.Tensor, pixel: float, resolution: float) -> torch.Tensor:
+    """``vol`` (N, N, N) sampled at ``pixel`` A, low-passed to ``resolution`` A: a raised-cosine
+    edge from 0.8 to 1.0 of that frequency (at ``resolution`` = twice a coarser grid's pitch,
+    the band limit that keeps trilinear sampling onto that grid from aliasing)."""
+    n = vol.shape[0]
+    fz = torch.fft.fftfreq(n, d=pixel)
+    fx = torch.fft.rfftfreq(n, d=pixel)
+    s = torch.sqrt(fz[:, None, None] ** 2 + fz[None, :, None] ** 2 + fx[None, None, :] ** 2)
+    cut = 1.0 / resolution
+    edge = torch.clamp((cut - s) / (0.2 * cut), 0.0, 1.0)
+    filt = 0.5 - 0.5 * torch.cos(math.pi * edge)
+    return torch.fft.irfftn(torch.fft.rfftn(vol) * filt, s=vol.shape)
+
+
 @lru_cache(maxsize=256)
 def _lowpassed(pdb_id: str, voxel_size: float) -> Tuple[torch.Tensor, float]:
     arr, pixel = load_template(pdb_id)
     vol = torch.from_numpy(arr)
     if voxel_size > pixel * 1.0001:
-        # Band-limit to the target Nyquist before resampling onto a coarser grid, so trilinear
-        # sampling does not alias; raised-cosine edge from 0.8 to 1.0 of the target Nyquist.
-        n = vol.shape[0]
-        fz = torch.fft.fftfreq(n, d=pixel)
-        fx = torch.fft.rfftfreq(n, d=pixel)
-        s = torch.sqrt(fz[:, None, None] ** 2 + fz[None, :, None] ** 2 + fx[None, None, :] ** 2)
-        nyq = 1.0 / (2.0 * voxel_size)
-        edge = torch.clamp((nyq - s) / (0.2 * nyq), 0.0, 1.0)
-        filt = 0.5 - 0.5 * torch.cos(math.pi * edge)
-        vol = torch.fft.irfftn(torch.fft.rfftn(vol) * filt, s=vol.shape)
+        # band-limit to the target Nyquist before resampling onto the coarser grid
+        vol = lowpass_cube(vol, pixel, 2.0 * voxel_size)
     return vol.contiguous(), pixel
 
 

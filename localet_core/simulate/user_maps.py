@@ -87,19 +87,6 @@ def map_key(entry: str) -> str:
     return str(Path(str(entry)).expanduser().resolve())
 
 
-def _lowpass(vol: torch.Tensor, pixel: float, resolution: float) -> torch.Tensor:
-    """``vol`` (N, N, N) low-passed to ``resolution`` A with a raised-cosine edge from 0.8 to
-    1.0 of that frequency (the shipped templates' filter)."""
-    n = vol.shape[0]
-    fz = torch.fft.fftfreq(n, d=pixel, dtype=torch.float64)
-    fx = torch.fft.rfftfreq(n, d=pixel, dtype=torch.float64)
-    s = torch.sqrt(fz[:, None, None] ** 2 + fz[None, :, None] ** 2 + fx[None, None, :] ** 2)
-    cut = 1.0 / resolution
-    edge = torch.clamp((cut - s) / (0.2 * cut), 0.0, 1.0)
-    filt = (0.5 - 0.5 * torch.cos(math.pi * edge)).to(torch.float32)
-    return torch.fft.irfftn(torch.fft.rfftn(vol) * filt, s=vol.shape)
-
-
 def _faces(vol: np.ndarray) -> np.ndarray:
     """The values on the six faces of a box (z, y, x), flattened: its solvent."""
     return np.concatenate([vol[0].ravel(), vol[-1].ravel(), vol[:, 0].ravel(), vol[:, -1].ravel(),
@@ -135,16 +122,13 @@ def _main_components(mask: np.ndarray, keep: float = 0.05) -> np.ndarray:
 
 
 def _resample(vol: torch.Tensor, pixel: float, new_pixel: float) -> Tuple[torch.Tensor, float]:
-    """``vol`` (N, N, N) at ``pixel`` A, low-passed to ``new_pixel``'s Nyquist and sampled
+    """``vol`` (N, N, N) at ``pixel`` A, band-limited to ``new_pixel``'s Nyquist and sampled
     trilinearly on an even grid of pitch ``new_pixel`` about the same centre."""
-    n = vol.shape[0]
-    vol = _lowpass(vol, pixel, 2.0 * new_pixel)
-    m = max(8, 2 * int(math.ceil(n * pixel / new_pixel / 2.0)))
-    ax = (torch.arange(m, dtype=torch.float32) - (m - 1) / 2.0) * (new_pixel / pixel) / ((n - 1) / 2.0)
-    grid = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij")[::-1], dim=-1)  # (x, y, z)
-    out = F.grid_sample(vol[None, None], grid[None], mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
-    return out[0, 0], new_pixel
+    from .templates import lowpass_cube, rotate_resample
+
+    m = max(8, 2 * int(math.ceil(vol.shape[0] * pixel / new_pixel / 2.0)))
+    smooth = lowpass_cube(vol, pixel, 2.0 * new_pixel)
+    return rotate_resample(smooth, pixel, torch.eye(3), new_pixel, m), new_pixel
 
 
 def _zyx_order(path: Path) -> Tuple[int, int, int]:
@@ -175,6 +159,8 @@ def _zyx_order(path: Path) -> Tuple[int, int, int]:
 def _prepared(path: str, size: int, mtime_ns: int) -> MapTemplate:
     from localet_core.io.mrc_read import read_volume, read_volume_header
 
+    from .templates import lowpass_cube  # (templates imports this module)
+
     p = Path(path)
     header = read_volume_header(p)  # sizes checked before any data is read
     if min(header.shape) < 8:
@@ -198,7 +184,7 @@ def _prepared(path: str, size: int, mtime_ns: int) -> MapTemplate:
     t = torch.from_numpy(np.ascontiguousarray(np.pad(data, pads, mode="symmetric"), dtype=np.float32))
     if pixel < MAP_PIXEL_A:
         t, pixel = _resample(t, pixel, MAP_PIXEL_A)
-    coarse = _lowpass(t, pixel, max(SCALE_RESOLUTION_A, 2.0 * pixel)).numpy()
+    coarse = lowpass_cube(t, pixel, max(SCALE_RESOLUTION_A, 2.0 * pixel)).numpy()
     edge = _faces(coarse)
     sigma = 1.4826 * float(np.median(np.abs(edge - np.median(edge))))
     level = max(_otsu(coarse.ravel()), MOLECULE_SIGMA[0] * sigma)
