@@ -511,6 +511,31 @@ def test_cli_out_of_core_fsc_equals_the_in_memory_one(half_maps, tmp_path):
     assert not list(tmp_path.glob(".*tmp-*"))
 
 
+def test_cli_reads_a_map_with_permuted_axes_in_its_own_axes(half_maps, tmp_path):
+    """The same half map stored with its axes permuted (MAPC, MAPR, MAPS = 3, 1, 2, as EMDB
+    maps may be) gives the same FSC as the plain file, whole and read a few rows at a time; read
+    as stored, its shape would differ and the command refuse it."""
+    import mrcfile
+    import starfile
+
+    a, b, shape = half_maps
+    with mrcfile.open(b) as m:
+        data = m.data.copy()
+    permuted = tmp_path / "even_permuted.mrc"
+    with mrcfile.new(str(permuted)) as m:
+        m.set_data(np.ascontiguousarray(data.transpose(1, 0, 2)))  # sections Y, rows Z, columns X
+        m.voxel_size = 5.0
+        m.header.mapc, m.header.mapr, m.header.maps = 1, 3, 2
+    for memory in ("1G", "64K"):
+        tables = []
+        for other in (b, permuted):
+            out = tmp_path / f"fsc_{other.stem}_{memory}.star"
+            res = _run([a, other, "-o", out, "--memory", memory])
+            assert res.exit_code == 0, res.output
+            tables.append(starfile.read(out)["fsc"]["rlnFourierShellCorrelation"])
+        np.testing.assert_allclose(tables[1], tables[0], atol=1e-6)
+
+
 def test_fsc_command_is_registered():
     from localet.commands import _MODULES
 

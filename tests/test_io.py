@@ -280,6 +280,47 @@ def test_read_volume_accepts_single_image_and_rejects_bad(tmp_path):
                        tmp_path / "none.mrc")
 
 
+def _stored_as(volume: np.ndarray, axes) -> np.ndarray:
+    """``volume`` (z, y, x) laid out as a file with MAPC, MAPR, MAPS = ``axes`` stores it: the
+    axis ``axes[0]`` (1 = X, 2 = Y, 3 = Z) along the columns, ``axes[1]`` the rows, ``axes[2]``
+    the sections."""
+    dim_of_axis = {3: 0, 2: 1, 1: 2}  # where X, Y, Z lie in (z, y, x)
+    return np.ascontiguousarray(volume.transpose([dim_of_axis[a] for a in axes[::-1]]))
+
+
+@pytest.mark.parametrize("axes", [(3, 2, 1), (2, 1, 3), (3, 1, 2), (2, 3, 1), (1, 3, 2)])
+def test_read_volume_follows_permuted_axes(tmp_path, axes):
+    """A map whose header says its columns, rows and sections are not X, Y, Z (MAPC, MAPR, MAPS,
+    as in some EMDB maps) is read in its own (z, y, x), whole and as streamed slabs; read as
+    stored it would be transposed (a mirror image). A tilt series with permuted axes is refused."""
+    from localet_core.io import iter_volume_slabs, read_volume_header
+
+    volume = rng_stack((5, 6, 7), seed=3)
+    stored = _stored_as(volume, axes)
+    assert stored.shape != volume.shape
+    path = make_mrc(tmp_path / "permuted.mrc", stored, 4.0, mapc=axes[0], mapr=axes[1], maps=axes[2])
+    got = read_volume(path)
+    np.testing.assert_array_equal(got.data, volume)
+    assert got.voxel_size == 4.0
+    assert read_volume_header(path).shape == (5, 6, 7)
+    slabs = list(iter_volume_slabs(path, 4))
+    assert [(y0, y1) for y0, y1, _ in slabs] == [(0, 4), (4, 6)]
+    np.testing.assert_array_equal(np.concatenate([s for _, _, s in slabs], axis=1), volume)
+    raises_input_error(path, r"permuted axes in its header \(MAPC, MAPR, MAPS = "
+                       rf"{axes[0]}, {axes[1]}, {axes[2]}\)", read_stack, path)
+
+
+def test_read_volume_takes_unset_axes_as_stored(tmp_path):
+    """Old writers leave MAPC, MAPR, MAPS at 0: the stored order, as IMOD reads them."""
+    from localet_core.io import iter_volume_slabs
+
+    volume = rng_stack((4, 5, 6), seed=4)
+    path = make_mrc(tmp_path / "zeros.mrc", volume, mapc=0, mapr=0, maps=0)
+    np.testing.assert_array_equal(read_volume(path).data, volume)
+    np.testing.assert_array_equal(np.concatenate([s for _, _, s in iter_volume_slabs(path, 2)], axis=1), volume)
+    assert read_stack(path).data.shape == (4, 5, 6)
+
+
 def test_volume_writer_slabs_equal_write_volume(tmp_path):
     data = rng_stack((5, 33, 17), seed=11)
     whole = tmp_path / "whole.mrc"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 from mrcfile import utils as mrc_utils
@@ -46,6 +46,35 @@ class HeaderFacts:
     ispg: int
     nsymbt: int
     has_map_id: bool
+    axes: Tuple[int, int, int] = (1, 2, 3)
+
+    @property
+    def zyx_order(self) -> Optional[Tuple[int, int, int]]:
+        """How to transpose the stored array (sections, rows, columns) into ``[z, y, x]``; None
+        when it is stored that way.
+
+        ``axes`` are the header's MAPC, MAPR, MAPS: the axis (1 = X, 2 = Y, 3 = Z) along the
+        columns, rows and sections. IMOD, SerialEM, Warp and mrcfile always write 1, 2, 3; EMDB
+        maps and some crystallographic programs may not, and reading such a map as stored would
+        transpose it (a volume's mirror image). Values that are not an order of 1, 2, 3 (old
+        writers leave 0, 0, 0) mean the stored order, as IMOD reads them.
+        """
+        mapc, mapr, maps = self.axes
+        stored = (maps, mapr, mapc)  # the axis along each stored dimension
+        if sorted(stored) != [1, 2, 3] or stored == (3, 2, 1):
+            return None
+        return (stored.index(3), stored.index(2), stored.index(1))
+
+    @property
+    def zyx_shape(self) -> Tuple[int, int, int]:
+        """``(nz, ny, nx)`` of the map in its own axes (X, Y, Z), after :attr:`zyx_order`."""
+        stored = (self.nz, self.ny, self.nx)
+        order = self.zyx_order
+        return stored if order is None else tuple(stored[i] for i in order)  # type: ignore[return-value]
+
+    def axes_text(self) -> str:
+        """``MAPC, MAPR, MAPS = c, r, s`` for messages."""
+        return "MAPC, MAPR, MAPS = {}, {}, {}".format(*self.axes)
 
 
 def float32_value(x: Any) -> float:
@@ -72,6 +101,7 @@ def decode_header(raw: bytes) -> Optional[HeaderFacts]:
             nx=int(h["nx"]), ny=int(h["ny"]), nz=int(h["nz"]), mode=int(h["mode"]),
             mz=int(h["mz"]), ispg=int(h["ispg"]), nsymbt=int(h["nsymbt"]),
             has_map_id=bytes(h["map"])[:3] == b"MAP",
+            axes=(int(h["mapc"]), int(h["mapr"]), int(h["maps"])),
         )
         if facts.mode in known_modes and min(facts.nx, facts.ny, facts.nz) >= 1 \
                 and facts.nsymbt >= 0:

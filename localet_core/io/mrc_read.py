@@ -135,6 +135,9 @@ def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
         if facts.nz == 1:
             raise InputError(p, "is a single 2D image, not a tilt-series stack "
                                 f"({facts.nx} x {facts.ny} pixels, 1 section)")
+        if facts.zyx_order is not None:
+            raise InputError(p, f"has permuted axes in its header ({facts.axes_text()}); a tilt series "
+                                "is stored view by view (1, 2, 3): is it a volume?")
         data = mrc.data
         if data.ndim == 4:  # a volume stack holding exactly one volume (mz == nz)
             data = data[0]
@@ -152,6 +155,9 @@ def read_stack(path: PathLike, pixel_size: Optional[float] = None) -> TiltStack:
 def read_volume(path: PathLike) -> Volume:
     """Read a 3D map, e.g. a tomogram. A single 2D image is accepted as a volume with nz = 1.
 
+    A map stored with permuted axes (the header's MAPC, MAPR, MAPS not 1, 2, 3, as some EMDB
+    maps are) is transposed into ``(nz, ny, nx)`` of its own X, Y, Z axes.
+
     Returns:
         A :class:`Volume` with float32 data of shape (nz, ny, nx), the header voxel size in
         Angstrom (None when unset) and the header origin (x, y, z) in Angstrom.
@@ -162,7 +168,9 @@ def read_volume(path: PathLike) -> Volume:
     p = Path(os.fspath(path)).expanduser()
     with _open_mrc(p) as (mrc, facts):
         data = mrc.data.reshape(facts.nz, facts.ny, facts.nx)  # 2D or 4D-with-one -> 3D
-        volume = _to_float32_checked(p, data, "Z slice")
+        volume = _to_float32_checked(p, data, "section" if facts.zyx_order else "Z slice")
+        if facts.zyx_order is not None:
+            volume = np.ascontiguousarray(volume.transpose(facts.zyx_order))
         origin = mrc.header.origin
         return Volume(
             data=volume,
@@ -177,16 +185,21 @@ class VolumeHeader:
     """What a volume's header says, without reading its data.
 
     Attributes:
-        shape: ``(nz, ny, nx)`` voxels.
+        shape: ``(nz, ny, nx)`` voxels, in the map's own axes (after the permutation below).
         voxel_size: Angstrom per voxel, or None when unset.
         dtype: the data's numpy dtype (byte order included).
         offset: bytes before the data (1024 + the extended header).
+        stored_order: how the stored array (sections, rows, columns) is transposed into
+            ``(z, y, x)``; None when stored that way (MAPC, MAPR, MAPS = 1, 2, 3).
+        axes: the header's MAPC, MAPR, MAPS.
     """
 
     shape: Tuple[int, int, int]
     voxel_size: Optional[float]
     dtype: np.dtype
     offset: int
+    stored_order: Optional[Tuple[int, int, int]] = None
+    axes: Tuple[int, int, int] = (1, 2, 3)
 
 
 def read_volume_header(path: PathLike) -> VolumeHeader:
@@ -197,8 +210,9 @@ def read_volume_header(path: PathLike) -> VolumeHeader:
     """
     p = Path(os.fspath(path)).expanduser()
     with _open_mrc(p) as (mrc, facts):
-        return VolumeHeader(shape=(facts.nz, facts.ny, facts.nx), voxel_size=header_voxel_size(mrc),
-                            dtype=np.dtype(mrc.data.dtype), offset=1024 + int(facts.nsymbt))
+        return VolumeHeader(shape=facts.zyx_shape, voxel_size=header_voxel_size(mrc),
+                            dtype=np.dtype(mrc.data.dtype), offset=1024 + int(facts.nsymbt),
+                            stored_order=facts.zyx_order, axes=facts.axes)
 
 
 def iter_volume_slabs(path: PathLike, rows: int) -> Iterator[Tuple[int, int, np.ndarray]]:
@@ -214,6 +228,9 @@ def iter_volume_slabs(path: PathLike, rows: int) -> Iterator[Tuple[int, int, np.
     """
     p = Path(os.fspath(path)).expanduser()
     header = read_volume_header(p)
+    if header.stored_order is not None:
+        yield from _permuted_slabs(p, header, rows)
+        return
     nz, ny, nx = header.shape
     item = header.dtype.itemsize
     check = np.issubdtype(header.dtype, np.floating)
@@ -236,3 +253,24 @@ def iter_volume_slabs(path: PathLike, rows: int) -> Iterator[Tuple[int, int, np.
             if check and not np.isfinite(slab).all():
                 raise InputError(p, f"contains NaN or infinite values (Y rows {y0 + 1}-{y1})")
             yield y0, y1, slab
+
+
+def _permuted_slabs(p: Path, header: VolumeHeader, rows: int) -> Iterator[Tuple[int, int, np.ndarray]]:
+    """:func:`iter_volume_slabs` of a map stored with permuted axes: each slab gathered from a
+    memory map of the stored array, which is closed after each slab (rare files; no row is
+    contiguous on disk there)."""
+    order = header.stored_order
+    assert order is not None
+    stored = tuple(header.shape[order.index(k)] for k in range(3))
+    check = np.issubdtype(header.dtype, np.floating)
+    ny = header.shape[1]
+    for y0 in range(0, ny, max(1, int(rows))):
+        y1 = min(ny, y0 + max(1, int(rows)))
+        mm = np.memmap(p, dtype=header.dtype, mode="r", offset=header.offset, shape=stored)
+        try:
+            slab = np.array(mm.transpose(order)[:, y0:y1, :], dtype=np.float32, order="C")  # a copy
+        finally:
+            del mm
+        if check and not np.isfinite(slab).all():
+            raise InputError(p, f"contains NaN or infinite values (Y rows {y0 + 1}-{y1})")
+        yield y0, y1, slab

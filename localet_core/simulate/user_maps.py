@@ -131,28 +131,24 @@ def _resample(vol: torch.Tensor, pixel: float, new_pixel: float) -> Tuple[torch.
     return rotate_resample(smooth, pixel, torch.eye(3), new_pixel, m), new_pixel
 
 
-def _zyx_order(path: Path) -> Tuple[int, int, int]:
-    """How to transpose the stored array (sections, rows, columns) into ``[z, y, x]``, from the
-    header's MAPC/MAPR/MAPS (the axis, 1 = X, 2 = Y, 3 = Z, along columns, rows and sections;
-    EMDB maps may use any order, IMOD's always 1, 2, 3). Reading a permuted map as stored would
-    turn the molecule into its mirror image.
+def _check_axes_and_voxels(path: Path, axes: Tuple[int, int, int]) -> None:
+    """Refuse a map whose header's MAPC/MAPR/MAPS (``axes``) are not an order of 1, 2, 3, or
+    whose voxels are not cubic. The common reader takes such an order as the stored one; for a
+    molecule's template a guess could give its mirror image, so it is refused here.
 
     Raises:
-        InputError: when MAPC/MAPR/MAPS are not an order of 1, 2, 3, or the voxels are not cubic.
+        InputError: naming the file and the problem.
     """
     import mrcfile
 
-    with mrcfile.open(path, header_only=True, permissive=True) as mrc:
-        h = mrc.header
-        axes = (int(h.maps), int(h.mapr), int(h.mapc))  # the axis along each stored dimension
-        size = tuple(float(v) for v in (mrc.voxel_size.x, mrc.voxel_size.y, mrc.voxel_size.z))
     if sorted(axes) != [1, 2, 3]:
         raise InputError(path, f"has an invalid axis order in its header (MAPC, MAPR, MAPS = "
-                               f"{axes[2]}, {axes[1]}, {axes[0]}; expected an order of 1, 2, 3)")
+                               f"{axes[0]}, {axes[1]}, {axes[2]}; expected an order of 1, 2, 3)")
+    with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+        size = tuple(float(v) for v in (mrc.voxel_size.x, mrc.voxel_size.y, mrc.voxel_size.z))
     if max(size) > 1.01 * min(size):
         raise InputError(path, f"has voxels that are not cubic ({size[0]:g} x {size[1]:g} x {size[2]:g} A); "
                                "resample it to one pixel size first")
-    return tuple(axes.index(a) for a in (3, 2, 1))
 
 
 @lru_cache(maxsize=8)
@@ -171,10 +167,8 @@ def _prepared(path: str, size: int, mtime_ns: int) -> MapTemplate:
     pixel = header.voxel_size
     if pixel is None or not pixel > 0:
         raise InputError(p, "has no pixel size in its header; set it (e.g. IMOD's alterheader -del)")
-    order = _zyx_order(p)
-    data = read_volume(p).data
-    if order != (0, 1, 2):  # stored with other axes along columns, rows, sections
-        data = np.ascontiguousarray(data.transpose(order))
+    _check_axes_and_voxels(p, header.axes)
+    data = read_volume(p).data  # in z, y, x whatever the stored order (MAPC/MAPR/MAPS)
     data = data - np.float32(np.median(_faces(data)))
     if not float(np.abs(data).max()) > 0:
         raise InputError(p, "is flat (no molecule in it)")
