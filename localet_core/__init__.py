@@ -58,6 +58,7 @@ _EXPORTS: Dict[str, str] = {
     # simulation
     "SimulationConfig": "localet_core.config",
     "simulate_series": "localet_core.simulate.forward",
+    "simulate_folder": "localet_core.simulate.folder",
     # errors
     "InputError": "localet_core.errors",
     "LocaletError": "localet_core.errors",

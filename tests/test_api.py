@@ -37,3 +37,36 @@ def test_readme_example(tmp_path):
     assert volume.data.shape == series.geometry.output_shape
     assert volume.voxel_size == 10.0
     assert np.isfinite(volume.data).all() and volume.data.std() > 0
+
+
+def test_simulate_folder_is_the_command_s_engine(tmp_path):
+    """`localet simulate`'s rules are the core's: the Python call names the series by seed
+    (zero-padded to one width), writes pairs.star with the last series held out, reports each
+    series through ``log``, keeps complete series when resumed, and names a bad count by its
+    field (the command by its flag)."""
+    import pytest
+
+    from localet_core import SimulationConfig, read_pairs_star, simulate_folder
+    from localet_core.errors import FieldError
+
+    settings = SimulationConfig(shape=(8, 24, 24), tilt_step=20.0, halves=False)
+    lines = []
+    rows = simulate_folder(tmp_path / "sim", settings, count=3, seed=8, name="s", progress=False,
+                           log=lines.append)
+    assert [r["stack"].name for r in rows] == ["s_08.st", "s_09.st", "s_10.st"]
+    pairs = read_pairs_star(tmp_path / "sim" / "pairs.star")
+    assert [p.split for p in pairs] == ["train", "train", "val"]
+    assert len(lines) == 4 and lines[-1].startswith("wrote 3 series")
+    (tmp_path / "sim" / "s_10.json").unlink()
+    before = (tmp_path / "sim" / "s_08.st").stat().st_mtime_ns
+    lines.clear()
+    simulate_folder(tmp_path / "sim", settings, count=3, seed=8, name="s", resume=True, progress=False,
+                    log=lines.append)
+    assert lines[0] == f"kept 2 complete series already in {tmp_path / 'sim'}"
+    assert (tmp_path / "sim" / "s_08.st").stat().st_mtime_ns == before
+    with pytest.raises(FieldError, match="count: must be at least 1, got 0"):
+        simulate_folder(tmp_path / "none", settings, count=0)
+    assert not (tmp_path / "none").exists()
+    out = subprocess.run([sys.executable, "-m", "localet", "simulate", "-o", str(tmp_path / "none"), "--count", "0"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip() == "Error: --count: must be at least 1, got 0"

@@ -53,6 +53,7 @@ FLAGS = {
     "context_patch": "--context-patch",
     "context_step": "--context-step",
     "templates": "--templates",
+    "count": "--count",
     "encoder_kernel": "--encoder-kernel",
     "n_angle_basis": "--angle-basis",
     "activation": "--activation",

@@ -75,23 +75,12 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
     `localet train --pairs`.
     """
     from localet_core.errors import InputError
-    from localet_core.io.outputs import guard_outputs, keep_published
-    from localet_core.progress import stage
-    from localet_core.simulate.forward import (
-        kept_series,
-        series_bytes,
-        series_paths,
-        simulate_series,
-        write_pairs_star,
-        write_series,
-    )
+    from localet_core.simulate.folder import simulate_folder
 
     try:
         dims = tuple(int(v) for v in shape.split(","))
     except ValueError:
         raise InputError("--shape", f"expected three whole numbers like 96,128,128, got {shape!r}") from None
-    if count < 1:
-        raise InputError("--count", "must be at least 1")
     lo, hi = _pair(tilt_range, "--tilt-range")
     d0, d1 = _pair(defocus, "--defocus")
     defocus_um = (d0, d1) if "," in defocus else d0
@@ -104,42 +93,5 @@ def command(out_dir, count, seed, name, shape, voxel, tilt_range, tilt_step, dos
                                 halves=not no_halves, misalign_px=misalign, tilt_axis_deg=tilt_axis,
                                 optics=optics,
                                 templates=tuple(t.strip() for t in templates.split(",")) if templates else None)
-    rows = []
-    width = len(str(seed + count - 1))
-    names = [f"{name}_{seed + k:0{width}d}" for k in range(count)]
-    has_xf = settings.misalign_px > 0 or settings.tilt_axis_deg != 0
-    kept = {n: kept_series(out_dir, n, seed + k, settings) for k, n in enumerate(names)} if resume else {}
-    per_file = series_bytes(settings)
-    sizes = {path: per_file[role] for n in names if kept.get(n) is None
-             for role, path in series_paths(out_dir, n, xf=has_xf, halves=settings.halves).items()}
-    guard_outputs([*sizes, out_dir / "pairs.star"], sizes=sizes, folders=[out_dir])
-    label = history_label()
-    n_kept = sum(p is not None for p in kept.values())
-    if n_kept:
-        click.echo(f"kept {n_kept} complete series already in {out_dir}", err=True)
-    complete = 0  # series complete in out_dir (kept or written by this run)
-    try:
-        with stage(count, "simulate", unit="series", progress=progress, bar=False) as done:
-            for k, series_name in enumerate(names):
-                if kept.get(series_name) is not None:
-                    rows.append(kept[series_name])
-                    complete += 1
-                    done.advance(1)
-                    continue
-                series = simulate_series(settings, seed + k)
-                rows.append(write_series(series, out_dir, series_name, voxel, label=label))
-                # a complete series (its .json written last) stays even if a later one fails:
-                # a scheduler's wall time (SIGTERM) must not undo hours of simulation
-                keep_published()
-                complete += 1
-                done.advance(1)
-                click.echo(f"{rows[-1]['stack']}: {len(series.angles)} views, defocus "
-                           f"{series.params['defocus_um']:.2f} um, ice "
-                           f"{series.params['ice_thickness_A'] / 10:.0f} nm", err=True)
-    except BaseException:
-        if complete:
-            click.echo(f"localet simulate: {complete} of {count} series complete in {out_dir} and kept; "
-                       "the same command with --resume simulates the rest", err=True)
-        raise
-    write_pairs_star(out_dir / "pairs.star", rows)
-    click.echo(f"wrote {count} series and {out_dir / 'pairs.star'}", err=True)
+    simulate_folder(out_dir, settings, count=count, seed=seed, name=name, resume=resume,
+                    label=history_label(), progress=progress, log=lambda line: click.echo(line, err=True))

@@ -280,23 +280,18 @@ def write_series(series: SimulatedSeries, out_dir: Path, name: str, voxel_size: 
 
     The stacks are marked as image stacks (space group 0), the truth and mask as volumes
     (space group 1); every MRC file carries ``label`` (:class:`localet_core.io.VolumeWriter`)."""
-    from localet_core.contracts.naming import HALVES, half_name
     from localet_core.io import atomic_output, write_tlt, write_volume, write_xf
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"stack": out_dir / f"{name}.st", "tlt": out_dir / f"{name}.tlt",
-             "reference": out_dir / f"{name}_truth.mrc", "mask": out_dir / f"{name}_mask.mrc",
-             "params": out_dir / f"{name}.json"}
+    paths = series_paths(out_dir, name, xf=series.xf is not None, halves=series.odd is not None)
     write_volume(paths["stack"], series.stack, voxel_size, label=label, image_stack=True)
     write_tlt(paths["tlt"], series.angles)
     write_volume(paths["reference"], series.truth, voxel_size, label=label)
     write_volume(paths["mask"], series.slab_mask.astype(np.float32), voxel_size, label=label)
     if series.xf is not None:
-        paths["xf"] = out_dir / f"{name}.xf"
         write_xf(paths["xf"], series.xf)
     if series.odd is not None:
-        paths["odd"], paths["even"] = (Path(half_name(paths["stack"], half)) for half in HALVES)
         write_volume(paths["odd"], series.odd, voxel_size, label=label, image_stack=True)
         write_volume(paths["even"], series.even, voxel_size, label=label, image_stack=True)
     with atomic_output(paths["params"]) as tmp:
