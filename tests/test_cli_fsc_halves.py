@@ -55,3 +55,32 @@ def test_wbp_gets_the_plain_half_set_fsc(series, tmp_path):
                 "--estimate", "prior-proof", "-o", out, "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     assert starfile.read(out, always_dict=True)[star.BLOCK_GENERAL].iloc[0][star.ESTIMATE] == "prior-proof"
+
+
+def test_mirror_averaged_network_is_validated_as_reconstructed(series, tmp_path):
+    """`--mirrors 2` validates the network a user reconstructs with `reconstruct --mirrors 2`:
+    its saved halves are those half tomograms (the same odd/even reconstructions, to float
+    rounding), the report says so, and --mirrors is refused for WBP in one line."""
+    import mrcfile
+
+    s = series / "sim_4242"
+    halves = ["--odd", f"{s}_odd.st", "--even", f"{s}_even.st"]
+    proc = _run("fsc-halves", f"{s}.st", "--tlt", f"{s}.tlt", *halves, "--mirrors", "2", "--device", "cpu",
+                "-o", tmp_path / "fsc.star", "--save-halves", tmp_path / "val")
+    assert proc.returncode == 0, proc.stderr
+    assert "localet (2 mirrors) half tomograms" in proc.stdout
+    rec = _run("reconstruct", f"{s}.st", "--tlt", f"{s}.tlt", *halves, "--mirrors", "2", "--device", "cpu",
+               "--no-validate", "-o", tmp_path / "rec.mrc")
+    assert rec.returncode == 0, rec.stderr
+    plain = _run("reconstruct", f"{s}.st", "--tlt", f"{s}.tlt", "--odd", f"{s}_odd.st", "--device", "cpu",
+                 "--no-validate", "-o", tmp_path / "plain.mrc")
+    assert plain.returncode == 0, plain.stderr
+    with mrcfile.open(tmp_path / "val_half1.mrc") as a, mrcfile.open(tmp_path / "rec_odd.mrc") as b, \
+            mrcfile.open(tmp_path / "plain_odd.mrc") as c:
+        scale = float(np.abs(b.data).max())
+        np.testing.assert_allclose(a.data, b.data, atol=1e-5 * scale)
+        assert float(np.abs(c.data - b.data).max()) > 1e-3 * scale  # the mirrors change the halves
+    proc = _run("fsc-halves", f"{s}.st", "--tlt", f"{s}.tlt", "--method", "wbp", "--mirrors", "2",
+                "-o", tmp_path / "wbp.star")
+    assert proc.returncode == 2 and "--mirrors applies to --method localet, not wbp" in proc.stderr
+    assert not (tmp_path / "wbp.star").exists()

@@ -11,6 +11,7 @@ from localet.commands._options import (
     core_option,
     grid_options,
     history_label,
+    mirrors_option,
     reports_progress,
     tilt_series_options,
 )
@@ -21,6 +22,7 @@ Examples:
   localet fsc-halves TS_01.st --tlt TS_01.tlt --odd TS_01_odd.st --even TS_01_even.st --bin 4 -o TS_01_fsc.star --plot TS_01_fsc.png
   localet fsc-halves TS_01.ali --tlt TS_01.tlt --thickness 300 -o TS_01_fsc.star   # alternate tilts
   localet fsc-halves TS_01.ali --tlt TS_01.tlt --method wbp -o TS_01_wbp_fsc.star
+  localet fsc-halves TS_01.st --tlt TS_01.tlt --odd TS_01_odd.st --even TS_01_even.st --mirrors 4 -o fsc.star  # as reconstructed
 """
 
 
@@ -33,6 +35,7 @@ Examples:
 @core_option("--model", "model_name", setting=("localet_core.methods.Localet", "model"),
              default=config.DEFAULT_MODEL, metavar="NAME|PATH",
              help="Model for --method localet: a shipped name or a .safetensors file.")
+@mirrors_option
 @grid_options
 @compute_options
 @core_option("--estimate", setting=("localet_core.validation.halfset.validate_halves", "estimate"),
@@ -45,8 +48,8 @@ Examples:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="PNG plot of the curves.")
 @click.option("--save-halves", metavar="PREFIX", help="Also write PREFIX_half1.mrc and PREFIX_half2.mrc.")
 @reports_progress
-def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, model_name, thickness, width, binning,
-            shift, offset, x_axis_tilt, device, memory, progress, estimate, output, plot, save_halves):
+def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, model_name, mirrors, thickness,
+            width, binning, shift, offset, x_axis_tilt, device, memory, progress, estimate, output, plot, save_halves):
     """Validate a reconstruction by its halves: reconstruct halves from --odd/--even stacks (or,
     without them, from alternate tilts of STACK) and report their resolution.
 
@@ -67,6 +70,8 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     from localet_core.validation.fsc_report import plot_prior_proof, write_prior_proof_star
     from localet_core.validation.halfset import plan_validation, validate_halves
 
+    if method != "localet" and mirrors != 1:
+        raise click.UsageError(f"--mirrors applies to --method localet, not {method}")
     inputs = tuple(Path(p) for p in (stack, odd, even) if p)
     _check_output(output, "-o/--output", ".star", inputs)
     if plot is not None:
@@ -80,7 +85,7 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     if series.geometry.voxel_size is None:
         raise click.UsageError("the stack has no pixel size in its header: give --pixel-size")
     dev, budget = resolve_device(device), parse_memory(memory)
-    recon = make_method(method, model=model_name, device=dev, budget=budget)
+    recon = make_method(method, model=model_name, mirrors=mirrors, device=dev, budget=budget)
     # the saved halves, and the scratch files when the volumes do not fit --memory: the FSC's
     # (computed out of core) and SIRT's operators
     plan = plan_validation(series.geometry, recon, estimate)
@@ -95,6 +100,8 @@ def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, odd, even, method, m
     with scratch_near(output):
         check = validate_halves(series.data, series.geometry, recon, *halves, estimate=estimate, save=save or None)
     names = (f"{stack} half 1", f"{stack} half 2")
+    if mirrors > 1:
+        method = f"{method} ({mirrors} mirrors)"
     title = f"{Path(stack).name}: {check.how} ({method})"
     if check.prior_proof is None:
         label = " (optimistic for a learned method: see --estimate)" if recon.learned else ""

@@ -10,6 +10,7 @@ from localet.commands._options import (
     build_output_options,
     core_option,
     history_label,
+    mirrors_option,
     output_options,
     reports_progress,
     tilt_series_options,
@@ -43,10 +44,7 @@ Examples:
 @core_option("--form", type=click.Choice(config.FORMS), default=config.FORMS[0],
              setting=("localet_core.methods.Localet", "form"),
              help="fast: factorised first layer (exact); direct: patch by patch (slow, for checks).")
-@core_option("--mirrors", type=int, default=config.MIRRORS[0], metavar="|".join(map(str, config.MIRRORS)),
-             setting=("localet_core.methods.Localet", "mirrors"),
-             help="Average the network with its mirror images: 2 (in Y, along the tilt axis) or 4 (also "
-                  "in X). A little better (set (b) Pearson +0.007 with 4), 2x or 4x the time.")
+@mirrors_option
 @reports_progress
 def command(stack, tlt, mdoc, xf, aln, exclude, pixel_size, output, thickness, width, binning, shift,
             offset, x_axis_tilt, device, memory, progress, model_name, odd, even, precision, form, mirrors,
