@@ -59,6 +59,10 @@ _EXPORTS: Dict[str, str] = {
     "SimulationConfig": "localet_core.config",
     "simulate_series": "localet_core.simulate.forward",
     "simulate_folder": "localet_core.simulate.folder",
+    # a model for one specimen
+    "read_acquisition": "localet_core.specimen",
+    "specimen_simulation": "localet_core.specimen",
+    "finetune_for_specimen": "localet_core.specimen",
     # errors
     "InputError": "localet_core.errors",
     "LocaletError": "localet_core.errors",

@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-_MODULES = ["fbp", "reconstruct", "train", "simulate", "fsc", "fsc_halves", "demo"]
+_MODULES = ["fbp", "reconstruct", "train", "finetune", "simulate", "fsc", "fsc_halves", "demo"]
 
 
 def register_all(group: click.Group) -> None:

@@ -26,6 +26,7 @@ FLAGS = {
     "x_axis_tilt": "--x-axis-tilt",
     "tilt_angles": "--tlt",
     "exclude": "--exclude",
+    "pixel_size": "--pixel-size",
     "halves": "--odd/--even",
     # where to compute
     "device": "--device",
