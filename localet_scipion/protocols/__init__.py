@@ -5,11 +5,12 @@ re-exported (as scipion-em plugins do with their base classes): Scipion's class 
 lists it, and its ``_label = None`` marks it as a base (``Protocol.isBase()``) for any view that
 walks subclasses.
 """
+from localet_scipion.protocols.protocol_finetune import ProtLocaletFinetune
 from localet_scipion.protocols.protocol_fsc import ProtLocaletFsc
 from localet_scipion.protocols.protocol_import_model import ProtLocaletImportModel
 from localet_scipion.protocols.protocol_import_ts import ProtLocaletImportTs
 from localet_scipion.protocols.protocol_reconstruct import ProtLocaletReconstruct
 from localet_scipion.protocols.protocol_train import ProtLocaletTrain
 
-__all__ = ["ProtLocaletFsc", "ProtLocaletImportModel", "ProtLocaletImportTs",
+__all__ = ["ProtLocaletFinetune", "ProtLocaletFsc", "ProtLocaletImportModel", "ProtLocaletImportTs",
            "ProtLocaletReconstruct", "ProtLocaletTrain"]

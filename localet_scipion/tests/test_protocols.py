@@ -153,7 +153,7 @@ class TestLocaletScipion(BaseTest):
         self.assertEqual(os.path.dirname(module.__file__), os.path.join(scipion_env.REPO, "localet_scipion"))
         self.assertTrue(issubclass(module.Plugin, __import__("pwem").Plugin))
         for name in ("ProtLocaletReconstruct", "ProtLocaletTrain", "ProtLocaletFsc",
-                     "ProtLocaletImportModel", "ProtLocaletImportTs"):
+                     "ProtLocaletImportModel", "ProtLocaletImportTs", "ProtLocaletFinetune"):
             self.assertIn(name, Domain.getProtocols())
         self.assertIn("LocaletModel", Domain.getObjects())
         self.assertNotIn("torch", sys.modules.get("localet_scipion.protocols").__dict__)
@@ -164,7 +164,7 @@ class TestLocaletScipion(BaseTest):
 
     def test_protocol_list_hides_the_base(self):
         """The boxes the GUI offers (its search and 'all protocols' view keep the classes that
-        pass isAFinalProtocol) are the five localet boxes; the base class is not among them."""
+        pass isAFinalProtocol) are the six localet boxes; the base class is not among them."""
         from pwem import Domain
         from pyworkflow.gui.project.utils import isAFinalProtocol
 
@@ -172,8 +172,8 @@ class TestLocaletScipion(BaseTest):
         protocols = Domain.getProtocols()
         ours = {k: v for k, v in protocols.items() if v.__module__.startswith("localet_scipion.")}
         offered = sorted(k for k, v in ours.items() if isAFinalProtocol(v, k))
-        self.assertEqual(offered, ["ProtLocaletFsc", "ProtLocaletImportModel", "ProtLocaletImportTs",
-                                   "ProtLocaletReconstruct", "ProtLocaletTrain"])
+        self.assertEqual(offered, ["ProtLocaletFinetune", "ProtLocaletFsc", "ProtLocaletImportModel",
+                                   "ProtLocaletImportTs", "ProtLocaletReconstruct", "ProtLocaletTrain"])
         self.assertNotIn("ProtLocaletBase", protocols)
         self.assertTrue(ProtLocaletBase.isBase())
         names = " ".join(f"{k} {ours[k].getClassLabel()}".lower() for k in offered)
@@ -358,6 +358,47 @@ class TestLocaletScipion(BaseTest):
                       fsc.resolutions.get())
         labels = sorted(f.getObjLabel() for f in fsc.FSCs.iterItems())
         self.assertEqual(labels, ["TS_A (prior-proof C_est)", "TS_B (prior-proof C_est)"])
+
+    @unittest.skipIf(not _cli_has("finetune"), "`localet finetune` is not in this checkout yet")
+    def test_finetune_for_a_specimen_from_an_imported_map(self):
+        """The box simulates the first tilt series' acquisition (pixel size x binning, angles
+        without its excluded views, dose per tilt x views) with the imported map, whose sampling
+        rate Scipion knows (its header has none), and outputs the fine-tuned model."""
+        from pwem.protocols import ProtImportVolumes
+
+        from localet_core.simulate.templates import load_template
+        from localet_scipion.protocols import ProtLocaletFinetune
+
+        data, pixel = load_template("4v1w")
+        folder = os.path.join(ROOT, "map")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "apof.mrc")
+        with mrcfile.new(path, overwrite=True) as m:
+            m.set_data(np.ascontiguousarray(data, dtype=np.float32))  # no pixel size in its header
+        imported = self.newProtocol(ProtImportVolumes, filesPath=folder, filesPattern="apof.mrc",
+                                    samplingRate=pixel)
+        self.launchProtocol(imported)
+        prot = self.newProtocol(ProtLocaletFinetune, binning=2, steps=6, count=2, useGpu=False,
+                                extraArgs="--shape 24,32,32")
+        prot.inputSetOfTiltSeries.set(self.importImod())
+        prot.inputSetOfTiltSeries.setExtended("TiltSeries")
+        prot.inputMap.set(imported)
+        prot.inputMap.setExtended("outputVolume")
+        self.assertIn("TS_A (the first tilt series)", " ".join(prot.warnings()))
+        self.launchProtocol(prot)
+        card = prot.Model.getCard()
+        self.assertEqual(card["pixel_size_A"], [2 * PIXEL])
+        self.assertEqual(card["initialised_from"], "localet-default")
+        angles = np.loadtxt(self.files["TS_A"]["tlt"])
+        record = json.load(open(os.path.join(prot._outDir(), "simulations", "specimen_0.json")))["config"]
+        self.assertEqual(record["voxel_size"], 2 * PIXEL)
+        self.assertEqual(record["tilt_range"], [round(float(angles.min()), 3), round(float(angles.max()), 3)])
+        self.assertAlmostEqual(record["dose"], 3.0 * len(angles))
+        self.assertEqual(record["templates"], [prot._mapFile()])
+        with mrcfile.open(prot._mapFile(), permissive=True) as copy, mrcfile.open(path) as original:
+            self.assertEqual(float(copy.voxel_size.x), pixel)
+            self.assertEqual(float(original.voxel_size.x), 0.0)  # the input is not written
+        self.assertIn("-m localet finetune", open(prot.getStdoutLog()).read())
 
     @unittest.skipIf(not (_cli_has("train") and _cli_has("reconstruct")),
                      "`localet train`/`reconstruct` are not in this checkout yet")
