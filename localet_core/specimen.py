@@ -61,12 +61,18 @@ class Acquisition:
 
     @property
     def tilt_scheme(self) -> Tuple[Tuple[float, float], float]:
-        """``((min, max), step)`` in degrees: the range of the angles and the median spacing of
-        the sorted angles (a dose-symmetric or bidirectional order gives the same)."""
+        """``((min, max), step)`` in degrees: the range of the angles, and the median spacing of
+        the sorted angles (a dose-symmetric or bidirectional order gives the same) adjusted so a
+        whole number of steps spans the range. Angles as a microscope records them
+        (-60.01 ... 59.98 by about 3) then give the same number of views (41), not one less."""
         import numpy as np
 
         a = np.sort(np.asarray(self.angles, dtype=np.float64))
-        return (round(float(a[0]), 3), round(float(a[-1]), 3)), round(float(np.median(np.diff(a))), 4)
+        lo, hi = round(float(a[0]), 3), round(float(a[-1]), 3)
+        median = float(np.median(np.diff(a)))
+        if not median > 0 or not hi > lo:
+            return (lo, hi), 0.0
+        return (lo, hi), (hi - lo) / max(1, round((hi - lo) / median))
 
 
 def read_acquisition(tlt: Optional[PathLike] = None, mdoc: Optional[PathLike] = None,
@@ -208,7 +214,7 @@ def finetune_for_specimen(out_dir: PathLike, settings: SimulationConfig, count: 
                   inputs=[*inputs, *maps, init_file], folders=[out], keep_on_failure=True)  # the checkpoint stays
     (lo, hi), step = settings.tilt_range, settings.tilt_step
     names = ", ".join(Path(t).name for t in settings.templates or ("the preset's molecules",))
-    log(f"{count} series of {names} at {settings.voxel_size:g} A, {lo:g}..{hi:g} by {step:g} degrees, "
+    log(f"{count} series of {names} at {settings.voxel_size:g} A, {lo:g}..{hi:g} by {step:.4g} degrees, "
         f"{settings.dose:g} e/A^2")
     simulate_folder(out / SIMULATIONS, settings, count=count, seed=seed, name=SERIES_NAME, resume=resume,
                     label=label, progress=progress, log=log)

@@ -83,3 +83,18 @@ def test_network_at_least_as_consistent_as_wbp(real):
     assert both.sum() >= 5
     # the network's halves correlate at least as well with the signal in the data as WBP's
     assert np.mean(c["localet"][both]) >= np.mean(c["wbp"][both]) - 0.02, (c["localet"][both], c["wbp"][both])
+
+
+def test_specimen_fine_tune_copies_the_real_acquisition(real):
+    """`localet finetune`'s acquisition from the real series' own files, as a user gives them:
+    the header's 10 A x bin 2 = 20 A, and the recorded angles (-60.01 ... 59.98 by about 3)
+    simulated as 41 views over the same range, not one less."""
+    from localet_core.specimen import read_acquisition, specimen_simulation
+
+    paths, _ = real
+    acq = read_acquisition(tlt=paths["tlt"], stack=paths["stack"], binning=2, exclude="1")
+    assert acq.voxel_size == pytest.approx(20.0) and acq.angles.size == 40
+    settings = specimen_simulation(["4v5d"], read_acquisition(tlt=paths["tlt"], stack=paths["stack"], binning=2))
+    recorded = np.loadtxt(paths["tlt"])
+    assert settings.angles.size == recorded.size == 41
+    np.testing.assert_allclose(settings.angles[[0, -1]], [recorded.min(), recorded.max()], atol=1e-9)

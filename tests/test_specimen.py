@@ -48,15 +48,15 @@ def test_acquisition_from_tlt_stack_header_binning_and_exclusions(tmp_path):
     stack, tlt = _stack(tmp_path / "TS.st"), _tlt(tmp_path / "TS.tlt")
     acq = read_acquisition(tlt=tlt, stack=stack, binning=4)
     assert acq.voxel_size == pytest.approx(14.0) and acq.dose is None
-    assert acq.tilt_scheme == ((-60.0, 60.0), 3.0)
+    assert acq.tilt_scheme == ((-60.0, 60.0), pytest.approx(3.0))
     # excluded views (the two highest tilts) are not part of the scheme; a pixel size overrides the header
     acq = read_acquisition(tlt=tlt, stack=stack, exclude="1,41", pixel_size=2.0, binning=5)
     assert acq.voxel_size == pytest.approx(10.0) and acq.angles.size == 39
-    assert acq.tilt_scheme == ((-57.0, 57.0), 3.0)
+    assert acq.tilt_scheme == ((-57.0, 57.0), pytest.approx(3.0))
     # a lamella's asymmetric, pre-tilted range in dose-symmetric stack order
     lamella = np.concatenate([np.arange(10.0, 64.01, 3.0), np.arange(7.0, -50.01, -3.0)])
     acq = read_acquisition(tlt=_tlt(tmp_path / "lamella.tlt", lamella), stack=_stack(tmp_path / "L.st", lamella.size))
-    assert acq.tilt_scheme == ((-50.0, 64.0), 3.0)
+    assert acq.tilt_scheme == ((-50.0, 64.0), pytest.approx(3.0))
 
 
 def test_acquisition_from_mdoc_gives_angles_pixel_and_dose(tmp_path):
@@ -91,12 +91,17 @@ def test_simulation_copies_the_acquisition():
                       dose=120.0)
     settings = specimen_simulation(["4v1w"], acq, defocus_um=(3.0, 4.0), thickness_nm=(110, 160))
     assert settings.templates == ("4v1w",) and settings.family == "diverse"
-    assert settings.voxel_size == 14.0 and settings.tilt_range == (-54.0, 60.0) and settings.tilt_step == 2.0
+    assert settings.voxel_size == 14.0 and settings.tilt_range == (-54.0, 60.0) and settings.tilt_step == pytest.approx(2.0)
     np.testing.assert_allclose(settings.angles, np.arange(-54, 60.01, 2.0))
     assert settings.dose == 120.0 and settings.defocus_um == (3.0, 4.0) and settings.thickness_nm == (110, 160)
     plain = specimen_simulation(["4v1w"], Acquisition(angles=acq.angles, voxel_size=14.0))
     assert plain.dose == 100.0 and plain.defocus_um == (2.0, 5.0)  # the simulator's defaults
     assert specimen_simulation(["4v1w"], acq, dose=60.0).dose == 60.0
+    # angles as recorded (EMPIAR-10499's .tlt: -60.01, -57.00, ..., 56.99, 59.98): as many views
+    recorded = np.round(np.arange(-60.0, 60.01, 3.0) + np.random.default_rng(0).uniform(-0.02, 0.02, 41), 2)
+    settings = specimen_simulation(["4v1w"], Acquisition(angles=recorded, voxel_size=20.0))
+    assert settings.angles.size == 41
+    np.testing.assert_allclose(settings.angles[[0, -1]], [recorded.min(), recorded.max()], atol=1e-9)
     with pytest.raises(FieldError, match="templates"):
         specimen_simulation(["nope"], acq)
 
