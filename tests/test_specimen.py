@@ -91,7 +91,8 @@ def test_simulation_copies_the_acquisition():
                       dose=120.0)
     settings = specimen_simulation(["4v1w"], acq, defocus_um=(3.0, 4.0), thickness_nm=(110, 160))
     assert settings.templates == ("4v1w",) and settings.family == "diverse"
-    assert settings.voxel_size == 14.0 and settings.tilt_range == (-54.0, 60.0) and settings.tilt_step == pytest.approx(2.0)
+    assert settings.voxel_size == 14.0 and settings.tilt_range == (-54.0, 60.0)
+    assert settings.tilt_step == pytest.approx(2.0)
     np.testing.assert_allclose(settings.angles, np.arange(-54, 60.01, 2.0))
     assert settings.dose == 120.0 and settings.defocus_um == (3.0, 4.0) and settings.thickness_nm == (110, 160)
     plain = specimen_simulation(["4v1w"], Acquisition(angles=acq.angles, voxel_size=14.0))
