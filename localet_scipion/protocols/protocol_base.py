@@ -1,5 +1,6 @@
 """What the localet boxes share: GPU parameters, the device option, tilt-series look-up."""
 import logging
+import os
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
@@ -42,6 +43,25 @@ class ProtLocaletBase(EMProtocol, ProtTomoBase):
 
     def _runLocalet(self, command: str, args: str):
         Plugin.runLocalet(self, command, args + f" {self._deviceArg()}" + self._extraArgs())
+
+    def _defineModelOutput(self, path, command, name, trainedOn, initModel, sources):
+        """The ``Model`` output (a :class:`~localet_scipion.objects.LocaletModel` with its card)
+        of the file ``localet COMMAND`` wrote at ``path``, related to each of ``sources``."""
+        from localet_core.contracts.model_card import read_model_card
+        from localet_scipion.constants import OUTPUT_MODEL
+        from localet_scipion.objects import LocaletModel
+
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"localet {command} wrote no {path}: see the log")
+        model = LocaletModel(filename=path)
+        model.setModelName(name)
+        model.setCard(read_model_card(path))
+        model.setTrainedOn(trainedOn)
+        if initModel is not None:
+            model.setInitModel(initModel)
+        self._defineOutputs(**{OUTPUT_MODEL: model})
+        for source in sources:
+            self._defineSourceRelation(source, model)
 
     @staticmethod
     def _findTs(tsSet, tsId):

@@ -5,7 +5,7 @@ import shutil
 import pyworkflow.protocol.params as params
 from pyworkflow.utils import Message
 
-from localet_core.contracts.model_card import DEFAULT_MODEL, model_file, read_model_card
+from localet_core.contracts.model_card import DEFAULT_MODEL, model_file
 from localet_core.specimen import DEFAULT_COUNT, DEFAULT_STEPS, MODEL_NAME  # torch-free: the engine's defaults
 from localet_scipion import convert
 from localet_scipion.constants import OUTPUT_MODEL
@@ -106,17 +106,8 @@ class ProtLocaletFinetune(ProtLocaletBase):
         self._runLocalet("finetune", args)
 
     def createOutputStep(self):
-        path = self._modelFile()
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"localet finetune wrote no {path}: see the log")
-        model = LocaletModel(filename=path)
-        model.setModelName(f"specimen model (run {self.getObjId()})")
-        model.setCard(read_model_card(path))
-        model.setTrainedOn([])  # simulated series only
-        model.setInitModel(DEFAULT_MODEL)
-        self._defineOutputs(**{OUTPUT_MODEL: model})
-        self._defineSourceRelation(self.inputSetOfTiltSeries, model)
-        self._defineSourceRelation(self.inputMap, model)
+        self._defineModelOutput(self._modelFile(), "finetune", f"specimen model (run {self.getObjId()})",
+                                [], DEFAULT_MODEL, [self.inputSetOfTiltSeries, self.inputMap])  # simulated series only
 
     # -------------------------------------------------------------------------- info
     def _validate(self):

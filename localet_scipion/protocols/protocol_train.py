@@ -5,7 +5,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.utils import Message
 
 from localet_core.config import TrainConfig  # torch-free: the engine's defaults
-from localet_core.contracts.model_card import model_file, read_model_card
+from localet_core.contracts.model_card import model_file
 from localet_core.contracts.pairs import PairSpec, write_pairs_star
 from localet_core.contracts.tolerances import same_pixel_size
 from localet_scipion import convert
@@ -88,18 +88,10 @@ class ProtLocaletTrain(ProtLocaletBase):
         self._runLocalet("train", args)
 
     def createOutputStep(self):
-        path = self._modelFile()
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"localet train wrote no {path}: see the log")
-        model = LocaletModel(filename=path)
-        model.setModelName(f"{MODEL_NAME} (run {self.getObjId()})")
-        model.setCard(read_model_card(path))
-        model.setTrainedOn(self._matched()[0])
-        if self.initModel.get() is not None:
-            model.setInitModel(self.initModel.get().getModelName())
-        self._defineOutputs(**{OUTPUT_MODEL: model})
-        self._defineSourceRelation(self.inputSetOfTiltSeries, model)
-        self._defineSourceRelation(self.inputReferences, model)
+        init = self.initModel.get()
+        self._defineModelOutput(self._modelFile(), "train", f"{MODEL_NAME} (run {self.getObjId()})",
+                                self._matched()[0], init.getModelName() if init is not None else None,
+                                [self.inputSetOfTiltSeries, self.inputReferences])
 
     # -------------------------------------------------------------------------- info
     def _validate(self):
