@@ -63,6 +63,7 @@ def test_simulate_folder_is_the_command_s_engine(tmp_path):
     simulate_folder(tmp_path / "sim", settings, count=3, seed=8, name="s", resume=True, progress=False,
                     log=lines.append)
     assert lines[0] == f"kept 2 complete series already in {tmp_path / 'sim'}"
+    assert lines[-1] == f"wrote 1 series and {tmp_path / 'sim' / 'pairs.star'}"
     assert (tmp_path / "sim" / "s_08.st").stat().st_mtime_ns == before
     with pytest.raises(FieldError, match="count: must be at least 1, got 0"):
         simulate_folder(tmp_path / "none", settings, count=0)

@@ -100,5 +100,7 @@ def simulate_folder(out_dir: PathLike, settings: SimulationConfig, count: int = 
                 "the same command with --resume simulates the rest")
         raise
     write_pairs_star(out_dir / "pairs.star", rows)
-    log(f"wrote {count} series and {out_dir / 'pairs.star'}")
+    written = count - n_kept
+    log(f"wrote {written} series and {out_dir / 'pairs.star'}" if written else
+        f"wrote {out_dir / 'pairs.star'} of the {count} series kept")
     return rows
