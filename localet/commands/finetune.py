@@ -14,8 +14,8 @@ _SIMULATOR = SimulationConfig.__dataclass_fields__  # the simulator's defaults, 
 
 EPILOG = """\b
 Examples:
-  localet finetune TS_01.st --tlt TS_01.tlt --bin 4 --templates emd_1234.map -o apof      # ~10 min on 2 cores
-  localet finetune TS_01.st --mdoc TS_01.st.mdoc --bin 4 --templates 4v1w --steps 15000 -o apof15k
+  localet finetune TS_01.st --tlt TS_01.tlt --bin 4 --templates emd_1234.map -o apof
+  localet finetune TS_01.st --mdoc TS_01.st.mdoc --bin 4 --templates 4v1w --steps 5000 -o apof5k   # 3x faster
   localet reconstruct TS_01.st --tlt TS_01.tlt --bin 4 --model apof/model.safetensors -o TS_01_apof.mrc
 """
 
@@ -43,7 +43,7 @@ Examples:
 @core_option("--count", type=int, setting=("localet_core.specimen.finetune_for_specimen", "count"),
              default=DEFAULT_COUNT, help="Series to simulate (the last tenth held out).")
 @core_option("--steps", type=int, setting=("localet_core.specimen.finetune_for_specimen", "steps"),
-             default=DEFAULT_STEPS, help="Fine-tuning steps (15000: better, 3x the time).")
+             default=DEFAULT_STEPS, help="Fine-tuning steps (5000: 3x faster, a little worse).")
 @core_option("--seed", type=int, setting=("localet_core.specimen.finetune_for_specimen", "seed"), default=0,
              help="Seed of the first series and of the training.")
 @core_option("--init", setting=("localet_core.specimen.finetune_for_specimen", "init"),
@@ -63,7 +63,7 @@ def command(stack, tlt, mdoc, exclude, pixel_size, binning, templates, out_dir, 
 
     A specimen that is mostly one molecule (a purified complex, an in-vitro sample) reconstructs
     better with such a model than with the general one (docs/network.md: on the benchmark's
-    apoferritin crowds, Pearson 0.449 -> 0.52 at 5,000 steps, 0.55 at 15,000). Only STACK's
+    apoferritin crowds, Pearson 0.449 -> 0.53 at 5,000 steps, 0.56 at 15,000). Only STACK's
     header is read, not its images. Writes OUT_DIR/model.safetensors for `localet reconstruct
     --model`, OUT_DIR/simulations/ (the series and pairs.star), log.csv, summary.json and
     checkpoint.pt for --resume.

@@ -43,7 +43,7 @@ class ProtLocaletFinetune(ProtLocaletBase):
                       help="The binning you will reconstruct at: the model is trained at the tilt "
                            "series' pixel size x binning.")
         form.addParam("steps", params.IntParam, default=DEFAULT_STEPS, validators=[params.Positive],
-                      label="Training steps", help="15000 is better and takes 3x the time.")
+                      label="Training steps", help="5000 is 3x faster and a little worse.")
         form.addParam("count", params.IntParam, default=DEFAULT_COUNT, validators=[params.GT(1)],
                       expertLevel=params.LEVEL_ADVANCED, label="Simulated series",
                       help="The last tenth is held out for validation.")
