@@ -271,3 +271,23 @@ def test_fit_warnings_for_pixel_sizes_the_model_never_saw():
     (warning,) = fit_warnings(card, 2.5)
     assert "2.5 A" in warning and "--bin 4" in warning
     assert fit_warnings(card, None) and fit_warnings({}, 3.0) == []
+
+
+def test_grown_config_adds_only_what_the_starting_model_lacks():
+    """A fine-tune's architecture (`localet train --init M [--encoder ...]`) is the starting
+    model's, plus an encoder, 3D head or context channels it lacks; the rest of the request
+    (patch size, widths) is the starting model's."""
+    import dataclasses
+
+    from localet_core.config import ModelConfig
+    from localet_core.network.model import grown_config
+
+    start = ModelConfig(patch_size=13, hidden=(32, 32))
+    asked = ModelConfig(patch_size=9, hidden=(64,), encoder=(8, 8), encoder_channels=4, encoder_kernel=5,
+                        volume_head=(8,), context_channels=4, context_patch=7, context_step=3)
+    grown = grown_config(start, asked)
+    assert grown == dataclasses.replace(start, encoder=(8, 8), encoder_channels=4, encoder_kernel=5, volume_head=(8,),
+                                        context_channels=4, context_patch=7, context_step=3)
+    assert grown_config(start, ModelConfig(patch_size=9)) == start
+    has_all = grown
+    assert grown_config(has_all, dataclasses.replace(asked, encoder=(16,), volume_head=(16,))) == has_all

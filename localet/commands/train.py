@@ -135,22 +135,11 @@ def command(pairs, val_pairs, star, out_dir, model_name, binning, steps, batch_s
                      seed=seed, binning=binning, val_every=val_every, checkpoint_every=checkpoint_every,
                      refresh_every=refresh_every, slab_rows=slab_rows, use_halves=not no_halves, drop_tilts=drop_tilts, noise=noise,
                      reference_clip=clip_reference or None)  # 0: plain z-score
-    if init is not None:  # fine-tuning: the starting model fixes the architecture (+ an encoder)
-        import dataclasses
-
+    if init is not None:  # fine-tuning: the starting model fixes the architecture (+ what it grows)
+        from localet_core.network.model import grown_config
         from localet_core.network.modelfile import load_model
 
-        start = load_model(init)[0].config
-        mc = start
-        if enc_widths and not start.encoder:
-            mc = dataclasses.replace(start, encoder=enc_widths, encoder_channels=encoder_channels,
-                                     encoder_kernel=encoder_kernel)
-        vol_widths = _widths("--volume-head", volume_head)
-        if vol_widths and not start.volume_head:
-            mc = dataclasses.replace(mc, volume_head=vol_widths)
-        if context_channels and not start.context_channels:
-            mc = dataclasses.replace(mc, context_channels=context_channels, context_patch=context_patch,
-                                     context_step=context_step)
+        mc = grown_config(load_model(init)[0].config, mc)
     summary = train(specs, out_dir, mc, tc, device=device, resume=resume, progress=progress,
                     model_name=model_name, init_model=init)
     if summary.get("model_file"):

@@ -253,6 +253,24 @@ def _weighted_sum(patches: torch.Tensor, kernels: torch.Tensor, weights: torch.T
     return patches.reshape(b, n * p * p).to(flat.dtype) @ flat
 
 
+def grown_config(start: ModelConfig, requested: ModelConfig) -> ModelConfig:
+    """The architecture a fine-tune from a model of ``start`` trains: ``start``'s, plus the parts
+    ``requested`` adds that ``start`` lacks (an encoder with its channels and kernel, a 3D head,
+    context channels with their patch and step), which :func:`grow` then adds so the model
+    starts as ``start`` exactly. The rest of ``requested`` (patch size, widths, ...) is not
+    used: the starting model fixes it."""
+    config = start
+    if requested.encoder and not start.encoder:
+        config = dataclasses.replace(config, encoder=requested.encoder, encoder_channels=requested.encoder_channels,
+                                     encoder_kernel=requested.encoder_kernel)
+    if requested.volume_head and not start.volume_head:
+        config = dataclasses.replace(config, volume_head=requested.volume_head)
+    if requested.context_channels and not start.context_channels:
+        config = dataclasses.replace(config, context_channels=requested.context_channels,
+                                     context_patch=requested.context_patch, context_step=requested.context_step)
+    return config
+
+
 def grow(start: LocalizedNet, config: ModelConfig) -> LocalizedNet:
     """A model of ``config`` that computes exactly what ``start`` computes, where ``config`` adds
     an encoder, context channels and/or a 3D head to ``start``'s architecture: ``start``'s
