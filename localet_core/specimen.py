@@ -183,9 +183,11 @@ def finetune_for_specimen(out_dir: PathLike, settings: SimulationConfig, count: 
     The series' seeds are ``seed``, ``seed + 1``, ...; the last tenth (at least one) is held
     out for validation. With ``resume``, the complete series already there are kept (when made
     with the same settings) and training goes on from ``out_dir/checkpoint.pt``: the result is
-    that of an uninterrupted run. ``inputs`` (the user's stack, angles, ...) are checked not to
-    be among the outputs, like the template maps and ``init``; ``label`` is the history label of
-    the simulated MRC files; ``log`` receives the one-line messages.
+    that of an uninterrupted run. The model's card records the simulation (``specimen``: the
+    settings as the series' JSON records them, a map of the user's by path and SHA-256).
+    ``inputs`` (the user's stack, angles, ...) are checked not to be among the outputs, like the
+    template maps and ``init``; ``label`` is the history label of the simulated MRC files;
+    ``log`` receives the one-line messages.
 
     Raises:
         FieldError: a bad count or number of steps.
@@ -201,6 +203,7 @@ def finetune_for_specimen(out_dir: PathLike, settings: SimulationConfig, count: 
     from localet_core.network.modelfile import load_model
     from localet_core.network.training import train
     from localet_core.simulate.folder import simulate_folder
+    from localet_core.simulate.forward import config_record
     from localet_core.simulate.user_maps import is_map_entry
 
     if int(count) < 2:
@@ -222,5 +225,6 @@ def finetune_for_specimen(out_dir: PathLike, settings: SimulationConfig, count: 
     pairs = read_pairs_star(out / SIMULATIONS / "pairs.star")
     recipe = dataclasses.replace(TrainConfig(), steps=int(steps), seed=int(seed))
     log(f"fine-tuning {init} on {len(pairs)} simulated series for {steps} steps")
+    specimen = {"simulation": config_record(settings), "series": count, "first_seed": seed}
     return train(pairs, out, start, recipe, device=device, resume=resume, progress=progress,
-                 model_name=MODEL_NAME, init_model=init)
+                 model_name=MODEL_NAME, init_model=init, card_extra={"specimen": specimen})

@@ -128,6 +128,8 @@ def test_finetune_command_simulates_the_acquisition_trains_and_resumes(tmp_path)
     assert card["initialised_from"] == "localet-default" and card["steps"] == 6
     assert card["pixel_size_A"] == [14.0] and card["tilt_schemes"][0]["min_deg"] == -57.0
     assert model.config == load_model("localet-default")[0].config
+    specimen = card["specimen"]  # what the model is for: the simulation, as the series' JSON says
+    assert specimen["simulation"] == record and specimen["series"] == 2 and specimen["first_seed"] == 0
     series = sorted((tmp_path / "run" / "simulations").glob("specimen_*.st"))
     stamps = {p: p.stat().st_mtime_ns for p in series}
     proc = _run(*args, "--resume")

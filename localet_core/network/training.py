@@ -227,6 +227,7 @@ def train(
     progress: Optional[bool] = None,
     model_name: str = "model",
     init_model: Optional[PathLike] = None,
+    card_extra: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Train, writing ``out_dir/{model_name}.safetensors``, ``checkpoint.pt``, ``log.csv`` and
     ``summary.json``; returns the summary.
@@ -234,6 +235,8 @@ def train(
     Args:
         init_model: a model name or file to start from (fine-tuning); its architecture must
             equal ``model_config`` (the CLI takes it from the file).
+        card_extra: more entries of the model's card (e.g. ``specimen``: what a specimen
+            fine-tune simulated, :func:`localet_core.specimen.finetune_for_specimen`).
         pairs: training pairs (``split='train'``) and held-out validation pairs (``'val'``).
         resume: continue from ``out_dir/checkpoint.pt`` when it exists.
         stop_after: stop (checkpointed) after this step, as if interrupted (tests, time slots).
@@ -297,8 +300,8 @@ def train(
                        device, time.perf_counter() - t0)
     if rank == 0:
         if end >= tc.steps:
-            card = _model_card(model_name, end, model_config, tc, train_pairs, val_pairs, summary,
-                               init_model)
+            card = {**_model_card(model_name, end, model_config, tc, train_pairs, val_pairs, summary,
+                                  init_model), **(card_extra or {})}
             summary["model_file"] = str(save_model(out / model_name, model, card))
         write_log_csv(out / LOG_NAME, log_rows)
         from localet_core.io.atomic import atomic_output

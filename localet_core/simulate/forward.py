@@ -182,7 +182,7 @@ def _simulate_series(config: SimulationConfig, seed: int, steps: Stage) -> Simul
     steps.advance(1)
     truth = -phantom.crop(phantom.volume)
     params = {
-        "seed": seed, "config": _config_record(config),
+        "seed": seed, "config": config_record(config),
         "angles_deg": angles.tolist(), "acquisition_order": [int(i) for i in order],
         "dose_per_view_e_per_A2": dose_per_view, "defocus_um": defocus,
         "electrons_per_pixel_per_view": electrons, "ice_thickness_A": thickness_a,
@@ -217,7 +217,7 @@ def series_paths(out_dir: Path, name: str, xf: bool = False, halves: bool = True
     return paths
 
 
-def _config_record(config: SimulationConfig) -> Dict[str, Any]:
+def config_record(config: SimulationConfig) -> Dict[str, Any]:
     """``config`` as the series' JSON records it (``templates`` only when set: the records of
     series made before it existed still match on ``--resume``; a map of the user's also by its
     SHA-256)."""
@@ -254,7 +254,7 @@ def kept_series(out_dir: Path, name: str, seed: int, config: SimulationConfig) -
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError(paths["params"], "is not a series record of localet simulate; remove it "
                                           "or write to another folder") from None
-    wanted = (seed, json.loads(json.dumps(_config_record(config))))
+    wanted = (seed, json.loads(json.dumps(config_record(config))))
     if recorded != wanted:
         raise InputError(paths["params"], "was simulated with another seed or other settings; "
                                           "--resume keeps only series made as asked now")

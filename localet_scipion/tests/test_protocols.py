@@ -395,6 +395,7 @@ class TestLocaletScipion(BaseTest):
         self.assertEqual(record["tilt_range"], [round(float(angles.min()), 3), round(float(angles.max()), 3)])
         self.assertAlmostEqual(record["dose"], 3.0 * len(angles))
         self.assertEqual(record["templates"], [prot._mapFile()])
+        self.assertEqual(card["specimen"]["simulation"]["template_sha256"], record["template_sha256"])
         with mrcfile.open(prot._mapFile(), permissive=True) as copy, mrcfile.open(path) as original:
             self.assertEqual(float(copy.voxel_size.x), pixel)
             self.assertEqual(float(original.voxel_size.x), 0.0)  # the input is not written
