@@ -283,7 +283,7 @@ def test_simulation_templates_override_the_preset_and_are_recorded_only_when_set
     them (every series made before the setting existed) is unchanged."""
     from localet_core.config import SimulationConfig
     from localet_core.errors import FieldError
-    from localet_core.simulate.forward import _config_record, simulate_series
+    from localet_core.simulate.forward import config_record, simulate_series
 
     base = SimulationConfig(shape=(32, 48, 48), voxel_size=10.0, tilt_step=15.0, family="diverse", thickness_nm=40.0)
     one = dataclasses.replace(base, templates=("4V1W",))
@@ -291,7 +291,7 @@ def test_simulation_templates_override_the_preset_and_are_recorded_only_when_set
     particles = [o for o in s.params["phantom"]["objects"] if o["type"] == "particle"]
     assert particles and {o["template"] for o in particles} == {"4v1w"}
     assert s.params["config"]["templates"] == ["4v1w"] and s.params["phantom"]["templates"] == ["4v1w"]
-    assert "templates" not in _config_record(base)
+    assert "templates" not in config_record(base)
     mixed = {o["template"] for o in simulate_series(base, 3).params["phantom"]["objects"] if o["type"] == "particle"}
     assert len(mixed) > 1
     for bad in ((), ("4v1w", "nope")):
