@@ -161,14 +161,11 @@ def specimen_simulation(templates: Sequence[str], acquisition: Acquisition, dose
     tilt_range, step = acquisition.tilt_scheme
     if not step > 0:
         raise FieldError("tilt_angles", "the tilt angles repeat: no step between them")
-    defaults = SimulationConfig.__dataclass_fields__
-    return SimulationConfig(
-        shape=tuple(int(n) for n in shape), voxel_size=acquisition.voxel_size, tilt_range=tilt_range,
-        tilt_step=step, family=SPECIMEN_FAMILY, templates=tuple(templates),
-        dose=float(dose if dose is not None else acquisition.dose if acquisition.dose is not None
-                   else defaults["dose"].default),
-        defocus_um=defocus_um if defocus_um is not None else defaults["defocus_um"].default,
-        thickness_nm=thickness_nm)
+    given = {"dose": dose if dose is not None else acquisition.dose, "defocus_um": defocus_um}
+    return SimulationConfig(shape=tuple(int(n) for n in shape), voxel_size=acquisition.voxel_size,
+                            tilt_range=tilt_range, tilt_step=step, family=SPECIMEN_FAMILY,
+                            templates=tuple(templates), thickness_nm=thickness_nm,
+                            **{k: v for k, v in given.items() if v is not None})  # else the simulator's
 
 
 def finetune_for_specimen(out_dir: PathLike, settings: SimulationConfig, count: int = DEFAULT_COUNT,

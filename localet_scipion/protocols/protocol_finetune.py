@@ -74,8 +74,6 @@ class ProtLocaletFinetune(ProtLocaletBase):
     def convertInputStep(self):
         import mrcfile
 
-        ts = self._series()
-        convert.tiltSeriesFiles(ts, self._getExtraPath(ts.getTsId()))  # TSID.tlt, as the next step reads it
         # the map with the sampling rate Scipion knows it by in its header (a copy: the input stays)
         volume = self.inputMap.get()
         shutil.copyfile(os.path.abspath(volume.getFileName()), self._mapFile())
@@ -92,12 +90,11 @@ class ProtLocaletFinetune(ProtLocaletBase):
     def finetuneStep(self):
         ts = self._series()
         files = convert.tiltSeriesFiles(ts, self._getExtraPath(ts.getTsId()))
-        args = (f"{convert.quote(files['stack'])} --tlt {convert.quote(files['tlt'])} "
-                f"--pixel-size {ts.getSamplingRate():g} --bin {self.binning.get()} "
+        # the stack, angles, excluded views and pixel size as every box passes them (no .xf: only
+        # the acquisition is read)
+        args = (f"{convert.tiltSeriesArgs({**files, 'xf': None})} --bin {self.binning.get()} "
                 f"--templates {convert.quote(self._mapFile())} --steps {self.steps.get()} "
                 f"--count {self.count.get()} -o {convert.quote(self._outDir())}")
-        if files["exclude"]:
-            args += f" --exclude {files['exclude']}"
         dose = self._dose()
         if dose:
             args += f" --dose {dose:g}"
