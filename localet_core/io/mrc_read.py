@@ -263,9 +263,9 @@ def _permuted_slabs(p: Path, header: VolumeHeader, rows: int) -> Iterator[Tuple[
     assert order is not None
     stored = tuple(header.shape[order.index(k)] for k in range(3))
     check = np.issubdtype(header.dtype, np.floating)
-    ny = header.shape[1]
-    for y0 in range(0, ny, max(1, int(rows))):
-        y1 = min(ny, y0 + max(1, int(rows)))
+    ny, rows = header.shape[1], max(1, int(rows))
+    for y0 in range(0, ny, rows):
+        y1 = min(ny, y0 + rows)
         mm = np.memmap(p, dtype=header.dtype, mode="r", offset=header.offset, shape=stored)
         try:
             slab = np.array(mm.transpose(order)[:, y0:y1, :], dtype=np.float32, order="C")  # a copy
